@@ -1,0 +1,96 @@
+"""One human-readable line per incident change, for a terminal or a log collector."""
+from __future__ import annotations
+
+import sys
+import threading
+from typing import Any, TextIO
+
+from otel_ai.model import DEPENDENCY, Incident
+from otel_ai.timefmt import rfc3339
+
+_RESET = "\x1b[0m"
+_SEVERITY_COLOUR = {"critical": "\x1b[31;1m", "warning": "\x1b[33m", "info": "\x1b[36m"}
+_CHANGE_COLOUR = {"RESOLVED": "\x1b[32m", "REOPENED": "\x1b[35;1m"}
+# Pads OPENED and UPDATED to one column (the documented "OPENED  critical ..." layout);
+# longer words just push the line right rather than being cut.
+_CHANGE_WIDTH = 7
+
+
+def _number(value: Any, unit: str) -> str:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return "?"
+    if unit == "ms":
+        return f"{value:.0f}ms"
+    if unit == "%":
+        return f"{value:.1f}%"
+    return f"{value:g}{unit}"
+
+
+def _percent(share: Any) -> str:
+    if not isinstance(share, (int, float)) or isinstance(share, bool):
+        return "?"
+    return f"{share * 100:.0f}%"
+
+
+def _measurement(incident: Incident) -> str:
+    """'error_rate 35.0% (threshold 10.0%, baseline 0.4%, 1m)', or the summary without a metric."""
+    data = incident.data
+    metric = data.get("metric")
+    if not metric:
+        return incident.summary
+    unit = str(data.get("unit") or "")
+    value = data.get("current_value", data.get("value"))
+    details = []
+    if "threshold" in data:
+        details.append(f"threshold {_number(data['threshold'], unit)}")
+    baseline = data.get("baseline_value", data.get("baseline"))
+    if baseline is not None:
+        details.append(f"baseline {_number(baseline, unit)}")
+    if data.get("window"):
+        details.append(str(data["window"]))
+    text = f"{metric} {_number(value, unit)}"
+    return f"{text} ({', '.join(details)})" if details else text
+
+
+def _suspect(incident: Incident) -> str:
+    if not incident.suspects:
+        return ""
+    top = incident.suspects[0]
+    text = f"; suspect {top.get('key', '?')}={top.get('value', '?')}"
+    if "bad_share" in top or "good_share" in top:
+        text += f" ({_percent(top.get('bad_share'))} of bad vs {_percent(top.get('good_share'))} of good)"
+    return text
+
+
+def format_incident_line(incident: Incident, colour: bool = False) -> str:
+    subject = incident.subject
+    where = subject.label() if subject.kind == DEPENDENCY else f"{subject.service} {subject.label()}"
+    change = (incident.last_change or "changed").upper()
+    severity = incident.severity
+    change_text = change.ljust(_CHANGE_WIDTH)
+    if colour:
+        severity = f"{_SEVERITY_COLOUR.get(severity, '')}{severity}{_RESET}"
+        change_text = f"{_CHANGE_COLOUR.get(change, chr(27) + '[1m')}{change}{_RESET}" + " " * max(
+            0, _CHANGE_WIDTH - len(change))
+    return (
+        f"{rfc3339(incident.updated_at_ns)} {change_text} {severity} {incident.type} {where}: "
+        f"{_measurement(incident)} conf {incident.confidence:.2f}{_suspect(incident)} [{incident.id}]"
+    )
+
+
+class ConsoleExporter:
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self._stream = stream if stream is not None else sys.stderr
+        self._lock = threading.Lock()
+        isatty = getattr(self._stream, "isatty", None)
+        self._colour = bool(isatty and isatty())
+
+    def export(self, incident: Incident) -> None:
+        line = format_incident_line(incident, colour=self._colour)
+        with self._lock:
+            self._stream.write(line + "\n")
+            self._stream.flush()
+
+    def shutdown(self) -> None:
+        with self._lock:
+            self._stream.flush()

@@ -1,0 +1,186 @@
+"""Configuration: embedded defaults < YAML file < environment.
+
+Validated with pydantic so that a bad value fails at start-up with a message that
+names the key (e.g. ``events.ERROR_RATE_SPIKE.window: not a duration: '5x'``).
+"""
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from otel_ai.timefmt import parse_duration
+
+
+class ConfigError(Exception):
+    """Raised with a human-readable message naming every bad key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+def _duration(value: Any) -> float:
+    return parse_duration(value)
+
+
+class EventRule(_Strict):
+    enabled: bool = True
+    threshold: float = Field(gt=0)
+    window: float  # seconds
+    min_samples: int = Field(alias="minSamples", ge=1)
+    severity: Literal["info", "warning", "critical"]
+    latency_threshold: float | None = Field(default=None, alias="latencyThreshold", gt=0)
+
+    _parse_window = field_validator("window", mode="before")(_duration)
+
+    @field_validator("severity", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        # The seed writes EventSeverity.CRITICAL; YAML users write critical.
+        return value.lower() if isinstance(value, str) else value
+
+
+class Budget(_Strict):
+    max_cost_per_day: float = Field(5.0, alias="maxCostPerDay", ge=0)
+    max_analyses_per_hour: int = Field(20, alias="maxAnalysesPerHour", ge=0)
+    alert_on_budget_exceeded: bool = Field(True, alias="alertOnBudgetExceeded")
+
+
+class Receiver(_Strict):
+    host: str = "0.0.0.0"
+    grpc_port: int = Field(4317, alias="grpcPort", ge=0, le=65535)
+    http_port: int = Field(4318, alias="httpPort", ge=0, le=65535)
+    max_request_bytes: int = Field(64 * 1024 * 1024, alias="maxRequestBytes", ge=1024)
+    queue_batches: int = Field(256, alias="queueBatches", ge=1)
+    queue_spans: int = Field(500_000, alias="queueSpans", ge=1)
+    bearer_token: str | None = Field(None, alias="bearerToken")
+    tls_cert_file: str | None = Field(None, alias="tlsCertFile")
+    tls_key_file: str | None = Field(None, alias="tlsKeyFile")
+
+
+class Admin(_Strict):
+    host: str = "0.0.0.0"
+    port: int = Field(8888, ge=0, le=65535)
+
+
+class Windows(_Strict):
+    slot: float = 10.0
+    allowed_lateness: float = Field(5.0, alias="allowedLateness")
+    wall_clock_advance: bool = Field(True, alias="wallClockAdvance")
+    max_clock_skew: float = Field(600.0, alias="maxClockSkew")
+    max_span_age: float = Field(3600.0, alias="maxSpanAge")
+
+    _parse = field_validator("slot", "allowed_lateness", "max_clock_skew", "max_span_age", mode="before")(_duration)
+
+    @field_validator("slot")
+    @classmethod
+    def _slot_range(cls, value: float) -> float:
+        if not 1.0 <= value <= 60.0:
+            raise ValueError("slot must be between 1s and 60s")
+        return value
+
+
+class Limits(_Strict):
+    max_routes_per_service: int = Field(2000, alias="maxRoutesPerService", ge=1)
+    max_subjects: int = Field(20000, alias="maxSubjects", ge=16)
+
+
+class Incidents(_Strict):
+    recovery_period: float = Field(120.0, alias="recoveryPeriod")
+    cooldown: float = 600.0
+    stale_after: float = Field(900.0, alias="staleAfter")
+    update_interval: float = Field(60.0, alias="updateInterval")
+
+    _parse = field_validator("recovery_period", "cooldown", "stale_after", "update_interval", mode="before")(_duration)
+
+
+class Settings(_Strict):
+    enabled: bool = True
+    min_confidence: float = Field(0.75, alias="minConfidence", ge=0, le=1)
+    mode: Literal["shadow", "notify", "active"] = "shadow"
+    events: dict[str, EventRule]
+    budget: Budget = Budget()
+    receiver: Receiver = Receiver()
+    admin: Admin = Admin()
+    windows: Windows = Windows()
+    limits: Limits = Limits()
+    incidents: Incidents = Incidents()
+
+    @field_validator("events")
+    @classmethod
+    def _known_types(cls, value: dict[str, EventRule]) -> dict[str, EventRule]:
+        from otel_ai.model import EVENT_TYPES
+
+        unknown = sorted(set(value) - set(EVENT_TYPES))
+        if unknown:
+            raise ValueError(f"unknown event type(s) {unknown}; known: {list(EVENT_TYPES)}")
+        return value
+
+
+# Environment names from the seed, mapped onto config keys.
+_ENV_KEYS = {
+    "AI_EVENTS_ENABLED": ("enabled",),
+    "AI_MIN_CONFIDENCE": ("minConfidence",),
+    "AI_MAX_COST_PER_DAY": ("budget", "maxCostPerDay"),
+    "AI_MODE": ("mode",),
+}
+
+
+def _merge(base: dict, override: dict) -> dict:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _defaults() -> dict:
+    text = resources.files("otel_ai").joinpath("defaults.yaml").read_text(encoding="utf-8")
+    return yaml.safe_load(text)
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration ({source}):"]
+    for item in err.errors():
+        key = ".".join(str(part) for part in item["loc"])
+        message = item["msg"].removeprefix("Value error, ")
+        lines.append(f"  {key}: {message}")
+    return "\n".join(lines)
+
+
+def load_settings(path: str | Path | None = None, env: dict[str, str] | None = None) -> Settings:
+    """Build Settings from defaults, an optional YAML file and the environment."""
+    env = os.environ if env is None else env
+    data = _defaults()
+    source = "embedded defaults"
+    if path is not None:
+        source = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
+        try:
+            loaded = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping at the top level")
+        data = _merge(data, loaded)
+    for name, keys in _ENV_KEYS.items():
+        if name in env and env[name] != "":
+            target = data
+            for key in keys[:-1]:
+                target = target.setdefault(key, {})
+            target[keys[-1]] = env[name]
+            source += f" + ${name}"
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, source)) from None

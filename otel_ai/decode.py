@@ -1,0 +1,439 @@
+"""OTLP ExportTraceServiceRequest -> columnar SpanBatch (numpy), plus suspect captures.
+
+This is the per-span hot path. Per span it does the minimum in Python: read kind,
+times, status, and the handful of attributes that name the route or dependency.
+Everything else (validation, error classification, time bucketing, sampling
+decisions) is done on whole numpy columns. Only the spans picked for suspect
+analysis (errors, slow requests and a deterministic 1-in-16 trace sample) get their
+full attribute set read, in a second pass.
+"""
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+from otel_ai.proto.otel_ai.v1.otlp_view_pb2 import TraceRequestView
+
+from otel_ai.subjects import SubjectTable
+
+SPAN_KIND_SERVER = 2
+SPAN_KIND_CLIENT = 3
+STATUS_ERROR = 2
+# gRPC codes that are the server's fault (OTel RPC semantic conventions).
+GRPC_SERVER_ERRORS = np.array([2, 4, 12, 13, 14, 15])
+SAMPLE_ONE_IN = 32  # good requests sampled for suspects, by trace id, so whole traces agree
+# Captures are costly (every attribute is read); during an incident most spans are errors,
+# so cap them per subject and batch to keep ingestion as fast as on a quiet day.
+MAX_CAPTURES_PER_SUBJECT = 8
+
+# Never suspects: they identify the subject, describe the outcome itself, or are
+# unique per request.
+NOT_SUSPECT_KEYS = frozenset({
+    "http.route", "http.request.method", "http.method", "rpc.service", "rpc.method", "rpc.system",
+    "http.response.status_code", "http.status_code", "rpc.grpc.status_code", "error.type",
+    "otel.status_code", "otel.status_description", "otel.scope.name",
+    "url.full", "url.path", "url.query", "http.url", "http.target", "http.user_agent",
+    "user_agent.original", "client.address", "client.port", "net.peer.ip", "net.peer.port",
+    "net.sock.peer.addr", "net.sock.peer.port", "network.peer.address", "network.peer.port",
+    "server.port", "net.host.port", "db.statement", "db.query.text", "code.lineno", "thread.id",
+    "thread.name", "process.pid", "process.command_line", "process.command_args",
+    "process.executable.path", "http.request.body.size", "http.response.body.size",
+    "http.request_content_length", "http.response_content_length", "telemetry.sdk.name",
+    "telemetry.sdk.version", "telemetry.sdk.language", "telemetry.auto.version",
+    "process.runtime.version", "process.runtime.description", "exception.stacktrace",
+})
+MAX_VALUE_CHARS = 128
+MAX_VALUES_PER_KEY = 256  # more distinct values than this: the key is high-cardinality
+MAX_KEYS = 512
+
+_ID_SEGMENT = re.compile(r"^(?=.*\d)[\w\-.~%:]{1,}$|^[0-9a-fA-F\-]{16,}$")
+_HTTP_METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "TRACE", "CONNECT"})
+
+
+@dataclass(slots=True)
+class Capture:
+    """One request kept for suspect analysis."""
+
+    subject_id: int
+    end_ns: int
+    duration_ms: float
+    error: bool
+    trace_id: bytes
+    pairs: tuple  # interned (key, value) tuples
+    exceptions: tuple  # ((type, message), ...)
+
+
+@dataclass(slots=True)
+class SpanBatch:
+    """Columns of the counted spans (SERVER -> routes, CLIENT -> dependencies)."""
+
+    subject_id: np.ndarray  # int32
+    end_ns: np.ndarray  # int64
+    duration_ms: np.ndarray  # float64
+    error: np.ndarray  # bool: status ERROR or HTTP >= 500 (never 4xx)
+    client_error: np.ndarray  # bool: HTTP 4xx (or a client-side gRPC code)
+    spans_total: int = 0
+    rejected: int = 0
+    reject_message: str = ""
+    ignored: int = 0  # spans of other kinds: accepted, not counted
+    captures: list[Capture] = field(default_factory=list)
+    max_end_ns: int = 0
+    median_end_ns: int = 0
+
+    def __len__(self) -> int:
+        return int(self.subject_id.shape[0])
+
+
+@dataclass(slots=True)
+class TimeBounds:
+    """Spans ending outside [lowest_ns, highest_ns] are refused as implausible."""
+
+    lowest_ns: int
+    highest_ns: int
+
+
+def _int_of(value) -> int:
+    number = value.int_value
+    if number:
+        return number
+    text = value.string_value
+    return int(text) if text.isdigit() and len(text) < 6 else 0
+
+
+def _value_text(value) -> str | None:
+    text = value.string_value
+    if text:
+        return text[:MAX_VALUE_CHARS]
+    which = value.WhichOneof("value")
+    if which == "int_value":
+        return str(value.int_value)
+    if which == "bool_value":
+        return "true" if value.bool_value else "false"
+    if which == "string_value":
+        return ""
+    return None  # doubles, arrays, maps and bytes are never useful suspects
+
+
+class PairInterner:
+    """Bounded interning of (key, value) pairs, refusing high-cardinality keys.
+
+    Interning keeps memory per captured request to one tuple of shared references;
+    the per-key value cap is what keeps request ids and the like out."""
+
+    def __init__(self) -> None:
+        self._pairs: dict[tuple[str, str], tuple[str, str]] = {}
+        self._values_per_key: dict[str, int] = {}
+        self.high_cardinality: set[str] = set()
+
+    def intern(self, key: str, value: str) -> tuple[str, str] | None:
+        pair = (key, value)
+        found = self._pairs.get(pair)
+        if found is not None:
+            return found
+        if key in self.high_cardinality:
+            return None
+        count = self._values_per_key.get(key, 0)
+        if count >= MAX_VALUES_PER_KEY:
+            self.high_cardinality.add(key)
+            return None
+        if count == 0 and len(self._values_per_key) >= MAX_KEYS:
+            return None
+        self._values_per_key[key] = count + 1
+        self._pairs[pair] = pair
+        return pair
+
+
+class ChildIndex:
+    """Recent CLIENT spans by (trace id, service), to say which dependency a request
+    called, and whether that call failed or took most of the request's time."""
+
+    def __init__(self, max_keys: int = 100_000):
+        self.max_keys = max_keys
+        self._children: dict[tuple[bytes, str], list[tuple[str, bool, float, tuple]]] = {}
+
+    def add(self, trace_id: bytes, service: str, dependency: str, error: bool, duration_ms: float, exceptions: tuple) -> None:
+        key = (trace_id, service)
+        entry = self._children.get(key)
+        if entry is None:
+            if len(self._children) >= self.max_keys:
+                for old in list(itertools.islice(self._children, self.max_keys // 4)):
+                    del self._children[old]
+            self._children[key] = [(dependency, error, duration_ms, exceptions)]
+        elif len(entry) < 32:
+            entry.append((dependency, error, duration_ms, exceptions))
+
+    def get(self, trace_id: bytes, service: str):
+        return self._children.get((trace_id, service), ())
+
+
+def _dependency_name(get, rpc) -> str:
+    """peer.service, else server.address, else db.system/db.namespace (old names too)."""
+    for key in ("peer.service", "server.address", "net.peer.name"):
+        value = get(key)
+        if value is not None and value.string_value:
+            return value.string_value[:128]
+    system = get("db.system.name") or get("db.system")
+    if system is not None and system.string_value:
+        namespace = get("db.namespace") or get("db.name")
+        if namespace is not None and namespace.string_value:
+            return f"{system.string_value}/{namespace.string_value}"[:128]
+        return system.string_value[:128]
+    return "" if rpc is None else rpc.string_value[:128]
+
+
+def route_from_span_name(name: str) -> str:
+    """A route-like name for SERVER spans without http.route: the span name, with
+    anything that looks like an id or a query string replaced, so that a raw URL path
+    never becomes a route."""
+    name = name[:200]
+    method, _, rest = name.partition(" ")
+    if method not in _HTTP_METHODS:
+        method, rest = "", name
+    if "/" not in rest and "?" not in rest:
+        return name
+    path = rest.split("?", 1)[0].split("#", 1)[0]
+    if "://" in path:
+        path = "/" + path.split("://", 1)[1].partition("/")[2]
+    segments = ["{id}" if _ID_SEGMENT.match(seg) else seg for seg in path.split("/")]
+    templated = "/".join(segments) or "/"
+    return f"{method} {templated}".strip()
+
+
+class Decoder:
+    """Turns requests into SpanBatches. Not thread-safe: callers serialise."""
+
+    def __init__(self, subjects: SubjectTable):
+        self.subjects = subjects
+        self.pairs = PairInterner()
+        self.children = ChildIndex()
+        # Per subject: duration above which a request counts as slow enough to capture.
+        self.slow_threshold_ms = np.full(0, np.inf)
+        self._unrouted: dict[tuple[str, str, str], int] = {}
+        self._resource_cache: dict[bytes, tuple[str, tuple]] = {}
+
+    def _resource(self, resource) -> tuple[str, tuple]:
+        service = "unknown_service"
+        pairs = []
+        for key, value in resource.attributes.items():
+            text = _value_text(value)
+            if text is None:
+                continue
+            if key == "service.name":
+                service = text or service
+            if key in NOT_SUSPECT_KEYS:
+                continue
+            pair = self.pairs.intern(key, text)
+            if pair is not None:
+                pairs.append(pair)
+        return service, tuple(pairs)
+
+    def _route_subject(self, service: str, method: str, name: str) -> int:
+        key = (service, method, name)
+        sid = self._unrouted.get(key)
+        if sid is None:
+            if len(self._unrouted) > 50_000:
+                self._unrouted.clear()
+            sid = self.subjects.route(service, method, route_from_span_name(name))
+            self._unrouted[key] = sid
+        return sid
+
+    def decode(self, request: TraceRequestView, bounds: TimeBounds | None) -> SpanBatch:
+        subjects = self.subjects
+        route_of = subjects.route
+        rows: list[tuple] = []
+        spans: list = []
+        services: list[str] = []
+        resources: list[tuple] = []
+        total = 0
+        for resource_spans in request.resource_spans:
+            service, resource_pairs = self._resource(resource_spans.resource)
+            for scope_spans in resource_spans.scope_spans:
+                scope_list = scope_spans.spans
+                total += len(scope_list)
+                for span in scope_list:
+                    kind = span.kind
+                    if kind != SPAN_KIND_SERVER and kind != SPAN_KIND_CLIENT:
+                        continue
+                    get = span.attributes.get
+                    grpc_status = -1
+                    value = get("http.response.status_code")
+                    if value is None:
+                        value = get("http.status_code")
+                    http_status = 0 if value is None else _int_of(value)
+                    rpc = get("rpc.service")
+                    if rpc is not None:
+                        value = get("rpc.grpc.status_code")
+                        if value is not None:
+                            grpc_status = _int_of(value)
+                    if kind == SPAN_KIND_SERVER:
+                        method = get("http.request.method")
+                        if method is None:
+                            method = get("http.method")
+                        method = "" if method is None else method.string_value[:16]
+                        route = get("http.route")
+                        if route is not None:
+                            sid = route_of(service, method, route.string_value[:256])
+                        elif rpc is not None:
+                            sid = self._rpc_subject(service, rpc, get("rpc.method"), get("rpc.system"))
+                        else:
+                            sid = self._route_subject(service, method, span.name)
+                    else:
+                        dependency = _dependency_name(get, rpc)
+                        if not dependency:
+                            continue
+                        sid = subjects.dependency(dependency)
+                    rows.append((sid, kind, span.start_time_unix_nano, span.end_time_unix_nano,
+                                 span.status.code, http_status, grpc_status))
+                    spans.append(span)
+                    services.append(service)
+                    resources.append(resource_pairs)
+        return self._columns(rows, spans, services, resources, total, bounds)
+
+    def _rpc_subject(self, service: str, rpc_service, rpc_method, rpc_system) -> int:
+        system = "rpc" if rpc_system is None else rpc_system.string_value or "rpc"
+        method_name = "" if rpc_method is None else rpc_method.string_value
+        return self.subjects.route(service, system.upper()[:16], f"{rpc_service.string_value}/{method_name}"[:256])
+
+    def _columns(self, rows, spans, services, resources, total, bounds) -> SpanBatch:
+        n = len(rows)
+        if n == 0:
+            empty = np.zeros(0)
+            return SpanBatch(empty.astype(np.int32), empty.astype(np.int64), empty, empty.astype(bool),
+                             empty.astype(bool), spans_total=total, ignored=total)
+        table = np.array(rows, dtype=np.int64)
+        sid, kind, start, end = table[:, 0], table[:, 1], table[:, 2], table[:, 3]
+        status, http_status, grpc_status = table[:, 4], table[:, 5], table[:, 6]
+        # OTLP times are uint64; anything past int64 wrapped negative and is garbage.
+        invalid = (end <= 0) | (start <= 0) | (end < start)
+        reasons = []
+        if invalid.any():
+            reasons.append(f"{int(invalid.sum())} with end before start or missing times")
+        if bounds is not None:
+            out_of_range = ~invalid & ((end < bounds.lowest_ns) | (end > bounds.highest_ns))
+            if out_of_range.any():
+                reasons.append(f"{int(out_of_range.sum())} with end time too far from now")
+                invalid |= out_of_range
+        client_error = (http_status >= 400) & (http_status < 500)
+        error = ((status == STATUS_ERROR) | (http_status >= 500)) & ~client_error
+        has_grpc = grpc_status >= 0
+        if has_grpc.any():
+            server_fault = np.isin(grpc_status, GRPC_SERVER_ERRORS)
+            flagged = has_grpc & (status == STATUS_ERROR)
+            error = np.where(has_grpc, server_fault, error)
+            client_error |= flagged & ~server_fault
+        keep = ~invalid
+        duration_ms = (end - start) / 1e6
+        batch = SpanBatch(
+            subject_id=sid[keep].astype(np.int32),
+            end_ns=end[keep],
+            duration_ms=duration_ms[keep],
+            error=error[keep],
+            client_error=client_error[keep],
+            spans_total=total,
+            rejected=int(invalid.sum()),
+            reject_message=("rejected spans: " + "; ".join(reasons)) if reasons else "",
+            ignored=total - n,
+        )
+        if len(batch):
+            batch.max_end_ns = int(batch.end_ns.max())
+            batch.median_end_ns = int(np.median(batch.end_ns))
+        self._capture(batch, keep, kind, sid, end, duration_ms, error, spans, services, resources)
+        return batch
+
+    def _capture(self, batch, keep, kind, sid, end, duration_ms, error, spans, services, resources) -> None:
+        """Second pass, over the few spans suspects need: all errors, the slow ones and a
+        1-in-16 sample by trace id."""
+        known = self.slow_threshold_ms
+        slow_thr = np.full(sid.shape[0], np.inf)
+        inside = sid < known.shape[0]
+        slow_thr[inside] = known[sid[inside]]
+        trace_ids = [span.trace_id for span in spans]
+        sample_byte = np.array([t[-1] if t else 0 for t in trace_ids], dtype=np.int16)
+        sampled = sample_byte < (256 // SAMPLE_ONE_IN)
+        chosen = keep & (error | (duration_ms > slow_thr) | sampled)
+        if not chosen.any():
+            return
+        chosen = _first_per_group(chosen, sid, MAX_CAPTURES_PER_SUBJECT)
+        is_client = kind == SPAN_KIND_CLIENT
+        client_idx = np.flatnonzero(chosen & is_client)
+        server_idx = np.flatnonzero(chosen & ~is_client)
+        dependency_name = self.subjects.subjects
+        for i in client_idx:  # children first: the parent ends last and may share the batch
+            span = spans[i]
+            err = bool(error[i])
+            exceptions = _exceptions(span) if err else ()
+            dep = dependency_name[sid[i]].service
+            self.children.add(trace_ids[i], services[i], dep, err, float(duration_ms[i]), exceptions)
+            batch.captures.append(Capture(int(sid[i]), int(end[i]), float(duration_ms[i]), err, trace_ids[i],
+                                          self._pairs(span, resources[i], ()), exceptions))
+        for i in server_idx:
+            span = spans[i]
+            err = bool(error[i])
+            dur = float(duration_ms[i])
+            extra = []
+            child_exceptions = []
+            slowest = None
+            for dep, child_err, child_ms, child_exc in self.children.get(trace_ids[i], services[i]):
+                if child_err:
+                    extra.append(("dependency.failed", dep))
+                    child_exceptions.extend(child_exc)
+                if child_ms >= 0.5 * dur and (slowest is None or child_ms > slowest[1]):
+                    slowest = (dep, child_ms)
+            if slowest is not None:
+                extra.append(("dependency.slow", slowest[0]))
+            exceptions = (_exceptions(span) + tuple(child_exceptions)) if err else ()
+            pairs = self._pairs(span, resources[i], extra, skip_service=True)
+            batch.captures.append(Capture(int(sid[i]), int(end[i]), dur, err, trace_ids[i], pairs, exceptions))
+
+    def _pairs(self, span, resource_pairs: tuple, extra, skip_service: bool = False) -> tuple:
+        intern = self.pairs.intern
+        out = [p for p in resource_pairs if not (skip_service and p[0] == "service.name")]
+        for key, value in span.attributes.items():
+            if key in NOT_SUSPECT_KEYS:
+                continue
+            text = _value_text(value)
+            if text is None:
+                continue
+            pair = intern(key, text)
+            if pair is not None:
+                out.append(pair)
+        for key, value in extra:
+            pair = intern(key, value)
+            if pair is not None and pair not in out:
+                out.append(pair)
+        return tuple(out)
+
+
+def _first_per_group(mask: np.ndarray, group: np.ndarray, limit: int) -> np.ndarray:
+    """mask, keeping at most `limit` True entries per group value (the earliest ones)."""
+    idx = np.flatnonzero(mask)
+    if idx.shape[0] <= limit:
+        return mask
+    order = np.argsort(group[idx], kind="stable")
+    sorted_groups = group[idx][order]
+    starts = np.flatnonzero(np.r_[True, sorted_groups[1:] != sorted_groups[:-1]])
+    rank = np.arange(idx.shape[0]) - np.repeat(starts, np.diff(np.r_[starts, idx.shape[0]]))
+    limited = np.zeros_like(mask)
+    limited[idx[order][rank < limit]] = True
+    return limited
+
+
+def _exceptions(span) -> tuple:
+    found = []
+    for event in span.events:
+        if event.name != "exception":
+            continue
+        attributes = event.attributes
+        exc_type = attributes.get("exception.type")
+        exc_message = attributes.get("exception.message")
+        found.append((
+            "" if exc_type is None else exc_type.string_value[:MAX_VALUE_CHARS],
+            "" if exc_message is None else exc_message.string_value[:200],
+        ))
+        if len(found) >= 4:
+            break
+    if not found and span.status.message:
+        found.append(("", span.status.message[:200]))
+    return tuple(found)

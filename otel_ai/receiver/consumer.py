@@ -1,0 +1,44 @@
+"""The one interface between the OTLP receivers and the pipeline behind them.
+
+Like the Collector's consumer.Traces: receivers only parse the transport, hand the
+request over, and translate the outcome into OTLP status codes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+
+class InvalidRequest(Exception):
+    """The body is not a decodable ExportTraceServiceRequest (INVALID_ARGUMENT / 400)."""
+
+
+class Saturated(Exception):
+    """The pipeline's bounded queue is full: the sender must retry later.
+
+    Receivers answer UNAVAILABLE with RetryInfo (gRPC) or 503 with Retry-After (HTTP),
+    which the Collector's exporters treat as retryable.
+    """
+
+    def __init__(self, retry_after_s: float = 1.0, message: str = "pipeline saturated"):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+@dataclass(slots=True)
+class ExportResult:
+    """What partial_success reports: spans refused one by one, and why."""
+
+    rejected_spans: int = 0
+    error_message: str = ""
+
+
+class TraceConsumer(Protocol):
+    def consume(self, body: bytes, transport: str) -> ExportResult:
+        """Accept a serialized ExportTraceServiceRequest (protobuf), or raise InvalidRequest
+        or Saturated. Must not block for long.
+
+        Bytes rather than a parsed message: the pipeline parses into its own cheap
+        wire-compatible view (proto/otel_ai/v1/otlp_view.proto)."""
+        ...

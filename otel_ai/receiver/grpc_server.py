@@ -1,0 +1,164 @@
+"""OTLP/gRPC trace receiver: TraceService/Export on a real grpc server.
+
+The request is deserialized here rather than by grpc so that a body that does not
+decode becomes INVALID_ARGUMENT (grpc would answer INTERNAL), and status codes follow
+the OTLP spec so that Collector exporters retry exactly the retryable failures.
+"""
+from __future__ import annotations
+
+import hmac
+import logging
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+from google.protobuf import duration_pb2
+from google.protobuf.message import DecodeError
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+
+from otel_ai.receiver.consumer import InvalidRequest, Saturated, TraceConsumer
+from otel_ai.selfmetrics import SelfMetrics
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = "opentelemetry.proto.collector.trace.v1.TraceService"
+TRANSPORT = "grpc"
+_STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+
+def _raw_bytes(data: bytes) -> bytes:
+    return data
+
+
+class OtlpGrpcReceiver:
+    def __init__(
+        self,
+        consumer: TraceConsumer,
+        metrics: SelfMetrics,
+        host: str = "127.0.0.1",
+        port: int = 4317,
+        max_request_bytes: int = 64 * 1024 * 1024,
+        tls_cert_file: str | Path | None = None,
+        tls_key_file: str | Path | None = None,
+        bearer_token: str | None = None,
+        max_workers: int = 4,
+    ) -> None:
+        if (tls_cert_file is None) != (tls_key_file is None):
+            raise ValueError("TLS needs both tls_cert_file and tls_key_file")
+        self._consumer = consumer
+        self._metrics = metrics
+        self._host = host
+        self._port = port
+        self._max_request_bytes = max_request_bytes
+        self._tls_cert_file = tls_cert_file
+        self._tls_key_file = tls_key_file
+        self._expected_authorization = f"Bearer {bearer_token}".encode() if bearer_token else None
+        self._max_workers = max_workers
+        self._server: grpc.Server | None = None
+
+    def start(self) -> int:
+        """Bind and serve; returns the bound port (useful with port 0)."""
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=self._max_workers, thread_name_prefix="otlp-grpc"),
+            # grpc refuses bigger messages itself with RESOURCE_EXHAUSTED, before any
+            # allocation on our side; it applies to the decompressed size as well.
+            # Those refusals never reach export(), so they are not in our counters.
+            options=[("grpc.max_receive_message_length", self._max_request_bytes)],
+        )
+        handler = grpc.unary_unary_rpc_method_handler(
+            self._export,
+            request_deserializer=_raw_bytes,
+            response_serializer=ExportTraceServiceResponse.SerializeToString,
+        )
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(SERVICE_NAME, {"Export": handler}),))
+        address = f"{self._host}:{self._port}"
+        try:
+            if self._tls_cert_file is not None and self._tls_key_file is not None:
+                credentials = grpc.ssl_server_credentials(
+                    [(Path(self._tls_key_file).read_bytes(), Path(self._tls_cert_file).read_bytes())])
+                bound_port = server.add_secure_port(address, credentials)
+            else:
+                bound_port = server.add_insecure_port(address)
+        except RuntimeError as exc:  # newer grpc raises instead of returning 0
+            raise OSError(f"OTLP/gRPC receiver cannot bind {address}: {exc}") from exc
+        if bound_port == 0:
+            raise OSError(f"OTLP/gRPC receiver cannot bind {address}")
+        server.start()
+        self._server = server
+        log.info("OTLP/gRPC receiver listening on %s:%d%s", self._host, bound_port,
+                 " (TLS)" if self._tls_cert_file else "")
+        return bound_port
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        """Stop accepting calls; in-flight calls get grace_s to finish."""
+        if self._server is None:
+            return
+        self._server.stop(grace_s).wait()
+        self._server = None
+
+    def _export(self, raw: bytes, context: grpc.ServicerContext) -> ExportTraceServiceResponse:
+        if not self._authorized(context):
+            self._count("unauthenticated")
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
+
+        if len(raw) > self._max_request_bytes:  # grpc enforces this already; kept as a backstop
+            self._reject_request("too_large")
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                          f"request of {len(raw)} bytes exceeds {self._max_request_bytes}")
+
+        try:
+            result = self._consumer.consume(raw, TRANSPORT)
+        except InvalidRequest as exc:
+            self._reject_request("invalid")
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"cannot decode ExportTraceServiceRequest: {exc}")
+        except Saturated as exc:
+            self._count("unavailable")
+            context.set_trailing_metadata(((_STATUS_DETAILS_KEY, _retry_status(exc)),))
+            context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        except Exception:
+            # Anything else is our bug, not the sender's: INTERNAL is not retried by
+            # exporters, so a poison request cannot loop forever.
+            log.exception("OTLP/gRPC export failed inside the pipeline")
+            self._count("error")
+            context.abort(grpc.StatusCode.INTERNAL, "internal error while processing the request")
+
+        response = ExportTraceServiceResponse()
+        if result.rejected_spans > 0:
+            response.partial_success.rejected_spans = result.rejected_spans
+            response.partial_success.error_message = result.error_message
+            self._count("partial")
+        else:
+            self._count("ok")
+        return response
+
+    def _authorized(self, context: grpc.ServicerContext) -> bool:
+        if self._expected_authorization is None:
+            return True
+        for key, value in context.invocation_metadata() or ():
+            if key == "authorization":
+                presented = value if isinstance(value, bytes) else value.encode()
+                return hmac.compare_digest(presented, self._expected_authorization)
+        return False
+
+    def _count(self, outcome: str) -> None:
+        self._metrics.requests.labels(transport=TRANSPORT, outcome=outcome).inc()
+
+    def _reject_request(self, outcome: str) -> None:
+        self._count(outcome)
+        # The spans in an undecodable or oversize body cannot be counted; the request
+        # counts as one so the rejection still shows up next to partial rejections.
+        self._metrics.spans_rejected.labels(reason=outcome).inc()
+
+
+def _retry_status(exc: Saturated) -> bytes:
+    """google.rpc.Status carrying RetryInfo, which OTLP exporters use as backoff."""
+    delay = duration_pb2.Duration()
+    delay.FromNanoseconds(max(0, int(exc.retry_after_s * 1e9)))
+    status = status_pb2.Status(code=code_pb2.UNAVAILABLE, message=str(exc))
+    status.details.add().Pack(error_details_pb2.RetryInfo(retry_delay=delay))
+    return status.SerializeToString()

@@ -1,0 +1,38 @@
+"""otel-ai's own counters, exposed on the admin port's /metrics.
+
+One registry per running instance, so that several instances (tests, replicas in one
+process) never share counters.
+"""
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class SelfMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "otel_ai_export_requests", "OTLP export requests by transport and outcome",
+            ["transport", "outcome"], registry=r)
+        self.spans_received = Counter(
+            "otel_ai_spans_received", "Spans accepted into the pipeline", ["transport"], registry=r)
+        self.spans_rejected = Counter(
+            "otel_ai_spans_rejected", "Spans refused (partial_success or whole request)", ["reason"], registry=r)
+        self.spans_dropped = Counter(
+            "otel_ai_spans_dropped", "Accepted spans not counted in windows", ["reason"], registry=r)
+        self.queue_depth = Gauge(
+            "otel_ai_queue_batches", "Decoded batches waiting for the window stage", registry=r)
+        self.subjects = Gauge(
+            "otel_ai_subjects_tracked", "Routes and dependencies with window state", ["kind"], registry=r)
+        self.incidents = Counter(
+            "otel_ai_incidents_opened", "Incidents opened", ["type", "severity"], registry=r)
+        self.incident_changes = Counter(
+            "otel_ai_incident_changes", "Incident lifecycle changes", ["change"], registry=r)
+        self.open_incidents = Gauge(
+            "otel_ai_incidents_open", "Incidents not yet resolved", registry=r)
+        self.detection_delay = Histogram(
+            "otel_ai_detection_delay_seconds", "Event time from first breaching slot to incident open",
+            buckets=(5, 10, 15, 20, 30, 45, 60, 120, 300), registry=r)
+        self.watermark = Gauge(
+            "otel_ai_watermark_seconds", "Event-time watermark (unix seconds)", registry=r)

@@ -1,0 +1,172 @@
+"""Durable incident state in one SQLite file.
+
+Each incident is one row: a few indexed columns for queries plus the complete Incident as
+JSON in `state`, so that a restart rebuilds exactly what was in memory.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+from otel_ai.model import Incident, Subject
+
+# Bump when the table layout changes and add a step to _MIGRATIONS.
+SCHEMA_VERSION = 1
+
+_CREATE_V1 = (
+    """
+    CREATE TABLE IF NOT EXISTS incidents (
+        id TEXT PRIMARY KEY,
+        type TEXT NOT NULL,
+        severity TEXT NOT NULL,
+        status TEXT NOT NULL,
+        service TEXT NOT NULL,
+        method TEXT NOT NULL,
+        route TEXT NOT NULL,
+        subject_kind TEXT NOT NULL,
+        opened_at_ns INTEGER NOT NULL,
+        updated_at_ns INTEGER NOT NULL,
+        resolved_at_ns INTEGER,
+        version INTEGER NOT NULL,
+        state TEXT NOT NULL
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS incidents_status ON incidents(status)",
+    "CREATE INDEX IF NOT EXISTS incidents_opened ON incidents(opened_at_ns)",
+    "CREATE INDEX IF NOT EXISTS incidents_resolved ON incidents(resolved_at_ns)",
+)
+
+# _MIGRATIONS[n] takes a database from user_version n to n + 1.
+_MIGRATIONS: dict[int, tuple[str, ...]] = {0: _CREATE_V1}
+
+_INCIDENT_FIELDS = {f.name for f in dataclasses.fields(Incident)}
+_SUBJECT_FIELDS = {f.name for f in dataclasses.fields(Subject)}
+
+
+class StoreError(Exception):
+    """The incident database cannot be opened or used."""
+
+
+def incident_to_state(incident: Incident) -> dict[str, Any]:
+    return dataclasses.asdict(incident)
+
+
+def incident_from_state(state: dict[str, Any]) -> Incident:
+    """Inverse of incident_to_state. Unknown keys (written by a newer version) are ignored
+    and missing ones take their defaults, so rows survive field additions."""
+    values = {k: v for k, v in state.items() if k in _INCIDENT_FIELDS}
+    subject = state["subject"]
+    values["subject"] = Subject(**{k: v for k, v in subject.items() if k in _SUBJECT_FIELDS})
+    return Incident(**values)
+
+
+class IncidentStore:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # One connection shared by the pipeline and admin threads; the lock serialises it.
+            self._conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open incident store {self.path}: {exc}") from exc
+        try:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            self._conn.close()
+            raise StoreError(f"incident store {self.path} is not a usable SQLite database: {exc}") from exc
+
+    def _migrate(self) -> None:
+        (version,) = self._conn.execute("PRAGMA user_version").fetchone()
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"incident store {self.path} has schema version {version}, newer than this "
+                f"otel-ai understands ({SCHEMA_VERSION}); upgrade otel-ai or use another --data-dir")
+        while version < SCHEMA_VERSION:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _MIGRATIONS[version]:
+                    self._conn.execute(statement)
+                version += 1
+                # PRAGMA does not take parameters; version is our own int.
+                self._conn.execute(f"PRAGMA user_version = {int(version)}")
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+
+    def schema_version(self) -> int:
+        with self._lock:
+            return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+
+    def save(self, incident: Incident) -> bool:
+        """Insert or update; returns False (and writes nothing) when the stored row has a
+        higher version, so a late or replayed write never rolls an incident back."""
+        s = incident.subject
+        row = (
+            incident.id, incident.type, incident.severity, incident.status,
+            s.service, s.method, s.route, s.kind,
+            incident.opened_at_ns, incident.updated_at_ns, incident.resolved_at_ns,
+            incident.version, json.dumps(incident_to_state(incident), ensure_ascii=False),
+        )
+        with self._lock:
+            cursor = self._conn.execute(
+                """
+                INSERT INTO incidents (id, type, severity, status, service, method, route,
+                    subject_kind, opened_at_ns, updated_at_ns, resolved_at_ns, version, state)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT(id) DO UPDATE SET
+                    type = excluded.type, severity = excluded.severity, status = excluded.status,
+                    service = excluded.service, method = excluded.method, route = excluded.route,
+                    subject_kind = excluded.subject_kind, opened_at_ns = excluded.opened_at_ns,
+                    updated_at_ns = excluded.updated_at_ns, resolved_at_ns = excluded.resolved_at_ns,
+                    version = excluded.version, state = excluded.state
+                WHERE incidents.version <= excluded.version
+                """,
+                row,
+            )
+            return cursor.rowcount > 0
+
+    def load_unresolved_or_recent(self, resolved_after_ns: int) -> list[Incident]:
+        """Every incident not yet resolved, plus those resolved at or after resolved_after_ns
+        (still candidates for a reopen), oldest first."""
+        return self._select(
+            "WHERE status != 'resolved' OR resolved_at_ns >= ? ORDER BY opened_at_ns, id",
+            (resolved_after_ns,),
+        )
+
+    def get(self, incident_id: str) -> Incident | None:
+        found = self._select("WHERE id = ?", (incident_id,))
+        return found[0] if found else None
+
+    def list(self, status: str | None = None, limit: int = 100, offset: int = 0) -> list[Incident]:
+        """Newest opened first."""
+        where, params = self._status_filter(status)
+        return self._select(
+            f"{where} ORDER BY opened_at_ns DESC, id DESC LIMIT ? OFFSET ?",
+            (*params, int(limit), int(offset)),
+        )
+
+    def count(self, status: str | None = None) -> int:
+        where, params = self._status_filter(status)
+        with self._lock:
+            return int(self._conn.execute(f"SELECT COUNT(*) FROM incidents {where}", params).fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    @staticmethod
+    def _status_filter(status: str | None) -> tuple[str, tuple[Any, ...]]:
+        return ("WHERE status = ?", (status,)) if status is not None else ("", ())
+
+    def _select(self, clause: str, params: tuple[Any, ...]) -> list[Incident]:
+        with self._lock:
+            rows = self._conn.execute(f"SELECT state FROM incidents {clause}", params).fetchall()
+        return [incident_from_state(json.loads(state)) for (state,) in rows]

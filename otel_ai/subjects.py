@@ -1,0 +1,75 @@
+"""Interning of routes and dependencies into dense integer ids, with caps.
+
+Window state is indexed by these ids, so the table is what bounds memory: at most
+``max_routes_per_service`` routes per service (the rest share one overflow route) and
+``max_subjects`` in all (the rest share one global overflow subject).
+"""
+from __future__ import annotations
+
+from otel_ai.model import DEPENDENCY, ROUTE, Subject
+
+OVERFLOW_ROUTE = "(other routes)"
+OVERFLOW_SERVICE = "(other services)"
+
+
+class SubjectTable:
+    def __init__(self, max_routes_per_service: int = 2000, max_subjects: int = 20000):
+        self.max_routes_per_service = max_routes_per_service
+        self.max_subjects = max_subjects
+        self.subjects: list[Subject] = []
+        self._ids: dict[tuple, int] = {}
+        self._routes_per_service: dict[str, int] = {}
+        self.overflowed = 0  # lookups that landed in an overflow subject
+        self._global_overflow = self._add(Subject(ROUTE, OVERFLOW_SERVICE, "", OVERFLOW_ROUTE), ("global-overflow",))
+
+    def __len__(self) -> int:
+        return len(self.subjects)
+
+    def _add(self, subject: Subject, key: tuple) -> int:
+        sid = len(self.subjects)
+        self.subjects.append(subject)
+        self._ids[key] = sid
+        return sid
+
+    def route(self, service: str, method: str, route: str) -> int:
+        key = (service, method, route)
+        sid = self._ids.get(key)
+        if sid is not None:
+            return sid
+        return self._new_route(service, method, route, key)
+
+    def _new_route(self, service: str, method: str, route: str, key: tuple) -> int:
+        used = self._routes_per_service.get(service, 0)
+        if used >= self.max_routes_per_service:
+            self.overflowed += 1
+            overflow_key = (service, "", OVERFLOW_ROUTE)
+            sid = self._ids.get(overflow_key)
+            if sid is None:
+                sid = self._add_capped(Subject(ROUTE, service, "", OVERFLOW_ROUTE), overflow_key)
+            return sid
+        sid = self._add_capped(Subject(ROUTE, service, method, route), key)
+        if sid != self._global_overflow:
+            self._routes_per_service[service] = used + 1
+        return sid
+
+    def dependency(self, name: str) -> int:
+        key = ("\x00dep", name)
+        sid = self._ids.get(key)
+        if sid is None:
+            sid = self._add_capped(Subject(DEPENDENCY, name, "", name), key)
+        return sid
+
+    def _add_capped(self, subject: Subject, key: tuple) -> int:
+        if len(self.subjects) >= self.max_subjects:
+            self.overflowed += 1
+            return self._global_overflow
+        return self._add(subject, key)
+
+    def lookup(self, subject: Subject) -> int | None:
+        """Id of a subject restored from the store, if it has window state."""
+        if subject.kind == DEPENDENCY:
+            return self._ids.get(("\x00dep", subject.service))
+        return self._ids.get((subject.service, subject.method, subject.route))
+
+    def count(self, kind: str) -> int:
+        return sum(1 for s in self.subjects if s.kind == kind)
