@@ -60,6 +60,8 @@ class Capture:
     end_ns: int
     duration_ms: float
     error: bool
+    slow: bool  # slower than the subject's capture threshold (and not an error)
+    sampled: bool  # picked by the 1-in-N trace sample: an unbiased view of traffic
     trace_id: bytes
     pairs: tuple  # interned (key, value) tuples
     exceptions: tuple  # ((type, message), ...)
@@ -352,22 +354,27 @@ class Decoder:
         trace_ids = [span.trace_id for span in spans]
         sample_byte = np.array([t[-1] if t else 0 for t in trace_ids], dtype=np.int16)
         sampled = sample_byte < (256 // SAMPLE_ONE_IN)
-        chosen = keep & (error | (duration_ms > slow_thr) | sampled)
-        if not chosen.any():
+        slow = (duration_ms > slow_thr) & ~error
+        interesting = keep & (error | slow | sampled)
+        if not interesting.any():
             return
-        chosen = _first_per_group(chosen, sid, MAX_CAPTURES_PER_SUBJECT)
         is_client = kind == SPAN_KIND_CLIENT
-        client_idx = np.flatnonzero(chosen & is_client)
-        server_idx = np.flatnonzero(chosen & ~is_client)
+        chosen = _first_per_group(interesting, sid, MAX_CAPTURES_PER_SUBJECT)
         dependency_name = self.subjects.subjects
-        for i in client_idx:  # children first: the parent ends last and may share the batch
+        # Every interesting CLIENT span goes into the child index (cheap), so the
+        # requests that called it can name it; only the capped few are captured
+        # with all their attributes (costly) for the dependency's own suspects.
+        for i in np.flatnonzero(interesting & is_client):
             span = spans[i]
             err = bool(error[i])
             exceptions = _exceptions(span) if err else ()
             dep = dependency_name[sid[i]].service
             self.children.add(trace_ids[i], services[i], dep, err, float(duration_ms[i]), exceptions)
-            batch.captures.append(Capture(int(sid[i]), int(end[i]), float(duration_ms[i]), err, trace_ids[i],
-                                          self._pairs(span, resources[i], ()), exceptions))
+            if chosen[i]:
+                batch.captures.append(Capture(int(sid[i]), int(end[i]), float(duration_ms[i]), err, bool(slow[i]),
+                                              bool(sampled[i]), trace_ids[i], self._pairs(span, resources[i], ()),
+                                              exceptions))
+        server_idx = np.flatnonzero(chosen & ~is_client)
         for i in server_idx:
             span = spans[i]
             err = bool(error[i])
@@ -385,7 +392,8 @@ class Decoder:
                 extra.append(("dependency.slow", slowest[0]))
             exceptions = (_exceptions(span) + tuple(child_exceptions)) if err else ()
             pairs = self._pairs(span, resources[i], extra, skip_service=True)
-            batch.captures.append(Capture(int(sid[i]), int(end[i]), dur, err, trace_ids[i], pairs, exceptions))
+            batch.captures.append(Capture(int(sid[i]), int(end[i]), dur, err, bool(slow[i]), bool(sampled[i]),
+                                          trace_ids[i], pairs, exceptions))
 
     def _pairs(self, span, resource_pairs: tuple, extra, skip_service: bool = False) -> tuple:
         intern = self.pairs.intern

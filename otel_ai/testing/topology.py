@@ -136,7 +136,7 @@ ROUTES: tuple[Route, ...] = (
     Route("catalog", "GET", "/api/products", 8, 14.0, 0.4, calls=(
         Call("catalog-db", 1.0, "SELECT", "products"),
     ), internal="ProductMapper.toDto"),
-    Route("catalog", "GET", "/api/products/{id}", 10, 9.0, 0.4, calls=(
+    Route("catalog", "GET", "/api/products/{id}", 10, 13.0, 0.4, calls=(
         Call("catalog-db", 1.0, "SELECT", "products"),
     ), not_found=0.01),
     Route("catalog", "GET", "/api/products/{id}/reviews", 12, 17.0, 0.42, calls=(
@@ -146,10 +146,10 @@ ROUTES: tuple[Route, ...] = (
         Call("catalog-db", 0.3, "SELECT", "categories"),
     )),
     # checkout: cart and checkout API, called by the browser
-    Route("checkout", "GET", "/api/cart", 15, 6.0, 0.4, calls=(
+    Route("checkout", "GET", "/api/cart", 15, 15.0, 0.4, calls=(
         Call("session-cache", 1.0, "GET"),
     )),
-    Route("checkout", "POST", "/api/cart/items", 10, 8.0, 0.4, calls=(
+    Route("checkout", "POST", "/api/cart/items", 10, 14.0, 0.4, calls=(
         Call("session-cache", 1.0, "GET"),
         Call("inventory", 1.0, "GET", "/v1/stock/{id}"),
         Call("session-cache", 1.0, "SET"),
@@ -171,7 +171,7 @@ ROUTES: tuple[Route, ...] = (
         Call("payment-gateway", 1.0, "POST", "/v1/refunds"),
     )),
     # orders: old semantic conventions
-    Route("orders", "GET", "/api/orders", 12, 10.0, 0.4, calls=(
+    Route("orders", "GET", "/api/orders", 12, 18.0, 0.4, calls=(
         Call("orders-db", 1.0, "SELECT", "orders"),
     )),
     Route("orders", "GET", "/api/orders/{order_id}", 15, 7.0, 0.4, calls=(
@@ -233,7 +233,7 @@ def _pod_suffix(rng: random.Random) -> str:
     return "".join(rng.choice(_ALNUM) for _ in range(5))
 
 
-@dataclass
+@dataclass(eq=False)
 class Pod:
     service: str
     name: str
@@ -241,7 +241,9 @@ class Pod:
     node: str
     ip: str
     index: int  # slot in the service's replica set
-    resource: bytes = field(default=b"", repr=False)  # encoded Resource+scope prefix
+    resource: bytes = field(default=b"", repr=False)  # encoded ResourceSpans.resource field
+    scope: bytes = field(default=b"", repr=False)  # encoded ScopeSpans.scope field
+    client_attrs: dict = field(default_factory=dict, repr=False)  # as a caller, per callee semconv
 
 
 def layout(rng: random.Random, n_nodes: int = 7) -> tuple[list[str], dict[str, list[Pod]]]:

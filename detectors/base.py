@@ -1,0 +1,276 @@
+"""The one interface every detector implements, and the statistics they share.
+
+A detector looks at a WindowView (window sums for every subject as of one closed
+slot) and returns Anomaly records; it also says, for subjects with open incidents,
+whether they look healthy again. Like river's detectors, they all have the same two
+methods, so the pipeline runs them in a loop and a new one is a copy of a neighbour.
+
+Evidence is judged on several windows at once, as multi-window burn-rate alerts do:
+a short window fires only on strong evidence (a tiny p-value), the configured window
+also fires on weaker but sustained evidence. Every window needs `minSamples`
+requests, at least MIN_BAD bad ones, a breach of the threshold, and significance
+against the subject's own baseline, so low-traffic and steadily flaky routes stay
+quiet. Hysteresis: once open, an incident counts as healthy only below
+HEALTHY_FRACTION of the threshold.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from otel_ai.config import EventRule
+from otel_ai.histogram import percentile, share_above
+from otel_ai.model import Anomaly
+from otel_ai.timefmt import format_duration
+from otel_ai.windows import WindowView
+
+MIN_BAD = 3
+HEALTHY_FRACTION = 0.8
+SHORT_SLOTS = 1  # one slot (10 s by default): strong evidence only
+MEDIUM_SLOTS = 6  # one minute
+# -ln(p) needed per window, short to long; p-values from a Chernoff bound of the
+# binomial tail, which is conservative (it over-states p).
+ALPHA_SHORT = 18.4  # p < 1e-8
+ALPHA_MEDIUM = 16.1  # p < 1e-7
+ALPHA_LONG = 13.8  # p < 1e-6
+COLD_PENALTY = 4.6  # without a trusted baseline, demand 100x stronger evidence
+CONFIRM_SLOTS = 3  # longer windows must still breach over the last 30 s
+TREND_SLOTS = 12
+ROUTE_KIND, DEPENDENCY_KIND = 0, 1
+
+
+class Detector(Protocol):
+    event_type: str
+
+    def detect(self, view: WindowView) -> list[Anomaly]:
+        """Anomalies as of the view's closed slot."""
+        ...
+
+    def healthy(self, view: WindowView, subject_ids: np.ndarray) -> dict[int, bool | None]:
+        """For each subject: True healthy, False still breaching, None no data."""
+        ...
+
+
+@dataclass(slots=True)
+class Hit:
+    sid: int
+    slots: int
+    requests: int
+    bad: int
+    value: float  # in the detector's unit
+    threshold: float
+    baseline: float | None
+    neg_log_p: float
+
+
+def neg_log_binomial_tail(bad: np.ndarray, n: np.ndarray, p0: np.ndarray) -> np.ndarray:
+    """-ln P(X >= bad) for X ~ Binomial(n, p0), by the Chernoff bound n*KL(bad/n || p0).
+    0 where the observed rate is not above p0."""
+    n = np.maximum(n.astype(np.float64), 1.0)
+    q = np.clip(bad / n, 1e-12, 1 - 1e-12)
+    p = np.clip(p0, 1e-12, 1 - 1e-12)
+    kl = q * np.log(q / p) + (1 - q) * np.log((1 - q) / (1 - p))
+    return np.where(q > p, n * kl, 0.0)
+
+
+def window_plan(view: WindowView, rule: EventRule) -> list[tuple[int, float]]:
+    """(slots, alpha) pairs from short to long, without duplicates."""
+    plan = [(SHORT_SLOTS, ALPHA_SHORT), (MEDIUM_SLOTS, ALPHA_MEDIUM), (view.slots_for(rule.window), ALPHA_LONG)]
+    seen: dict[int, float] = {}
+    for slots, alpha in plan:
+        seen[slots] = min(alpha, seen.get(slots, alpha))
+    return sorted(seen.items())
+
+
+def confidence(neg_log_p: float, bad: int, breach_ratio: float, trend: str) -> tuple[float, dict[str, float]]:
+    """Documented in the README: a weighted mean of four factors in 0..1."""
+    factors = {
+        "significance": min(1.0, neg_log_p / 27.6),  # 1.0 at p <= 1e-12
+        "sample_size": 1.0 - float(np.exp(-bad / 8.0)),  # 0.63 at 8 bad requests, 0.95 at 24
+        "breach_ratio": float(np.clip(1.0 - np.exp(-(breach_ratio - 1.0) * 1.5), 0.0, 1.0)),
+        "trend": {"rising": 1.0, "stable": 0.85, "falling": 0.6}[trend],
+    }
+    score = (0.3 * factors["significance"] + 0.25 * factors["sample_size"]
+             + 0.3 * factors["breach_ratio"] + 0.15 * factors["trend"])
+    return round(float(np.clip(score, 0.0, 1.0)), 3), {k: round(v, 3) for k, v in factors.items()}
+
+
+def trend_of(ends_ns: np.ndarray, values: np.ndarray, threshold: float) -> str:
+    """Least-squares slope over the recent slots, relative to the threshold."""
+    ok = ~np.isnan(values)
+    if ok.sum() < 3:
+        return "stable"
+    t = (ends_ns[ok] - ends_ns[ok][0]) / 1e9
+    if t[-1] <= 0:
+        return "stable"
+    slope = np.polyfit(t, values[ok], 1)[0]
+    change = slope * t[-1] / max(threshold, 1e-9)
+    if change > 0.1:
+        return "rising"
+    if change < -0.1:
+        return "falling"
+    return "stable"
+
+
+class RateDetector:
+    """Share of bad requests (errors) per subject against an adaptive threshold."""
+
+    event_type = ""
+    subject_kind = ROUTE_KIND
+    adaptive = True  # False: the configured threshold is never lowered by the baseline
+    metric = "error_rate"
+
+    def __init__(self, rule: EventRule):
+        self.rule = rule
+        self.static = rule.threshold / 100.0
+
+    def thresholds(self, view: WindowView) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(threshold, p0, warm) per subject, as fractions."""
+        size = view.size
+        base = view.baselines.error_rate(size)
+        warm = view.baselines.warm(size)
+        if self.adaptive:
+            adaptive = np.maximum(3.0 * base, base + 0.02)
+            thr = np.where(warm, np.maximum(np.minimum(self.static, adaptive), base + 0.02), self.static)
+        else:
+            thr = np.maximum(self.static, np.where(warm, base + 0.1, 0.0))
+        p0 = np.where(warm, np.maximum(base, 0.001), np.maximum(base, 0.01))
+        return thr, p0, warm
+
+    def hits(self, view: WindowView) -> list[Hit]:
+        thr, p0, warm = self.thresholds(view)
+        mine = view.kinds[: view.size] == self.subject_kind
+        base = view.baselines.error_rate(view.size)
+        recent_n, recent_e, _ = view.sums(CONFIRM_SLOTS)
+        recent_rate = recent_e / np.maximum(recent_n, 1)
+        found: dict[int, Hit] = {}
+        for slots, alpha in window_plan(view, self.rule):
+            n, e, _ = view.sums(slots)
+            rate = e / np.maximum(n, 1)
+            candidate = mine & (n >= self.rule.min_samples) & (e >= MIN_BAD) & (rate >= thr)
+            if slots > CONFIRM_SLOTS:
+                candidate &= (recent_n > 0) & (recent_rate >= thr / 2)
+            ids = np.flatnonzero(candidate)
+            if ids.shape[0] == 0:
+                continue
+            score = neg_log_binomial_tail(e[ids], n[ids], p0[ids])
+            needed = alpha + np.where(warm[ids], 0.0, COLD_PENALTY)
+            for sid, s in zip(ids[score >= needed], score[score >= needed]):
+                if sid not in found:  # the shortest window that fires reports
+                    found[int(sid)] = Hit(int(sid), slots, int(n[sid]), int(e[sid]), 100.0 * rate[sid],
+                                          100.0 * thr[sid], 100.0 * base[sid] if warm[sid] else None, float(s))
+        return list(found.values())
+
+    def detect(self, view: WindowView) -> list[Anomaly]:
+        return [self.anomaly(view, hit) for hit in self.hits(view)]
+
+    def healthy(self, view: WindowView, subject_ids: np.ndarray) -> dict[int, bool | None]:
+        thr, _, _ = self.thresholds(view)
+        n, e, _ = view.sums(MEDIUM_SLOTS)
+        out: dict[int, bool | None] = {}
+        for sid in subject_ids:
+            if sid >= view.size or n[sid] < self.rule.min_samples:
+                out[int(sid)] = None
+            else:
+                out[int(sid)] = bool(e[sid] / n[sid] < HEALTHY_FRACTION * thr[sid])
+        return out
+
+    def series(self, view: WindowView, sid: int) -> tuple[np.ndarray, np.ndarray]:
+        ends, count, errors, _ = view.slot_series(sid, TREND_SLOTS)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            values = np.where(count > 0, 100.0 * errors / count, np.nan)
+        return ends, values
+
+    def anomaly(self, view: WindowView, hit: Hit) -> Anomaly:
+        ends, values = self.series(view, hit.sid)
+        trend = trend_of(ends, values, hit.threshold)
+        breach = hit.value / max(hit.threshold, 1e-9)
+        conf, factors = confidence(hit.neg_log_p, hit.bad, breach, trend)
+        return Anomaly(
+            type=self.event_type, severity=self.rule.severity, subject_id=hit.sid,
+            subject=view.subjects[hit.sid], metric=self.metric, unit=self.unit,
+            value=round(hit.value, 2), threshold=round(hit.threshold, 2),
+            baseline=None if hit.baseline is None else round(hit.baseline, 3),
+            window=format_duration(hit.slots * view.slot_s), breach_ratio=round(breach, 2), trend=trend,
+            confidence=conf, confidence_factors=factors,
+            recent_samples=[(int(t), round(float(v), 2)) for t, v in zip(ends, values) if not np.isnan(v)],
+            sample_count=hit.requests, bad_count=hit.bad, event_time_ns=view.end_ns,
+            bad_rule=self.bad_rule, slow_threshold_ms=self.slow_threshold(hit),
+            p_value=float(np.exp(-hit.neg_log_p)),
+        )
+
+    unit = "%"
+    bad_rule = "error"
+
+    def slow_threshold(self, hit: Hit) -> float:
+        return 0.0
+
+
+class LatencyDetector(RateDetector):
+    """A percentile of the latency histogram against an adaptive threshold; the bad
+    requests are those slower than the threshold, tested like errors."""
+
+    metric = "latency_p95"
+    unit = "ms"
+    bad_rule = "slow"
+    quantile = 0.95
+
+    def __init__(self, rule: EventRule, static_ms: float | None = None):
+        self.rule = rule
+        self.static_ms = static_ms if static_ms is not None else rule.threshold
+
+    def latency_thresholds(self, view: WindowView, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(threshold ms, baseline percentile ms or NaN, warm) for the given subjects."""
+        warm = view.baselines.warm(view.size)[ids]
+        base = view.baselines.latency_percentile(ids, self.quantile)
+        adaptive = np.maximum(3.0 * base, base + 100.0)
+        thr = np.where(warm & ~np.isnan(base), np.maximum(np.minimum(self.static_ms, adaptive), base + 50.0), self.static_ms)
+        return thr, np.where(warm, base, np.nan), warm & ~np.isnan(base)
+
+    def hits(self, view: WindowView) -> list[Hit]:
+        mine = view.kinds[: view.size] == self.subject_kind
+        found: dict[int, Hit] = {}
+        for slots, alpha in window_plan(view, self.rule):
+            n, _, _ = view.sums(slots)
+            ids = np.flatnonzero(mine & (n >= self.rule.min_samples))
+            if ids.shape[0] == 0:
+                continue
+            hist = view.hist(slots, ids)
+            value = percentile(hist, self.quantile)
+            thr, base, warm = self.latency_thresholds(view, ids)
+            slow = share_above(hist, thr) * n[ids]
+            p0 = np.where(warm, np.maximum(view.baselines.latency_share_above(ids, thr), 0.01), 0.05)
+            score = neg_log_binomial_tail(slow, n[ids], p0)
+            needed = alpha + np.where(warm, 0.0, COLD_PENALTY)
+            fire = (value >= thr) & (slow >= MIN_BAD) & (score >= needed)
+            if slots > CONFIRM_SLOTS and fire.any():
+                recent = percentile(view.hist(CONFIRM_SLOTS, ids), self.quantile)
+                fire &= ~np.isnan(recent) & (recent >= thr / 2)
+            for j in np.flatnonzero(fire):
+                sid = int(ids[j])
+                if sid not in found:
+                    found[sid] = Hit(sid, slots, int(n[sid]), int(round(slow[j])), float(value[j]), float(thr[j]),
+                                     None if np.isnan(base[j]) else float(base[j]), float(score[j]))
+        return list(found.values())
+
+    def healthy(self, view: WindowView, subject_ids: np.ndarray) -> dict[int, bool | None]:
+        ids = np.array([s for s in subject_ids if s < view.size], dtype=np.int64)
+        out: dict[int, bool | None] = {int(s): None for s in subject_ids}
+        if ids.shape[0] == 0:
+            return out
+        n, _, _ = view.sums(MEDIUM_SLOTS)
+        value = percentile(view.hist(MEDIUM_SLOTS, ids), self.quantile)
+        thr, _, _ = self.latency_thresholds(view, ids)
+        for j, sid in enumerate(ids):
+            if n[sid] >= self.rule.min_samples:
+                out[int(sid)] = bool(value[j] < HEALTHY_FRACTION * thr[j])
+        return out
+
+    def series(self, view: WindowView, sid: int) -> tuple[np.ndarray, np.ndarray]:
+        ends, count, _, hist = view.slot_series(sid, TREND_SLOTS)
+        return ends, percentile(hist, self.quantile)
+
+    def slow_threshold(self, hit: Hit) -> float:
+        return hit.threshold

@@ -1,0 +1,44 @@
+"""UPSTREAM_DEGRADATION: calls to one dependency (CLIENT spans keyed by peer.service,
+server.address or db.system/db.namespace) start failing or slowing down. Errors are
+judged like ERROR_RATE_SPIKE, latency like LATENCY_ANOMALY (with latencyThreshold);
+when both fire, the error finding is reported."""
+from __future__ import annotations
+
+import numpy as np
+
+from otel_ai.config import EventRule
+from otel_ai.detectors.base import DEPENDENCY_KIND, LatencyDetector, RateDetector
+from otel_ai.model import Anomaly
+from otel_ai.windows import WindowView
+
+
+class _DependencyErrors(RateDetector):
+    event_type = "UPSTREAM_DEGRADATION"
+    subject_kind = DEPENDENCY_KIND
+
+
+class _DependencyLatency(LatencyDetector):
+    event_type = "UPSTREAM_DEGRADATION"
+    subject_kind = DEPENDENCY_KIND
+
+
+class UpstreamDegradation:
+    event_type = "UPSTREAM_DEGRADATION"
+
+    def __init__(self, rule: EventRule):
+        self.errors = _DependencyErrors(rule)
+        self.latency = _DependencyLatency(rule, rule.latency_threshold or 1000.0)
+
+    def detect(self, view: WindowView) -> list[Anomaly]:
+        found = {a.subject_id: a for a in self.latency.detect(view)}
+        found.update({a.subject_id: a for a in self.errors.detect(view)})
+        return list(found.values())
+
+    def healthy(self, view: WindowView, subject_ids: np.ndarray) -> dict[int, bool | None]:
+        errors = self.errors.healthy(view, subject_ids)
+        latency = self.latency.healthy(view, subject_ids)
+        out: dict[int, bool | None] = {}
+        for sid in errors:
+            verdicts = [v for v in (errors[sid], latency.get(sid)) if v is not None]
+            out[sid] = None if not verdicts else all(verdicts)
+        return out

@@ -1,0 +1,5 @@
+import sys
+
+from otel_ai.cli import main
+
+sys.exit(main())

@@ -1,0 +1,363 @@
+"""``otel-ai bench``: drive a real in-process otel-ai over OTLP/gRPC and measure it.
+
+This process is the server (an ``App`` on ephemeral localhost ports); the load comes
+from ``otel_ai.bench_client`` processes so that client CPU never counts as server
+CPU. Reported: throughput, server CPU per span end to end (gRPC + parse + decode +
+windows + detection) next to the bare protobuf parse floor, Export latency
+percentiles, RSS (peak and growth over the run) and what the server rejected.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from otel_ai.bench_client import write_batches
+
+TARGET_BATCHES = 150
+_MiB = 1024 * 1024
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--spans", type=int, default=1_000_000, help="spans to send in total (default 1000000)")
+    parser.add_argument("--batch-spans", type=int, default=512, help="spans per Export request (default 512)")
+    parser.add_argument("--clients", type=int, default=1, help="client processes (default 1)")
+    parser.add_argument("--in-flight", type=int, default=2, help="requests in flight per client (default 2)")
+    parser.add_argument("--json", action="store_true", help="print the results as one JSON object")
+    parser.add_argument("--config", metavar="PATH", default=None, help="otel-ai config file for the server")
+
+
+# --------------------------------------------------------------------------- batches
+
+def build_batches(batch_spans: int, target_batches: int = TARGET_BATCHES, seed: int = 7) -> list[bytes]:
+    """Realistic requests of ~batch_spans spans, re-chunked from simulated traffic.
+
+    Spans keep their resource and scope; within one request, spans of the same
+    resource+scope share one ResourceSpans/ScopeSpans, as an SDK or Collector sends.
+    """
+    from otel_ai.testing.scenarios import steady_noise
+    from otel_ai.testing.traffic import TrafficGenerator
+
+    want = batch_spans * target_batches
+    duration_s = 180.0
+    probe = TrafficGenerator(seed=seed, noise=steady_noise())
+    probe_spans = sum(_count(r) for r in probe.batches(10.0, 1.0))
+    rate_scale = max(0.05, want / max(1.0, probe_spans / 10.0) / duration_s * 1.05)
+    gen = TrafficGenerator(seed=seed, noise=steady_noise(), rate_scale=rate_scale)
+
+    out: list[bytes] = []
+    cur = ExportTraceServiceRequest()
+    groups: dict[bytes, object] = {}
+    n = 0
+
+    def emit() -> None:
+        nonlocal cur, groups, n
+        if n:
+            out.append(cur.SerializeToString())
+        cur, groups, n = ExportTraceServiceRequest(), {}, 0
+
+    for req in gen.batches(duration_s * 2, 1.0):
+        for rs in req.resource_spans:
+            rkey = rs.resource.SerializeToString(deterministic=True)
+            for ss in rs.scope_spans:
+                key = rkey + b"\0" + ss.scope.SerializeToString(deterministic=True)
+                spans = list(ss.spans)
+                pos = 0
+                while pos < len(spans):
+                    target = groups.get(key)
+                    if target is None:
+                        new_rs = cur.resource_spans.add()
+                        new_rs.resource.CopyFrom(rs.resource)
+                        new_rs.schema_url = rs.schema_url
+                        target = new_rs.scope_spans.add()
+                        target.scope.CopyFrom(ss.scope)
+                        target.schema_url = ss.schema_url
+                        groups[key] = target
+                    take = spans[pos:pos + batch_spans - n]
+                    target.spans.extend(take)
+                    pos += len(take)
+                    n += len(take)
+                    if n >= batch_spans:
+                        emit()
+        if len(out) >= target_batches:
+            break
+    emit()
+    return out[:target_batches]
+
+
+def _count(req: ExportTraceServiceRequest) -> int:
+    return sum(len(ss.spans) for rs in req.resource_spans for ss in rs.scope_spans)
+
+
+def parse_floor_us(blobs: list[bytes], min_cpu_s: float = 0.3) -> float:
+    """CPU µs per span to parse the requests with the generated protobuf classes."""
+    spans = sum(_count(ExportTraceServiceRequest.FromString(b)) for b in blobs)
+    total_spans = 0
+    t0 = time.process_time()
+    while True:
+        for b in blobs:
+            ExportTraceServiceRequest.FromString(b)
+        total_spans += spans
+        cpu = time.process_time() - t0
+        if cpu >= min_cpu_s:
+            return cpu / total_spans * 1e6
+
+
+# --------------------------------------------------------------------------- measurement helpers
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+class _RssSampler(threading.Thread):
+    def __init__(self, period_s: float = 0.25):
+        super().__init__(name="bench-rss", daemon=True)
+        self.period_s = period_s
+        self.samples: list[tuple[float, int]] = []
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while True:
+            self.samples.append((time.monotonic(), _rss_bytes()))
+            if self._stop_event.wait(self.period_s):
+                self.samples.append((time.monotonic(), _rss_bytes()))
+                return
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join()
+
+    def at(self, t: float) -> int:
+        best = min(self.samples, key=lambda s: abs(s[0] - t))
+        return best[1]
+
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return 0.0
+    k = min(len(sorted_values) - 1, max(0, int(round(q * (len(sorted_values) - 1)))))
+    return sorted_values[k]
+
+
+def _samples(registry, name: str) -> dict[tuple, float]:
+    out: dict[tuple, float] = {}
+    for metric in registry.collect():
+        for s in metric.samples:
+            if s.name == name:
+                out[tuple(sorted(s.labels.items()))] = s.value
+    return out
+
+
+# --------------------------------------------------------------------------- run
+
+def _start_clients(args, port: int, batch_file: Path, n_batches: int) -> list[subprocess.Popen]:
+    env = dict(os.environ)
+    pkg_root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    share, extra = divmod(args.spans, args.clients)
+    procs = []
+    for c in range(args.clients):
+        cmd = [sys.executable, "-m", "otel_ai.bench_client", "--target", f"127.0.0.1:{port}",
+               "--batches", str(batch_file), "--spans", str(share + (1 if c < extra else 0)),
+               "--in-flight", str(args.in_flight), "--offset", str(c * n_batches // args.clients)]
+        procs.append(subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True))
+    return procs
+
+
+def run(args) -> int:
+    from otel_ai.app import App
+    from otel_ai.config import ConfigError, load_settings
+
+    if args.spans <= 0 or args.batch_spans <= 0 or args.clients <= 0 or args.in_flight <= 0:
+        print("bench: --spans, --batch-spans, --clients and --in-flight must be positive", file=sys.stderr)
+        return 2
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 2
+    settings.receiver.host = "127.0.0.1"
+    settings.receiver.grpc_port = 0
+    settings.receiver.http_port = 0
+    settings.admin.host = "127.0.0.1"
+    settings.admin.port = 0
+
+    def say(msg: str) -> None:
+        print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+    tmp = Path(tempfile.mkdtemp(prefix="otel-ai-bench-"))
+    app = None
+    procs: list[subprocess.Popen] = []
+    sampler = None
+    try:
+        say(f"building ~{TARGET_BATCHES} batches of {args.batch_spans} spans")
+        blobs = build_batches(args.batch_spans)
+        batch_file = tmp / "batches.bin"
+        write_batches(batch_file, blobs)
+        floor = parse_floor_us(blobs)
+
+        app = App(settings, tmp / "data", console=False)
+        ports = app.start()
+        reg = app.metrics.registry
+        procs = _start_clients(args, ports.grpc, batch_file, len(blobs))
+        for p in procs:
+            line = p.stdout.readline()
+            if line.strip() != "READY":
+                raise RuntimeError(f"bench client did not start (exit code {p.poll()})")
+
+        def received() -> float:
+            return sum(_samples(reg, "otel_ai_spans_received_total").values())
+
+        say(f"sending {args.spans} spans with {args.clients} client(s), {args.in_flight} in flight each")
+        sampler = _RssSampler()
+        sampler.start()
+        wall0 = time.monotonic()
+        cpu0 = time.process_time()
+        for p in procs:
+            p.stdin.write("GO\n")
+            p.stdin.flush()
+
+        last_t, last_n = wall0, 0.0
+        while any(p.poll() is None for p in procs):
+            time.sleep(0.1)
+            now = time.monotonic()
+            if now - last_t >= 2.0:
+                n = received()
+                say(f"{n:,.0f} spans received, {(n - last_n) / (now - last_t):,.0f} spans/s")
+                last_t, last_n = now, n
+        outputs = [p.communicate()[0] for p in procs]
+        clients_done = time.monotonic()
+
+        def accepted_requests() -> float:
+            return sum(v for k, v in _samples(reg, "otel_ai_export_requests_total").items()
+                       if dict(k).get("outcome") in ("ok", "partial"))
+
+        deadline = time.monotonic() + 120
+        while (app.pipeline.queue_depth() > 0 or app.pipeline.batches_processed < accepted_requests()) \
+                and time.monotonic() < deadline:
+            time.sleep(0.005)
+        cpu = time.process_time() - cpu0
+        wall = time.monotonic() - wall0
+        sampler.stop()
+
+        results = []
+        for p, out in zip(procs, outputs):
+            if p.returncode != 0:
+                raise RuntimeError(f"bench client failed with exit code {p.returncode}")
+            results.append(json.loads(out.strip().splitlines()[-1]))
+
+        spans_sent = sum(r["spans_sent"] for r in results)
+        spans_received = received()
+        latencies = sorted(x for r in results for x in r["latencies_s"])
+        rejected = {dict(k).get("reason"): v for k, v in _samples(reg, "otel_ai_spans_rejected_total").items()}
+        dropped = {dict(k).get("reason"): v for k, v in _samples(reg, "otel_ai_spans_dropped_total").items()}
+        server_errors = sum(v for k, v in _samples(reg, "otel_ai_export_requests_total").items()
+                            if dict(k).get("outcome") in ("error", "invalid", "too_large", "unauthenticated"))
+        incidents = sum(_samples(reg, "otel_ai_incidents_opened_total").values())
+        rss_t10 = wall0 + 0.1 * (clients_done - wall0)
+        rss_10 = sampler.at(rss_t10)
+        rss_end = sampler.samples[-1][1]
+        rss_peak = max(s[1] for s in sampler.samples)
+        cpu_us = cpu / spans_received * 1e6 if spans_received else 0.0
+        report = {
+            "spans_sent": spans_sent,
+            "spans_received": int(spans_received),
+            "batches": len(blobs),
+            "batch_spans": args.batch_spans,
+            "clients": args.clients,
+            "in_flight": args.in_flight,
+            "wall_s": round(wall, 3),
+            "spans_per_s": round(spans_received / wall, 1) if wall > 0 else 0.0,
+            "server_cpu_s": round(cpu, 3),
+            "cpu_us_per_span": round(cpu_us, 3),
+            "parse_floor_us_per_span": round(floor, 3),
+            "cpu_over_floor": round(cpu_us / floor, 2) if floor > 0 else None,
+            "export_p50_ms": round(_percentile(latencies, 0.50) * 1e3, 3),
+            "export_p99_ms": round(_percentile(latencies, 0.99) * 1e3, 3),
+            "export_max_ms": round((latencies[-1] if latencies else 0.0) * 1e3, 3),
+            "requests": len(latencies),
+            "rss_10pct_mib": round(rss_10 / _MiB, 1),
+            "rss_end_mib": round(rss_end / _MiB, 1),
+            "rss_peak_mib": round(rss_peak / _MiB, 1),
+            "rss_growth_mib": round((rss_end - rss_10) / _MiB, 1),
+            "retries": sum(r["retries"] for r in results),
+            "client_errors": sum(r["errors"] for r in results),
+            "rejected_spans": int(sum(rejected.values())),
+            "rejected_by_reason": {k: int(v) for k, v in rejected.items()},
+            "dropped_spans": {k: int(v) for k, v in dropped.items()},
+            "server_errors": int(server_errors),
+            "incidents_opened": int(incidents),
+        }
+        if args.json:
+            print(json.dumps(report))
+        else:
+            print(_table(report))
+
+        problems = []
+        if spans_received <= 0:
+            problems.append("no spans arrived at the server")
+        if server_errors:
+            problems.append(f"the server answered {int(server_errors)} request(s) with an error")
+        if report["client_errors"]:
+            msgs = "; ".join(m for r in results for m in r["error_messages"])
+            problems.append(f"{report['client_errors']} request(s) failed: {msgs}")
+        if spans_received != spans_sent:
+            problems.append(f"spans sent ({spans_sent}) != spans received ({int(spans_received)})")
+        for p in problems:
+            say(f"FAILED: {p}")
+        return 1 if problems else 0
+    except Exception as exc:  # a clear message rather than a traceback for the CLI
+        say(f"FAILED: {exc}")
+        return 1
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        if sampler is not None and sampler.is_alive():
+            sampler.stop()
+        if app is not None:
+            app.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _table(r: dict) -> str:
+    rej = ", ".join(f"{k}={v}" for k, v in sorted(r["rejected_by_reason"].items())) or "-"
+    drop = ", ".join(f"{k}={v}" for k, v in sorted(r["dropped_spans"].items())) or "-"
+    rows = [
+        ("spans sent / received", f"{r['spans_sent']:,} / {r['spans_received']:,}"),
+        ("batches x spans, clients x in-flight",
+         f"{r['batches']} x {r['batch_spans']}, {r['clients']} x {r['in_flight']}"),
+        ("wall seconds", f"{r['wall_s']:.2f}"),
+        ("spans/s", f"{r['spans_per_s']:,.0f}"),
+        ("server CPU µs/span", f"{r['cpu_us_per_span']:.2f}"),
+        ("parse floor µs/span", f"{r['parse_floor_us_per_span']:.2f}"),
+        ("ratio CPU/floor", f"{r['cpu_over_floor']}"),
+        ("Export p50 / p99 / max ms",
+         f"{r['export_p50_ms']:.2f} / {r['export_p99_ms']:.2f} / {r['export_max_ms']:.2f}"),
+        ("RSS at 10% / end / peak MiB", f"{r['rss_10pct_mib']} / {r['rss_end_mib']} / {r['rss_peak_mib']}"),
+        ("RSS growth MiB (10% -> end)", f"{r['rss_growth_mib']:+.1f}"),
+        ("retries", f"{r['retries']}"),
+        ("rejected spans", f"{r['rejected_spans']} ({rej})"),
+        ("dropped spans", drop),
+        ("server errors / client errors", f"{r['server_errors']} / {r['client_errors']}"),
+        ("incidents opened", f"{r['incidents_opened']}"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

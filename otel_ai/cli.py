@@ -1,0 +1,149 @@
+"""otel-ai command line: serve, demo, replay, check, bench."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from otel_ai.config import ConfigError, Settings, load_settings
+
+
+def _load(args) -> Settings:
+    try:
+        from dotenv import load_dotenv
+
+        load_dotenv(Path.cwd() / ".env", override=False)  # the seed keeps its keys in .env
+    except ImportError:  # pragma: no cover - python-dotenv is a dependency
+        pass
+    settings = load_settings(getattr(args, "config", None))
+    receiver = settings.receiver
+    for flag, attr in (("grpc_port", "grpc_port"), ("http_port", "http_port")):
+        value = getattr(args, flag, None)
+        if value is not None:
+            setattr(receiver, attr, value)
+    if getattr(args, "admin_port", None) is not None:
+        settings.admin.port = args.admin_port
+    if getattr(args, "host", None):
+        receiver.host = args.host
+        settings.admin.host = args.host
+    return settings
+
+
+def _serve_args(p: argparse.ArgumentParser, demo: bool = False) -> None:
+    p.add_argument("--config", help="YAML config (the seed's events:/budget: blocks); defaults are embedded")
+    p.add_argument("--grpc-port", type=int, help="OTLP/gRPC port (default 4317; 0 = a free port)")
+    p.add_argument("--http-port", type=int, help="OTLP/HTTP port (default 4318; 0 = a free port)")
+    p.add_argument("--admin-port", type=int, help="admin HTTP port: /healthz /readyz /metrics /api/incidents (default 8888)")
+    p.add_argument("--host", help="address to bind (default from config: 0.0.0.0; demo: 127.0.0.1)")
+    p.add_argument("--data-dir", default=None, help="where the SQLite incident store lives (default ./otel-ai-data)")
+    p.add_argument("--incidents-jsonl", help="append one JSON snapshot per incident change to this file")
+
+
+def _print_ports(app, out=sys.stderr) -> None:
+    p = app.ports
+    print(f"otel-ai listening: OTLP/gRPC :{p.grpc}  OTLP/HTTP :{p.http}/v1/traces  admin :{p.admin} "
+          f"(/healthz /readyz /metrics /api/incidents)", file=out, flush=True)
+
+
+def cmd_serve(args) -> int:
+    from otel_ai.app import App
+
+    settings = _load(args)
+    app = App(settings, args.data_dir or "otel-ai-data", args.incidents_jsonl)
+    app.start()
+    _print_ports(app)
+    _wait_for_signal()
+    print("otel-ai: shutting down, draining accepted spans...", file=sys.stderr, flush=True)
+    app.stop()
+    return 0
+
+
+def _wait_for_signal(timeout_s: float | None = None) -> None:
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    done.wait(timeout_s)
+
+
+def cmd_demo(args) -> int:
+    from otel_ai.demo import run_demo
+
+    settings = _load(args)
+    if not args.host:
+        settings.receiver.host = settings.admin.host = "127.0.0.1"
+    return run_demo(settings, args)
+
+
+def cmd_replay(args) -> int:
+    from otel_ai.replay import run_replay
+
+    return run_replay(_load(args), args)
+
+
+def cmd_check(args) -> int:
+    from otel_ai.check import run_check
+
+    return run_check(args)
+
+
+def cmd_bench(args) -> int:
+    from otel_ai import bench
+
+    return bench.run(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="otel-ai", description="OpenTelemetry-native AI incident responder")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("serve", help="receive OTLP traces and raise incidents")
+    _serve_args(p)
+    p.set_defaults(func=cmd_serve)
+    p = sub.add_parser("demo", help="serve plus built-in traffic with an injected fault (no keys needed)")
+    _serve_args(p, demo=True)
+    p.add_argument("--fault", default="bad_deploy", help="fault to inject (see otel_ai.testing.scenarios)")
+    p.add_argument("--duration", type=float, default=120.0, help="seconds of live traffic (default 120)")
+    p.add_argument("--fault-after", type=float, default=15.0, help="seconds of live traffic before the fault")
+    p.set_defaults(func=cmd_demo)
+    p = sub.add_parser("replay", help="replay OTLP JSON lines (Collector file exporter) as fast as possible")
+    p.add_argument("file", help="file of OTLP JSON lines; '-' for stdin")
+    p.add_argument("--config")
+    p.add_argument("--data-dir", help="incident store (default: a temporary directory)")
+    p.add_argument("--incidents-jsonl", help="write incident snapshots here")
+    p.add_argument("--quiet", action="store_true", help="no per-incident console lines")
+    p.set_defaults(func=cmd_replay)
+    p = sub.add_parser("check", help="the seed's verification checklist")
+    p.add_argument("--config")
+    p.add_argument("--data-dir", default="otel-ai-data")
+    p.set_defaults(func=cmd_check)
+    p = sub.add_parser("bench", help="measure ingestion: spans/s, CPU per span, Export latency, RSS")
+    try:
+        from otel_ai import bench
+
+        bench.add_arguments(p)
+    except ImportError:  # pragma: no cover
+        pass
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"otel-ai: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"otel-ai: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,184 @@
+"""Incident lifecycle: dedup, open -> (acknowledged) -> resolved, recovery
+verification, flap reopening, persistence, and fan-out to exporters.
+
+One incident per (subject, type) episode. While it is open, new detections update it.
+It resolves only after the subject has looked healthy for `recoveryPeriod` of event
+time (or had no traffic at all for `staleAfter`); a breach within `cooldown` of
+resolving reopens the same incident instead of paging anew.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Callable, Iterable
+
+from otel_ai.config import Settings
+from otel_ai.exporters.base import IncidentExporter
+from otel_ai.model import DEPENDENCY, Anomaly, Incident, Subject
+from otel_ai.selfmetrics import SelfMetrics
+from otel_ai.store import IncidentStore
+from otel_ai.suspects import Attribution
+from otel_ai.timefmt import NS_PER_S
+
+log = logging.getLogger(__name__)
+
+MATERIAL_CHANGE = 0.2  # relative change of the metric that is worth a new snapshot
+
+
+def incident_id(event_type: str, subject: Subject, opened_at_ns: int) -> str:
+    """Deterministic, so a replay yields the same ids."""
+    raw = f"{event_type}|{subject.kind}|{subject.service}|{subject.method}|{subject.route}|{opened_at_ns}"
+    return "inc_" + hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
+def summarize(anomaly: Anomaly) -> str:
+    s = anomaly.subject
+    where = f"calls to {s.service}" if s.kind == DEPENDENCY else f"{s.label()}"
+    if anomaly.metric == "error_rate":
+        text = f"Error rate {anomaly.value:.1f}% on {where} (threshold {anomaly.threshold:g}%)"
+        if anomaly.type == "CIRCUIT_BREAKER_CANDIDATE":
+            text = f"Circuit breaker candidate: {anomaly.value:.1f}% of {where} failing (threshold {anomaly.threshold:g}%)"
+    else:
+        text = f"p95 latency {anomaly.value:.0f} ms on {where} (threshold {anomaly.threshold:.0f} ms)"
+    if anomaly.baseline is not None:
+        text = text[:-1] + f", baseline {anomaly.baseline:g}{' ms' if anomaly.unit == 'ms' else '%'})"
+    return text
+
+
+class IncidentManager:
+    def __init__(self, settings: Settings, store: IncidentStore, exporters: Iterable[IncidentExporter],
+                 metrics: SelfMetrics):
+        self.settings = settings
+        self.store = store
+        self.exporters = list(exporters)
+        self.metrics = metrics
+        self.active: dict[tuple[Subject, str], Incident] = {}
+        self.resolved: dict[tuple[Subject, str], Incident] = {}
+        self.rules = settings.incidents
+
+    def restore(self, now_ns: int) -> int:
+        """Reload open incidents (and recently resolved ones, for flap reopening)."""
+        cooldown_ns = int(self.rules.cooldown * NS_PER_S)
+        restored = self.store.load_unresolved_or_recent(now_ns - cooldown_ns) if now_ns else []
+        for incident in restored:
+            key = (incident.subject, incident.type)
+            (self.resolved if incident.status == "resolved" else self.active)[key] = incident
+        self.metrics.open_incidents.set(len(self.active))
+        return len(restored)
+
+    def watched(self) -> list[Incident]:
+        return list(self.active.values())
+
+    def on_anomaly(self, anomaly: Anomaly, attribute: Callable[[Anomaly], Attribution]) -> Incident | None:
+        key = (anomaly.subject, anomaly.type)
+        now = anomaly.event_time_ns
+        incident = self.active.get(key)
+        if incident is not None:
+            incident.last_breach_ns = now
+            incident.healthy_since_ns = None
+            if self._worth_update(incident, anomaly):
+                self._fill(incident, anomaly, attribute(anomaly))
+                self._emit(incident, "updated", now)
+            return incident
+        incident = self.resolved.pop(key, None)
+        if incident is not None and now - (incident.resolved_at_ns or 0) <= self.rules.cooldown * NS_PER_S:
+            incident.status = "open"
+            incident.resolved_at_ns = None
+            incident.reopen_count += 1
+            incident.last_breach_ns = now
+            incident.healthy_since_ns = None
+            self._fill(incident, anomaly, attribute(anomaly))
+            self.active[key] = incident
+            self._emit(incident, "reopened", now)
+            return incident
+        incident = Incident(
+            id=incident_id(anomaly.type, anomaly.subject, now), type=anomaly.type, severity=anomaly.severity,
+            status="open", subject=anomaly.subject, summary="", confidence=0.0,
+            opened_at_ns=now, updated_at_ns=now, last_breach_ns=now, version=0,
+        )
+        self._fill(incident, anomaly, attribute(anomaly))
+        self.active[key] = incident
+        self.metrics.incidents.labels(type=anomaly.type, severity=anomaly.severity).inc()
+        first_breach = min((t for t, _ in anomaly.recent_samples if _ >= anomaly.threshold), default=now)
+        self.metrics.detection_delay.observe(max(0.0, (now - first_breach) / NS_PER_S))
+        self._emit(incident, "opened", now)
+        return incident
+
+    def _worth_update(self, incident: Incident, anomaly: Anomaly) -> bool:
+        if anomaly.event_time_ns - incident.updated_at_ns < self.rules.update_interval * NS_PER_S:
+            return False
+        before = incident.data.get("current_value") or 0.0
+        return abs(anomaly.value - before) > MATERIAL_CHANGE * max(abs(before), 1e-9) or anomaly.severity != incident.severity
+
+    def _fill(self, incident: Incident, anomaly: Anomaly, found: Attribution) -> None:
+        incident.severity = anomaly.severity
+        incident.summary = summarize(anomaly)
+        incident.confidence = anomaly.confidence
+        incident.below_min_confidence = anomaly.confidence < self.settings.min_confidence
+        incident.data = {
+            "metric": anomaly.metric, "current_value": anomaly.value, "threshold": anomaly.threshold,
+            "baseline_value": anomaly.baseline, "window": anomaly.window, "trend": anomaly.trend,
+            "unit": anomaly.unit, "breach_ratio": anomaly.breach_ratio, "p_value": anomaly.p_value,
+            "confidence_factors": anomaly.confidence_factors,
+        }
+        from otel_ai.timefmt import rfc3339
+
+        incident.context = {
+            "recent_samples": [{"timestamp": rfc3339(t), "value": v} for t, v in anomaly.recent_samples],
+            "sample_count": anomaly.sample_count, "bad_count": anomaly.bad_count,
+            "exemplar_trace_ids": found.exemplar_trace_ids, "top_errors": found.top_errors,
+            "new_versions": found.new_versions,
+            "suspect_sample": {"bad": found.bad_requests, "good": found.good_requests},
+        }
+        if found.suspects or not incident.suspects:
+            incident.suspects = found.suspects
+
+    def on_health(self, event_time_ns: int, verdicts: dict[tuple[Subject, str], bool | None]) -> None:
+        recovery_ns = self.rules.recovery_period * NS_PER_S
+        stale_ns = self.rules.stale_after * NS_PER_S
+        for key, incident in list(self.active.items()):
+            verdict = verdicts.get(key)
+            if verdict is False:
+                incident.healthy_since_ns = None
+                continue
+            if verdict is True:
+                if incident.healthy_since_ns is None:
+                    incident.healthy_since_ns = event_time_ns
+                if event_time_ns - incident.healthy_since_ns >= recovery_ns and event_time_ns - incident.last_breach_ns >= recovery_ns:
+                    self._resolve(key, incident, event_time_ns, "recovered")
+            elif event_time_ns - incident.last_breach_ns >= stale_ns:
+                self._resolve(key, incident, event_time_ns, "no traffic")
+
+    def _resolve(self, key, incident: Incident, now: int, reason: str) -> None:
+        incident.status = "resolved"
+        incident.resolved_at_ns = now
+        incident.context = {**incident.context, "resolution": reason}
+        del self.active[key]
+        if len(self.resolved) > 10_000:
+            self.resolved.pop(next(iter(self.resolved)))
+        self.resolved[key] = incident
+        self._emit(incident, "resolved", now)
+
+    def acknowledge(self, incident_id_: str, who: str, now_ns: int) -> Incident | None:
+        for incident in self.active.values():
+            if incident.id == incident_id_:
+                incident.status = "acknowledged"
+                incident.acknowledged_by = who
+                incident.acknowledged_at_ns = now_ns
+                self._emit(incident, "acknowledged", max(now_ns, incident.updated_at_ns))
+                return incident
+        return None
+
+    def _emit(self, incident: Incident, change: str, now: int) -> None:
+        incident.version += 1
+        incident.updated_at_ns = max(now, incident.updated_at_ns)
+        incident.last_change = change
+        self.metrics.incident_changes.labels(change=change).inc()
+        self.metrics.open_incidents.set(len(self.active))
+        self.store.save(incident)
+        snapshot = incident.copy()
+        for exporter in self.exporters:
+            try:
+                exporter.export(snapshot)
+            except Exception:  # one broken sink must not stop the others or the pipeline
+                log.exception("exporter %s failed on incident %s", type(exporter).__name__, incident.id)

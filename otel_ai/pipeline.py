@@ -1,0 +1,228 @@
+"""The pipeline behind the receivers: decode -> windows -> detectors -> incidents.
+
+Receiver threads call consume(): parse into the OTLP view, decode into a columnar
+batch (under one lock: the subject table is shared), and put the batch on a bounded
+queue; a full queue answers Saturated so the Collector retries. One worker thread
+owns everything after that: it adds batches to the windows, closes slots as the
+watermark passes, runs the detectors on each closed slot, and drives incidents.
+`feed()` does the same synchronously, for replay and tests.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from typing import Callable, Iterable
+
+import numpy as np
+from google.protobuf.message import DecodeError
+
+from otel_ai.baseline import LEARN_LAG_SLOTS, Baselines
+from otel_ai.clock import EventClock
+from otel_ai.config import Settings
+from otel_ai.decode import Decoder, SpanBatch
+from otel_ai.detectors import build_detectors
+from otel_ai.detectors.base import Detector
+from otel_ai.exporters.base import IncidentExporter
+from otel_ai.incidents import IncidentManager
+from otel_ai.model import DEPENDENCY, ROUTE
+from otel_ai.proto.otel_ai.v1.otlp_view_pb2 import TraceRequestView
+from otel_ai.receiver.consumer import ExportResult, InvalidRequest, Saturated
+from otel_ai.selfmetrics import SelfMetrics
+from otel_ai.store import IncidentStore
+from otel_ai.subjects import SubjectTable
+from otel_ai.suspects import CaptureStore
+from otel_ai.timefmt import NS_PER_S
+from otel_ai.windows import WindowStore, WindowView
+
+log = logging.getLogger(__name__)
+
+
+class Pipeline:
+    def __init__(self, settings: Settings, store: IncidentStore, exporters: Iterable[IncidentExporter],
+                 metrics: SelfMetrics | None = None, use_wall_clock: bool = True,
+                 wall_clock_ns: Callable[[], int] = time.time_ns):
+        self.settings = settings
+        self.metrics = metrics or SelfMetrics()
+        self.wall_clock_ns = wall_clock_ns
+        w = settings.windows
+        self.slot_ns = int(w.slot * NS_PER_S)
+        self.subjects = SubjectTable(settings.limits.max_routes_per_service, settings.limits.max_subjects)
+        self.decoder = Decoder(self.subjects)
+        longest = max([r.window for r in settings.events.values()] + [300.0])
+        self.windows = WindowStore(self.slot_ns, int(np.ceil(longest / w.slot)) + 1)
+        self.baselines = Baselines(w.slot)
+        self.clock = EventClock(int(w.allowed_lateness * NS_PER_S), int(w.max_clock_skew * NS_PER_S),
+                                int(w.max_span_age * NS_PER_S), use_wall_clock and w.wall_clock_advance)
+        self.use_wall_clock = use_wall_clock
+        self.detectors: list[Detector] = build_detectors(settings) if settings.enabled else []
+        self.captures = CaptureStore()
+        self.incidents = IncidentManager(settings, store, exporters, self.metrics)
+        latency_rule = settings.events.get("LATENCY_ANOMALY")
+        self._cold_slow_ms = latency_rule.threshold if latency_rule else 1000.0
+        self._decode_lock = threading.Lock()
+        self._queue: deque[SpanBatch] = deque()
+        self._queued_spans = 0
+        self._cv = threading.Condition()
+        self._worker: threading.Thread | None = None
+        self._stopping = False
+        self.batches_processed = 0
+        self.decoder_spans_last = 0
+        self.ticks = 0
+
+    # ---- receiving side (any thread) ----
+    def decode(self, body: bytes) -> SpanBatch:
+        try:
+            view = TraceRequestView.FromString(body)
+        except (DecodeError, RecursionError) as exc:
+            raise InvalidRequest(str(exc) or "malformed protobuf") from None
+        with self._decode_lock:
+            return self.decoder.decode(view, self.clock.bounds(self.wall_clock_ns()))
+
+    def consume(self, body: bytes, transport: str) -> ExportResult:
+        batch = self.decode(body)
+        receiver = self.settings.receiver
+        with self._cv:
+            if self._stopping or len(self._queue) >= receiver.queue_batches or self._queued_spans + len(batch) > receiver.queue_spans:
+                self.metrics.spans_rejected.labels(reason="saturated").inc(batch.spans_total)
+                raise Saturated(retry_after_s=2.0)
+            self._queue.append(batch)
+            self._queued_spans += len(batch)
+            self.metrics.queue_depth.set(len(self._queue))
+            self._cv.notify()
+        self._count_received(batch, transport)
+        return ExportResult(batch.rejected, batch.reject_message)
+
+    def _count_received(self, batch: SpanBatch, transport: str) -> None:
+        self.metrics.spans_received.labels(transport=transport).inc(batch.spans_total - batch.rejected)
+        if batch.rejected:
+            self.metrics.spans_rejected.labels(reason="invalid_span").inc(batch.rejected)
+
+    def feed(self, body: bytes, transport: str = "replay") -> ExportResult:
+        """Synchronous consume + process (replay, tests): no queue, no worker."""
+        batch = self.decode(body)
+        self.decoder_spans_last = batch.spans_total
+        self._count_received(batch, transport)
+        self.process(batch)
+        return ExportResult(batch.rejected, batch.reject_message)
+
+    # ---- processing side (the worker thread only) ----
+    def process(self, batch: SpanBatch) -> None:
+        added = self.windows.add(batch)
+        if added.late:
+            self.metrics.spans_dropped.labels(reason="late").inc(added.late)
+        if added.too_early:
+            self.metrics.spans_dropped.labels(reason="ahead_of_clock").inc(added.too_early)
+        self.clock.observe(batch.max_end_ns, batch.median_end_ns, self.wall_clock_ns())
+        self.captures.add(batch.captures)
+        self.batches_processed += 1
+        self.advance()
+
+    def advance(self, watermark_ns: int | None = None) -> None:
+        """Close every slot the watermark has passed, running the detectors on each."""
+        if watermark_ns is None:
+            watermark_ns = self.clock.watermark(self.wall_clock_ns())
+        pending = self.windows.closable(watermark_ns)
+        if pending > self.windows.ring:
+            # A gap longer than the ring: close a ring's worth, then jump.
+            for _ in range(self.windows.ring):
+                self._tick(self.windows.close_one())
+            self.windows.skip_to(watermark_ns // self.slot_ns)
+            pending = 0
+        for _ in range(pending):
+            self._tick(self.windows.close_one())
+        if watermark_ns > 0:
+            self.metrics.watermark.set(watermark_ns / NS_PER_S)
+
+    def _tick(self, closed_slot: int) -> None:
+        self.ticks += 1
+        size = len(self.subjects)
+        self.windows.ensure(size)
+        kinds = np.fromiter((s.kind == DEPENDENCY for s in self.subjects.subjects), dtype=np.int8, count=size)
+        view = WindowView(self.windows, closed_slot, size, self.baselines, self.subjects.subjects, kinds)
+        for detector in self.detectors:
+            for anomaly in detector.detect(view):
+                self.incidents.on_anomaly(anomaly, self.captures.attribute)
+        self._check_health(view)
+        self._learn(view, closed_slot, size)
+        self.metrics.subjects.labels(kind=ROUTE).set(size - int(kinds.sum()))
+        self.metrics.subjects.labels(kind=DEPENDENCY).set(int(kinds.sum()))
+
+    def _check_health(self, view: WindowView) -> None:
+        watched = self.incidents.watched()
+        if not watched:
+            return
+        verdicts = {}
+        for detector in self.detectors:
+            mine = [i for i in watched if i.type == detector.event_type]
+            ids = {i.id: self.subjects.lookup(i.subject) for i in mine}
+            known = np.array([sid for sid in ids.values() if sid is not None], dtype=np.int64)
+            health = detector.healthy(view, known) if known.shape[0] else {}
+            for incident in mine:
+                sid = ids[incident.id]
+                verdicts[(incident.subject, incident.type)] = None if sid is None else health.get(sid)
+        self.incidents.on_health(view.end_ns, verdicts)
+
+    def _learn(self, view: WindowView, closed_slot: int, size: int) -> None:
+        lagged = closed_slot - LEARN_LAG_SLOTS
+        frozen = np.zeros(size, dtype=bool)
+        for incident in self.incidents.watched():
+            sid = self.subjects.lookup(incident.subject)
+            if sid is not None:
+                frozen[sid] = True
+        pos = lagged % self.windows.ring
+        self.baselines.learn(self.windows.count[:size, pos], self.windows.errors[:size, pos],
+                             self.windows.hist[:size, pos, :], frozen)
+        # Requests slower than baseline p95 + 50 ms are kept for latency suspects.
+        warm = self.baselines.warm(size)
+        slow = np.full(size, float(self._cold_slow_ms))
+        ids = np.flatnonzero(warm)
+        if ids.shape[0]:
+            p95 = self.baselines.latency_percentile(ids, 0.95)
+            slow[ids] = np.where(np.isnan(p95), self._cold_slow_ms, p95 + 50.0)
+        self.decoder.slow_threshold_ms = slow
+
+    # ---- worker lifecycle ----
+    def start(self, now_ns: int | None = None) -> None:
+        restored = self.incidents.restore(now_ns if now_ns is not None else self.wall_clock_ns())
+        if restored:
+            log.info("restored %d open or recently resolved incidents", restored)
+        self._worker = threading.Thread(target=self._run, name="otel-ai-pipeline", daemon=True)
+        self._worker.start()
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._queue and not self._stopping:
+                    if not self._cv.wait(timeout=1.0):
+                        break
+                if self._stopping and not self._queue:
+                    return
+                batch = self._queue.popleft() if self._queue else None
+                if batch is not None:
+                    self._queued_spans -= len(batch)
+                    self.metrics.queue_depth.set(len(self._queue))
+            try:
+                if batch is None:
+                    self.advance()  # quiet: the wall clock moves the watermark
+                else:
+                    self.process(batch)
+            except Exception:
+                log.exception("pipeline worker failed on a batch; continuing")
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Drain what was accepted, then stop the worker."""
+        with self._cv:
+            self._stopping = True
+            self._cv.notify_all()
+        if self._worker is not None:
+            self._worker.join(timeout_s)
+            self._worker = None
+
+    def queue_depth(self) -> int:
+        return len(self._queue)
+
+    def flush(self) -> None:
+        """End of input: close every slot seen so far (replay)."""
+        self.advance(self.clock.flush_watermark())

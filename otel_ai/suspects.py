@@ -1,0 +1,155 @@
+"""What the failing (or slow) requests of an incident share: ranked key=value suspects,
+exemplar trace ids, top exceptions, and versions first seen shortly before onset.
+
+Per subject it keeps three small rings of captured requests (errors, slow ones, and an
+unbiased 1-in-N trace sample), for at most MAX_SUBJECTS recently active subjects, so
+memory is bounded whatever the traffic. A suspect's score is bad_share - good_share:
+the share of bad requests carrying the pair minus the share of good ones. Ties go to
+the more specific key (a version before a pod, a pod before its node).
+"""
+from __future__ import annotations
+
+from collections import Counter, OrderedDict, deque
+from dataclasses import dataclass, field
+
+from otel_ai.decode import Capture
+from otel_ai.model import Anomaly
+
+BAD_RING = 96
+SLOW_RING = 96
+SAMPLE_RING = 192
+MAX_SUBJECTS = 2000
+MAX_VERSIONS = 16
+LOOKBACK_NS = 300 * 1_000_000_000
+TOP_SUSPECTS = 5
+MIN_BAD_SHARE = 0.2
+MIN_SCORE = 0.1
+NEW_VERSION_NS = 900 * 1_000_000_000  # a version first seen this long before onset is "new"
+KEY_PRIORITY = (
+    "service.version", "dependency.failed", "dependency.slow", "k8s.pod.name", "service.instance.id",
+    "tenant.id", "k8s.node.name", "host.name", "cloud.availability_zone", "cloud.region",
+)
+
+
+@dataclass(slots=True)
+class SubjectCaptures:
+    bad: deque = field(default_factory=lambda: deque(maxlen=BAD_RING))
+    slow: deque = field(default_factory=lambda: deque(maxlen=SLOW_RING))
+    sampled: deque = field(default_factory=lambda: deque(maxlen=SAMPLE_RING))
+    versions: dict = field(default_factory=dict)  # service.version -> first seen (ns)
+
+
+@dataclass(slots=True)
+class Attribution:
+    suspects: list[dict]
+    exemplar_trace_ids: list[str]
+    top_errors: list[dict]
+    new_versions: list[dict]
+    bad_requests: int
+    good_requests: int
+
+
+class CaptureStore:
+    def __init__(self, max_subjects: int = MAX_SUBJECTS):
+        self.max_subjects = max_subjects
+        self._subjects: OrderedDict[int, SubjectCaptures] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._subjects)
+
+    def add(self, captures: list[Capture]) -> None:
+        subjects = self._subjects
+        for capture in captures:
+            entry = subjects.get(capture.subject_id)
+            if entry is None:
+                if len(subjects) >= self.max_subjects:
+                    subjects.popitem(last=False)
+                entry = subjects[capture.subject_id] = SubjectCaptures()
+            else:
+                subjects.move_to_end(capture.subject_id)
+            if capture.error:
+                entry.bad.append(capture)
+            elif capture.slow:
+                entry.slow.append(capture)
+            if capture.sampled and not capture.error:
+                entry.sampled.append(capture)
+            self._note_version(entry, capture)
+
+    @staticmethod
+    def _note_version(entry: SubjectCaptures, capture: Capture) -> None:
+        for key, value in capture.pairs:
+            if key == "service.version":
+                seen = entry.versions.get(value)
+                if seen is None and len(entry.versions) < MAX_VERSIONS:
+                    entry.versions[value] = capture.end_ns
+                elif seen is not None and capture.end_ns < seen:
+                    entry.versions[value] = capture.end_ns
+                return
+
+    def attribute(self, anomaly: Anomaly) -> Attribution:
+        entry = self._subjects.get(anomaly.subject_id)
+        if entry is None:
+            return Attribution([], [], [], [], 0, 0)
+        since = anomaly.event_time_ns - LOOKBACK_NS
+        recent = lambda ring: [c for c in ring if since <= c.end_ns <= anomaly.event_time_ns]  # noqa: E731
+        if anomaly.bad_rule == "slow":
+            limit = anomaly.slow_threshold_ms
+            pool = recent(entry.slow) + recent(entry.sampled) + recent(entry.bad)
+            bad = [c for c in pool if c.duration_ms > limit]
+            good = [c for c in recent(entry.sampled) if c.duration_ms <= limit]
+        else:
+            bad = recent(entry.bad)
+            good = recent(entry.sampled)
+        bad = _unique(bad)
+        return Attribution(
+            suspects=rank_suspects(bad, good),
+            exemplar_trace_ids=[c.trace_id.hex() for c in sorted(bad, key=lambda c: -c.end_ns)[:5]],
+            top_errors=_top_errors(bad),
+            new_versions=self._new_versions(entry, anomaly.event_time_ns),
+            bad_requests=len(bad),
+            good_requests=len(good),
+        )
+
+    @staticmethod
+    def _new_versions(entry: SubjectCaptures, onset_ns: int) -> list[dict]:
+        from otel_ai.timefmt import rfc3339
+
+        versions = sorted(entry.versions.items(), key=lambda kv: kv[1])
+        if len(versions) < 2:
+            return []  # the only version ever seen is not a deploy
+        return [{"version": v, "first_seen": rfc3339(ns), "seconds_before_onset": round((onset_ns - ns) / 1e9, 1)}
+                for v, ns in versions[1:] if 0 <= onset_ns - ns <= NEW_VERSION_NS]
+
+
+def _unique(captures: list[Capture]) -> list[Capture]:
+    seen = set()
+    out = []
+    for capture in captures:
+        if id(capture) not in seen:
+            seen.add(id(capture))
+            out.append(capture)
+    return out
+
+
+def rank_suspects(bad: list[Capture], good: list[Capture]) -> list[dict]:
+    if not bad:
+        return []
+    bad_counts = Counter(pair for c in bad for pair in set(c.pairs))
+    good_counts = Counter(pair for c in good for pair in set(c.pairs))
+    n_bad, n_good = len(bad), max(len(good), 1)
+    ranked = []
+    for pair, count in bad_counts.items():
+        bad_share = count / n_bad
+        good_share = good_counts.get(pair, 0) / n_good if good else 0.0
+        score = bad_share - good_share
+        if bad_share >= MIN_BAD_SHARE and score >= MIN_SCORE:
+            ranked.append((pair, score, bad_share, good_share))
+    priority = {key: i for i, key in enumerate(KEY_PRIORITY)}
+    ranked.sort(key=lambda r: (-round(r[1], 6), priority.get(r[0][0], len(priority)), r[0]))
+    return [{"key": k, "value": v, "score": round(score, 3), "bad_share": round(b, 3), "good_share": round(g, 3)}
+            for (k, v), score, b, g in ranked[:TOP_SUSPECTS]]
+
+
+def _top_errors(bad: list[Capture]) -> list[dict]:
+    counts = Counter(exc for c in bad for exc in set(c.exceptions))
+    return [{"type": t, "message": m, "count": n} for (t, m), n in counts.most_common(5)]

@@ -1,0 +1,27 @@
+"""otel-ai bench end to end: an in-process server driven by a client process."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from otel_ai import bench
+
+
+def test_bench_small_run_reports_consistent_numbers(capsys):
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    args = parser.parse_args(["--spans", "20000", "--json"])
+
+    assert bench.run(args) == 0
+
+    out = capsys.readouterr().out.strip().splitlines()
+    report = json.loads(out[-1])
+    assert report["spans_sent"] >= 20000
+    assert report["spans_received"] == report["spans_sent"]  # no loss
+    assert report["spans_per_s"] > 0
+    assert report["cpu_us_per_span"] > 0
+    assert report["parse_floor_us_per_span"] > 0
+    assert report["export_p99_ms"] >= report["export_p50_ms"] > 0
+    assert report["export_max_ms"] >= report["export_p99_ms"]
+    assert report["server_errors"] == 0 and report["client_errors"] == 0
+    assert report["rss_peak_mib"] > 0
