@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="serve plus built-in traffic with an injected fault (no keys needed)")
     _serve_args(p, demo=True)
     p.add_argument("--fault", default="bad_deploy", help="fault to inject (see otel_ai.testing.scenarios)")
-    p.add_argument("--duration", type=float, default=120.0, help="seconds of live traffic (default 120)")
+    p.add_argument("--duration", type=float, default=60.0, help="seconds of live traffic (default 60)")
     p.add_argument("--fault-after", type=float, default=15.0, help="seconds of live traffic before the fault")
     p.set_defaults(func=cmd_demo)
     p = sub.add_parser("replay", help="replay OTLP JSON lines (Collector file exporter) as fast as possible")

@@ -44,8 +44,8 @@ def run_generator(generator, duration_s: float, settings: Settings | None = None
         store = IncidentStore(Path(data_dir or tmp) / "incidents.db")
         pipeline = Pipeline(settings, store, [recorder], use_wall_clock=False)
         spans = 0
-        for request in generator.batches(duration_s):
-            body = request if isinstance(request, bytes) else request.SerializeToString()
+        for request in generator.serialized_batches(duration_s):
+            body = request
             pipeline.feed(body)
             spans += pipeline.decoder_spans_last
         pipeline.flush()
