@@ -101,7 +101,7 @@ def _int_of(value) -> int:
     if number:
         return number
     text = value.string_value
-    return int(text) if text.isdigit() and len(text) < 6 else 0
+    return int(text) if text.isascii() and text.isdigit() and len(text) < 6 else 0
 
 
 def _value_text(value) -> str | None:
@@ -317,7 +317,12 @@ class Decoder:
             empty = np.zeros(0)
             return SpanBatch(empty.astype(np.int32), empty.astype(np.int64), empty, empty.astype(bool),
                              empty.astype(bool), spans_total=total, ignored=total)
-        table = np.array(rows, dtype=np.int64)
+        try:
+            table = np.array(rows, dtype=np.int64)
+        except OverflowError:
+            # OTLP times are uint64; values past int64 are garbage: make them invalid (0).
+            limit = np.iinfo(np.int64).max
+            table = np.array([tuple(v if v <= limit else 0 for v in row) for row in rows], dtype=np.int64)
         sid, kind, start, end = table[:, 0], table[:, 1], table[:, 2], table[:, 3]
         status, http_status, grpc_status = table[:, 4], table[:, 5], table[:, 6]
         # OTLP times are uint64; anything past int64 wrapped negative and is garbage.

@@ -51,7 +51,7 @@ class Pipeline:
         self.subjects = SubjectTable(settings.limits.max_routes_per_service, settings.limits.max_subjects)
         self.decoder = Decoder(self.subjects)
         longest = max([r.window for r in settings.events.values()] + [300.0])
-        self.windows = WindowStore(self.slot_ns, int(np.ceil(longest / w.slot)) + 1)
+        self.windows = WindowStore(self.slot_ns, int(np.ceil(longest / w.slot)) + 1, settings.limits.max_subjects)
         self.baselines = Baselines(w.slot)
         self.clock = EventClock(int(w.allowed_lateness * NS_PER_S), int(w.max_clock_skew * NS_PER_S),
                                 int(w.max_span_age * NS_PER_S), use_wall_clock and w.wall_clock_advance)

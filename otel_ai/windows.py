@@ -25,7 +25,8 @@ class AddResult:
 
 
 class WindowStore:
-    def __init__(self, slot_ns: int, history_slots: int):
+    def __init__(self, slot_ns: int, history_slots: int, max_rows: int = 1 << 30):
+        self.max_rows = max_rows  # the subject table's cap: growth never exceeds it
         self.slot_ns = slot_ns
         self.history_slots = history_slots
         self.ring = history_slots + OPEN_SLOTS
@@ -43,7 +44,7 @@ class WindowStore:
     def ensure(self, size: int) -> None:
         if size <= self._capacity:
             return
-        new = max(size, self._capacity * 2, 64)
+        new = min(max(size, self._capacity * 2, 64), max(size, self.max_rows))
         grow = new - self._capacity
         self.count = np.concatenate((self.count, np.zeros((grow, self.ring), dtype=np.int32)))
         self.errors = np.concatenate((self.errors, np.zeros((grow, self.ring), dtype=np.int32)))
