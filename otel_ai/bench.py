@@ -233,15 +233,26 @@ def run(args) -> int:
             p.stdin.write("GO\n")
             p.stdin.flush()
 
+        # Read each client's result while it runs: a large result fills the pipe, and a
+        # client blocked on a full pipe never exits.
+        outputs = [""] * len(procs)
+
+        def collect(index: int, proc) -> None:
+            outputs[index] = proc.stdout.read()
+
+        readers = [threading.Thread(target=collect, args=(i, p), daemon=True) for i, p in enumerate(procs)]
+        for reader in readers:
+            reader.start()
         last_t, last_n = wall0, 0.0
-        while any(p.poll() is None for p in procs):
+        while any(reader.is_alive() for reader in readers):
             time.sleep(0.1)
             now = time.monotonic()
             if now - last_t >= 2.0:
                 n = received()
                 say(f"{n:,.0f} spans received, {(n - last_n) / (now - last_t):,.0f} spans/s")
                 last_t, last_n = now, n
-        outputs = [p.communicate()[0] for p in procs]
+        for p in procs:
+            p.wait()
         clients_done = time.monotonic()
 
         def accepted_requests() -> float:
