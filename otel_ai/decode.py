@@ -258,11 +258,15 @@ class Decoder:
         rows: list[tuple] = []
         spans: list = []
         trace_ids: list[bytes] = []
-        services: list[str] = []
-        resources: list[tuple] = []
+        # Per ResourceSpans: its first row and (service, pairs); pass 2 maps rows back
+        # to resources, so the hot loop appends nothing per span for them.
+        block_starts: list[int] = []
+        blocks: list[tuple[str, tuple]] = []
         total = 0
         for resource_spans in request.resource_spans:
             service, resource_pairs = self._resource(resource_spans.resource)
+            block_starts.append(len(rows))
+            blocks.append((service, resource_pairs))
             for scope_spans in resource_spans.scope_spans:
                 scope_list = scope_spans.spans
                 total += len(scope_list)
@@ -302,16 +306,14 @@ class Decoder:
                                  span.status.code, http_status, grpc_status))
                     spans.append(span)
                     trace_ids.append(span.trace_id)
-                    services.append(service)
-                    resources.append(resource_pairs)
-        return self._columns(rows, spans, trace_ids, services, resources, total, bounds)
+        return self._columns(rows, spans, trace_ids, (block_starts, blocks), total, bounds)
 
     def _rpc_subject(self, service: str, rpc_service, rpc_method, rpc_system) -> int:
         system = "rpc" if rpc_system is None else rpc_system.string_value or "rpc"
         method_name = "" if rpc_method is None else rpc_method.string_value
         return self.subjects.route(service, system.upper()[:16], f"{rpc_service.string_value}/{method_name}"[:256])
 
-    def _columns(self, rows, spans, trace_ids, services, resources, total, bounds) -> SpanBatch:
+    def _columns(self, rows, spans, trace_ids, resources, total, bounds) -> SpanBatch:
         n = len(rows)
         if n == 0:
             empty = np.zeros(0)
@@ -325,7 +327,6 @@ class Decoder:
             table = np.array([tuple(v if v <= limit else 0 for v in row) for row in rows], dtype=np.int64)
         sid, kind, start, end = table[:, 0], table[:, 1], table[:, 2], table[:, 3]
         status, http_status, grpc_status = table[:, 4], table[:, 5], table[:, 6]
-        # OTLP times are uint64; anything past int64 wrapped negative and is garbage.
         invalid = (end <= 0) | (start <= 0) | (end < start)
         reasons = []
         if invalid.any():
@@ -359,12 +360,12 @@ class Decoder:
         if len(batch):
             batch.max_end_ns = int(batch.end_ns.max())
             batch.median_end_ns = int(np.median(batch.end_ns))
-        self._capture(batch, keep, kind, sid, end, duration_ms, error, spans, trace_ids, services, resources)
+        self._capture(batch, keep, kind, sid, end, duration_ms, error, spans, trace_ids, resources)
         return batch
 
-    def _capture(self, batch, keep, kind, sid, end, duration_ms, error, spans, trace_ids, services, resources) -> None:
+    def _capture(self, batch, keep, kind, sid, end, duration_ms, error, spans, trace_ids, resources) -> None:
         """Second pass, over the few spans suspects need: all errors, the slow ones and a
-        1-in-16 sample by trace id."""
+        1-in-SAMPLE_ONE_IN sample by trace id."""
         known = self.slow_threshold_ms
         slow_thr = np.full(sid.shape[0], np.inf)
         inside = sid < known.shape[0]
@@ -382,6 +383,9 @@ class Decoder:
         is_client = kind == SPAN_KIND_CLIENT
         chosen = _first_per_group(interesting, sid, MAX_CAPTURES_PER_SUBJECT)
         dependency_name = self.subjects.subjects
+        block_starts, blocks = resources
+        starts = np.asarray(block_starts)
+        owner = lambda i: blocks[int(np.searchsorted(starts, i, side="right")) - 1]  # noqa: E731
         # Every interesting CLIENT span goes into the child index (cheap), so the
         # requests that called it can name it; only the capped few are captured
         # with all their attributes (costly) for the dependency's own suspects.
@@ -390,10 +394,11 @@ class Decoder:
             err = bool(error[i])
             exceptions = _exceptions(span) if err else ()
             dep = dependency_name[sid[i]].service
-            self.children.add(trace_ids[i], services[i], dep, err, float(duration_ms[i]), exceptions)
+            service, resource_pairs = owner(i)
+            self.children.add(trace_ids[i], service, dep, err, float(duration_ms[i]), exceptions)
             if chosen[i]:
                 batch.captures.append(Capture(int(sid[i]), int(end[i]), float(duration_ms[i]), err, bool(slow[i]),
-                                              bool(sampled[i]), trace_ids[i], self._pairs(span, resources[i], ()),
+                                              bool(sampled[i]), trace_ids[i], self._pairs(span, resource_pairs, ()),
                                               exceptions))
         server_idx = np.flatnonzero(chosen & ~is_client)
         for i in server_idx:
@@ -403,7 +408,8 @@ class Decoder:
             extra = []
             child_exceptions = []
             slowest = None
-            for dep, child_err, child_ms, child_exc in self.children.get(trace_ids[i], services[i]):
+            service, resource_pairs = owner(i)
+            for dep, child_err, child_ms, child_exc in self.children.get(trace_ids[i], service):
                 if child_err:
                     extra.append(("dependency.failed", dep))
                     child_exceptions.extend(child_exc)
@@ -412,7 +418,7 @@ class Decoder:
             if slowest is not None:
                 extra.append(("dependency.slow", slowest[0]))
             exceptions = (_exceptions(span) + tuple(child_exceptions)) if err else ()
-            pairs = self._pairs(span, resources[i], extra, skip_service=True)
+            pairs = self._pairs(span, resource_pairs, extra, skip_service=True)
             batch.captures.append(Capture(int(sid[i]), int(end[i]), dur, err, bool(slow[i]), bool(sampled[i]),
                                           trace_ids[i], pairs, exceptions))
 

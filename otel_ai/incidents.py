@@ -18,7 +18,7 @@ from otel_ai.model import DEPENDENCY, Anomaly, Incident, Subject
 from otel_ai.selfmetrics import SelfMetrics
 from otel_ai.store import IncidentStore
 from otel_ai.suspects import Attribution
-from otel_ai.timefmt import NS_PER_S
+from otel_ai.timefmt import NS_PER_S, rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -121,8 +121,6 @@ class IncidentManager:
             "unit": anomaly.unit, "breach_ratio": anomaly.breach_ratio, "p_value": anomaly.p_value,
             "confidence_factors": anomaly.confidence_factors,
         }
-        from otel_ai.timefmt import rfc3339
-
         incident.context = {
             "recent_samples": [{"timestamp": rfc3339(t), "value": v} for t, v in anomaly.recent_samples],
             "sample_count": anomaly.sample_count, "bad_count": anomaly.bad_count,

@@ -68,7 +68,6 @@ class Pipeline:
         self._worker: threading.Thread | None = None
         self._stopping = False
         self.batches_processed = 0
-        self.decoder_spans_last = 0
         self.ticks = 0
 
     # ---- receiving side (any thread) ----
@@ -92,7 +91,7 @@ class Pipeline:
             self.metrics.queue_depth.set(len(self._queue))
             self._cv.notify()
         self._count_received(batch, transport)
-        return ExportResult(batch.rejected, batch.reject_message)
+        return ExportResult(batch.rejected, batch.reject_message, batch.spans_total)
 
     def _count_received(self, batch: SpanBatch, transport: str) -> None:
         self.metrics.spans_received.labels(transport=transport).inc(batch.spans_total - batch.rejected)
@@ -102,10 +101,9 @@ class Pipeline:
     def feed(self, body: bytes, transport: str = "replay") -> ExportResult:
         """Synchronous consume + process (replay, tests): no queue, no worker."""
         batch = self.decode(body)
-        self.decoder_spans_last = batch.spans_total
         self._count_received(batch, transport)
         self.process(batch)
-        return ExportResult(batch.rejected, batch.reject_message)
+        return ExportResult(batch.rejected, batch.reject_message, batch.spans_total)
 
     # ---- processing side (the worker thread only) ----
     def process(self, batch: SpanBatch) -> None:
@@ -139,7 +137,7 @@ class Pipeline:
         self.ticks += 1
         size = len(self.subjects)
         self.windows.ensure(size)
-        kinds = np.fromiter((s.kind == DEPENDENCY for s in self.subjects.subjects), dtype=np.int8, count=size)
+        kinds = self.subjects.kinds()[:size]
         view = WindowView(self.windows, closed_slot, size, self.baselines, self.subjects.subjects, kinds)
         for detector in self.detectors:
             for anomaly in detector.detect(view):

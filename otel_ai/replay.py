@@ -42,7 +42,7 @@ def run_replay(settings: Settings, args) -> int:
                     print(f"otel-ai replay: line {lineno} skipped: {exc}", file=sys.stderr)
                     continue
                 rejected += result.rejected_spans
-                spans += pipeline.decoder_spans_last
+                spans += result.spans
                 now = time.monotonic()
                 if now - last_report >= 2.0:
                     last_report = now

@@ -6,6 +6,8 @@ Window state is indexed by these ids, so the table is what bounds memory: at mos
 """
 from __future__ import annotations
 
+import numpy as np
+
 from otel_ai.model import DEPENDENCY, ROUTE, Subject
 
 OVERFLOW_ROUTE = "(other routes)"
@@ -17,6 +19,8 @@ class SubjectTable:
         self.max_routes_per_service = max_routes_per_service
         self.max_subjects = max_subjects
         self.subjects: list[Subject] = []
+        self._is_dependency: list[bool] = []
+        self._kinds_cache = np.zeros(0, dtype=np.int8)
         self._ids: dict[tuple, int] = {}
         self._routes_per_service: dict[str, int] = {}
         self.overflowed = 0  # lookups that landed in an overflow subject
@@ -28,6 +32,7 @@ class SubjectTable:
     def _add(self, subject: Subject, key: tuple) -> int:
         sid = len(self.subjects)
         self.subjects.append(subject)
+        self._is_dependency.append(subject.kind == DEPENDENCY)
         self._ids[key] = sid
         return sid
 
@@ -71,5 +76,8 @@ class SubjectTable:
             return self._ids.get(("\x00dep", subject.service))
         return self._ids.get((subject.service, subject.method, subject.route))
 
-    def count(self, kind: str) -> int:
-        return sum(1 for s in self.subjects if s.kind == kind)
+    def kinds(self) -> np.ndarray:
+        """Per subject id: 0 route, 1 dependency (the detectors' subject filter)."""
+        if self._kinds_cache.shape[0] != len(self._is_dependency):
+            self._kinds_cache = np.array(self._is_dependency, dtype=np.int8)
+        return self._kinds_cache

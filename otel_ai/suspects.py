@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from otel_ai.decode import Capture
 from otel_ai.model import Anomaly
+from otel_ai.timefmt import rfc3339
 
 BAD_RING = 96
 SLOW_RING = 96
@@ -90,17 +91,17 @@ class CaptureStore:
         entry = self._subjects.get(anomaly.subject_id)
         if entry is None:
             return Attribution([], [], [], [], 0, 0)
-        since = anomaly.event_time_ns - LOOKBACK_NS
-        recent = lambda ring: [c for c in ring if since <= c.end_ns <= anomaly.event_time_ns]  # noqa: E731
+        since, until = anomaly.event_time_ns - LOOKBACK_NS, anomaly.event_time_ns
+        sampled = _between(entry.sampled, since, until)
         if anomaly.bad_rule == "slow":
             limit = anomaly.slow_threshold_ms
-            pool = recent(entry.slow) + recent(entry.sampled) + recent(entry.bad)
+            # A sampled slow request sits in both the slow and the sampled ring.
+            pool = _unique(_between(entry.slow, since, until) + sampled + _between(entry.bad, since, until))
             bad = [c for c in pool if c.duration_ms > limit]
-            good = [c for c in recent(entry.sampled) if c.duration_ms <= limit]
+            good = [c for c in sampled if c.duration_ms <= limit]
         else:
-            bad = recent(entry.bad)
-            good = recent(entry.sampled)
-        bad = _unique(bad)
+            bad = _between(entry.bad, since, until)
+            good = sampled
         return Attribution(
             suspects=rank_suspects(bad, good),
             exemplar_trace_ids=[c.trace_id.hex() for c in sorted(bad, key=lambda c: -c.end_ns)[:5]],
@@ -112,13 +113,15 @@ class CaptureStore:
 
     @staticmethod
     def _new_versions(entry: SubjectCaptures, onset_ns: int) -> list[dict]:
-        from otel_ai.timefmt import rfc3339
-
         versions = sorted(entry.versions.items(), key=lambda kv: kv[1])
         if len(versions) < 2:
             return []  # the only version ever seen is not a deploy
         return [{"version": v, "first_seen": rfc3339(ns), "seconds_before_onset": round((onset_ns - ns) / 1e9, 1)}
                 for v, ns in versions[1:] if 0 <= onset_ns - ns <= NEW_VERSION_NS]
+
+
+def _between(ring, since_ns: int, until_ns: int) -> list[Capture]:
+    return [c for c in ring if since_ns <= c.end_ns <= until_ns]
 
 
 def _unique(captures: list[Capture]) -> list[Capture]:

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +14,6 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import TraceServiceStub
 
-from otel_ai.receiver.consumer import ExportResult, Saturated
 from otel_ai.receiver.grpc_server import OtlpGrpcReceiver
 from otel_ai.selfmetrics import SelfMetrics
 from otel_ai.testing.consumers import RecordingConsumer

@@ -6,24 +6,23 @@ import json
 import shutil
 import ssl
 import subprocess
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from google.rpc import status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
 
-from otel_ai.receiver.consumer import ExportResult, Saturated
+from otel_ai.receiver.consumer import ExportResult
 from otel_ai.receiver.http_server import OtlpHttpReceiver
 from otel_ai.receiver.otlp_json import to_otlp_json
 from otel_ai.selfmetrics import SelfMetrics
 from otel_ai.testing.consumers import RecordingConsumer
+from otel_ai.testing.otlp_http import decode_status
 
 MAX_BYTES = 1024 * 1024
 TOKEN = "s3cret"
@@ -80,13 +79,6 @@ def running() -> Iterator[Running]:
     receiver, r = start()
     yield r
     receiver.stop(grace_s=0)
-
-
-def decode_status(body: bytes, content_type: str = PROTOBUF) -> status_pb2.Status:
-    if content_type == JSON:
-        decoded = json.loads(body)
-        return status_pb2.Status(code=decoded.get("code", 0), message=decoded.get("message", ""))
-    return status_pb2.Status.FromString(body)
 
 
 def test_protobuf_ok(running: Running) -> None:

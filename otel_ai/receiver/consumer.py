@@ -32,6 +32,7 @@ class ExportResult:
 
     rejected_spans: int = 0
     error_message: str = ""
+    spans: int = 0  # spans in the request, accepted or not (for progress reports)
 
 
 class TraceConsumer(Protocol):

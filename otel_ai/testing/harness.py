@@ -46,8 +46,7 @@ def run_generator(generator, duration_s: float, settings: Settings | None = None
         spans = 0
         for request in generator.serialized_batches(duration_s):
             body = request
-            pipeline.feed(body)
-            spans += pipeline.decoder_spans_last
+            spans += pipeline.feed(body).spans
         pipeline.flush()
         store.close()
     return RunResult(recorder.opened(), recorder.changes, spans, pipeline)
