@@ -13,6 +13,7 @@ from otel_ai.timefmt import rfc3339
 
 ROUTE = "route"
 DEPENDENCY = "dependency"
+SYSTEM = "system"  # otel-ai's own alerts, e.g. COST_ALERT for the AI budget
 
 SEVERITIES = ("info", "warning", "critical")
 
@@ -35,7 +36,7 @@ EVENT_TYPES = (
 class Subject:
     """What a window tracks: a route (SERVER spans) or a dependency (CLIENT spans)."""
 
-    kind: str  # ROUTE or DEPENDENCY
+    kind: str  # ROUTE, DEPENDENCY or SYSTEM
     service: str  # service.name for routes; the dependency's name for dependencies
     method: str  # HTTP method / rpc method; "" for dependencies
     route: str  # http.route / rpc service / span name; the dependency key for dependencies
@@ -43,6 +44,8 @@ class Subject:
     def label(self) -> str:
         if self.kind == DEPENDENCY:
             return f"dependency {self.service}"
+        if self.kind == SYSTEM:
+            return f"{self.service} {self.route}".strip()
         return f"{self.method} {self.route}".strip()
 
 

@@ -8,20 +8,11 @@ import urllib.request
 import pytest
 
 from otel_ai.admin import AdminServer, Request, Response
-from otel_ai.model import ROUTE, Incident, Subject
 from otel_ai.selfmetrics import SelfMetrics
 from otel_ai.store import IncidentStore
+from otel_ai.testing.factory import IncidentFactory
 
 T0 = 1_771_165_740_000_000_000
-
-
-def make_incident(incident_id: str, opened_at_ns: int = T0, status: str = "open") -> Incident:
-    return Incident(
-        id=incident_id, type="ERROR_RATE_SPIKE", severity="critical", status=status,
-        subject=Subject(ROUTE, "checkout", "POST", "/api/payments"), summary="boom",
-        confidence=0.9, opened_at_ns=opened_at_ns, updated_at_ns=opened_at_ns,
-        resolved_at_ns=opened_at_ns + 1 if status == "resolved" else None,
-    )
 
 
 class Readiness:
@@ -79,7 +70,8 @@ def test_metrics_exposes_incremented_counter(admin):
 
 def test_list_incidents_paging_filter_and_total(admin):
     for n in range(6):
-        admin.store.save(make_incident(f"inc_{n}", T0 + n, "resolved" if n < 2 else "open"))
+        admin.store.save(IncidentFactory.create(id=f"inc_{n}", opened_at_ns=T0 + n,
+                                                status="resolved" if n < 2 else "open"))
     status, headers, body = fetch(admin.base + "/api/incidents?status=open&limit=2&offset=1")
     payload = json.loads(body)
     assert status == 200 and headers["Content-Type"] == "application/json"
@@ -112,7 +104,7 @@ def test_list_rejects_bad_params(admin, query):
 
 
 def test_get_incident_found_and_missing(admin):
-    admin.store.save(make_incident("inc_abc"))
+    admin.store.save(IncidentFactory.create(id="inc_abc"))
     status, _, body = fetch(admin.base + "/api/incidents/inc_abc")
     assert status == 200 and json.loads(body)["id"] == "inc_abc"
     status, _, body = fetch(admin.base + "/api/incidents/nope")

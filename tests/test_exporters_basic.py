@@ -7,7 +7,9 @@ import threading
 from otel_ai.exporters.base import IncidentExporter
 from otel_ai.exporters.console import ConsoleExporter, format_incident_line
 from otel_ai.exporters.jsonl import JsonlExporter
-from otel_ai.model import DEPENDENCY, ROUTE, Incident, Subject
+
+from otel_ai.model import DEPENDENCY
+from otel_ai.testing.factory import IncidentFactory
 
 T0 = 1_771_165_740_000_000_000  # 2026-02-15T14:29:00Z
 
@@ -16,28 +18,6 @@ DESIGN_FIELDS = {
     "opened_at", "updated_at", "resolved_at", "acknowledged_by", "data", "context", "suspects",
     "analysis",
 }
-
-
-def make_incident(incident_id: str = "inc_abc123", **changes) -> Incident:
-    incident = Incident(
-        id=incident_id,
-        type="ERROR_RATE_SPIKE",
-        severity="critical",
-        status="open",
-        subject=Subject(ROUTE, "checkout", "POST", "/api/payments"),
-        summary="Error rate 35.0% on POST /api/payments (threshold 10%)",
-        confidence=0.91,
-        opened_at_ns=T0,
-        updated_at_ns=T0,
-        data={"metric": "error_rate", "current_value": 35.0, "threshold": 10.0,
-              "baseline_value": 0.4, "window": "1m", "trend": "rising", "unit": "%"},
-        context={"sample_count": 412},
-        suspects=[{"key": "service.version", "value": "2.0.0", "score": 0.87,
-                   "bad_share": 0.95, "good_share": 0.08}],
-    )
-    for name, value in changes.items():
-        setattr(incident, name, value)
-    return incident
 
 
 class _TtyStream(io.StringIO):
@@ -55,9 +35,10 @@ def test_jsonl_appends_one_parseable_snapshot_per_change(tmp_path):
     path = tmp_path / "out" / "incidents.jsonl"
     exporter = JsonlExporter(path)
     assert not path.exists()  # opened lazily
-    exporter.export(make_incident(summary="ünïcode ✓"))
-    exporter.export(make_incident(status="resolved", resolved_at_ns=T0 + 60_000_000_000,
-                                  last_change="resolved", version=2))
+    exporter.export(IncidentFactory.create(
+        opened_at_ns=T0, summary="ünïcode ✓", suspects=[{"key": "service.version", "value": "2.0.0"}]))
+    exporter.export(IncidentFactory.create(opened_at_ns=T0, status="resolved", resolved_at_ns=T0 + 60_000_000_000,
+                                           last_change="resolved", version=2))
     # Flushed per line: readable before shutdown.
     lines = path.read_text(encoding="utf-8").splitlines()
     exporter.shutdown()
@@ -80,7 +61,7 @@ def test_jsonl_appends_to_existing_file_and_is_thread_safe(tmp_path):
 
     def worker(k: int) -> None:
         for n in range(25):
-            exporter.export(make_incident(f"inc_{k}_{n}"))
+            exporter.export(IncidentFactory.create(id=f"inc_{k}_{n}"))
 
     threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
     for t in threads:
@@ -96,7 +77,14 @@ def test_jsonl_appends_to_existing_file_and_is_thread_safe(tmp_path):
 
 def test_console_line_for_route_incident():
     stream = io.StringIO()
-    ConsoleExporter(stream).export(make_incident())
+    ConsoleExporter(stream).export(IncidentFactory.create(
+        "ERROR_RATE_SPIKE", id="inc_abc123", opened_at_ns=T0, confidence=0.91,
+        service="checkout", method="POST", route="/api/payments",
+        data={"metric": "error_rate", "current_value": 35.0, "threshold": 10.0,
+              "baseline_value": 0.4, "window": "1m", "unit": "%"},
+        suspects=[{"key": "service.version", "value": "2.0.0", "score": 0.87,
+                   "bad_share": 0.95, "good_share": 0.08}],
+    ))
     assert stream.getvalue() == (
         "2026-02-15T14:29:00Z OPENED  critical ERROR_RATE_SPIKE checkout POST /api/payments: "
         "error_rate 35.0% (threshold 10.0%, baseline 0.4%, 1m) conf 0.91; "
@@ -106,11 +94,12 @@ def test_console_line_for_route_incident():
 
 
 def test_console_dependency_without_suspects_or_metric():
-    incident = make_incident(
-        subject=Subject(DEPENDENCY, "payments-db", "", "payments-db"),
-        type="UPSTREAM_DEGRADATION", severity="warning", data={}, suspects=[],
+    incident = IncidentFactory.create(
+        "UPSTREAM_DEGRADATION", id="inc_abc123", kind=DEPENDENCY, service="payments-db",
+        severity="warning", suspects=[], confidence=0.91,
         summary="payments-db is slow", last_change="reopened",
     )
+    incident.data = {}  # no metric at all (create() merges data=, so replace it)
     line = format_incident_line(incident)
     assert " REOPENED " in line
     assert "UPSTREAM_DEGRADATION dependency payments-db: payments-db is slow conf 0.91 [inc_abc123]" in line
@@ -118,11 +107,12 @@ def test_console_dependency_without_suspects_or_metric():
 
 
 def test_console_partial_data_and_latency_units():
-    incident = make_incident(
-        type="LATENCY_ANOMALY", last_change="acknowledged",
-        data={"metric": "latency_p95", "current_value": 812.4, "unit": "ms"},
+    incident = IncidentFactory.create(
+        "LATENCY_ANOMALY", id="inc_abc123", last_change="acknowledged", confidence=0.91,
         suspects=[{"key": "k8s.pod.name", "value": "pod-7"}],
     )
+    # Only these keys (create() merges data= over a full set, so replace it).
+    incident.data = {"metric": "latency_p95", "current_value": 812.4, "unit": "ms"}
     line = format_incident_line(incident)
     assert "ACKNOWLEDGED" in line
     assert ": latency_p95 812ms conf 0.91; suspect k8s.pod.name=pod-7 [inc_abc123]" in line
@@ -130,8 +120,8 @@ def test_console_partial_data_and_latency_units():
 
 def test_console_colours_only_on_a_tty():
     tty = _TtyStream()
-    ConsoleExporter(tty).export(make_incident())
+    ConsoleExporter(tty).export(IncidentFactory.create(severity="critical"))
     assert "\x1b[31;1mcritical\x1b[0m" in tty.getvalue()
     plain = io.StringIO()
-    ConsoleExporter(plain).export(make_incident())
+    ConsoleExporter(plain).export(IncidentFactory.create(severity="critical"))
     assert "\x1b[" not in plain.getvalue()
