@@ -157,11 +157,7 @@ class _Server(ThreadingHTTPServer):
     def close_connections(self) -> None:
         with self._lock:
             connections = list(self._connections)
-        for connection in connections:
-            try:
-                connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        shutdown_sockets(connections)
 
 
 def _make_handler(receiver: OtlpHttpReceiver) -> type[BaseHTTPRequestHandler]:
@@ -433,3 +429,12 @@ def _gunzip(data: bytes, limit: int) -> bytes:
             raise RequestRejected(HTTPStatus.BAD_REQUEST, "invalid", f"invalid gzip body: {exc}",
                                   code_pb2.INVALID_ARGUMENT) from None
     return b"".join(parts)
+
+
+def shutdown_sockets(connections) -> None:
+    """Wake handler threads blocked on idle keep-alive connections so a stop is prompt."""
+    for connection in connections:
+        try:
+            connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # already closed by the peer
