@@ -15,7 +15,7 @@ from typing import Any
 from otel_ai.model import Incident, Subject
 
 # Bump when the table layout changes and add a step to _MIGRATIONS.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _CREATE_V1 = (
     """
@@ -40,8 +40,26 @@ _CREATE_V1 = (
     "CREATE INDEX IF NOT EXISTS incidents_resolved ON incidents(resolved_at_ns)",
 )
 
+# One row per paid Claude call: the daily budget is summed from here, so a restart
+# neither forgets today's spend nor grants a fresh budget.
+_CREATE_V2 = (
+    """
+    CREATE TABLE IF NOT EXISTS ai_calls (
+        at_ns INTEGER NOT NULL,
+        incident_id TEXT NOT NULL,
+        model TEXT NOT NULL,
+        input_tokens INTEGER NOT NULL,
+        output_tokens INTEGER NOT NULL,
+        cache_write_tokens INTEGER NOT NULL,
+        cache_read_tokens INTEGER NOT NULL,
+        cost_usd REAL NOT NULL
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS ai_calls_at ON ai_calls(at_ns)",
+)
+
 # _MIGRATIONS[n] takes a database from user_version n to n + 1.
-_MIGRATIONS: dict[int, tuple[str, ...]] = {0: _CREATE_V1}
+_MIGRATIONS: dict[int, tuple[str, ...]] = {0: _CREATE_V1, 1: _CREATE_V2}
 
 _INCIDENT_FIELDS = {f.name for f in dataclasses.fields(Incident)}
 _SUBJECT_FIELDS = {f.name for f in dataclasses.fields(Subject)}
@@ -157,6 +175,21 @@ class IncidentStore:
         where, params = self._status_filter(status)
         with self._lock:
             return int(self._conn.execute(f"SELECT COUNT(*) FROM incidents {where}", params).fetchone()[0])
+
+    def record_ai_call(self, at_ns: int, incident_id: str, model: str, input_tokens: int, output_tokens: int,
+                       cache_write_tokens: int, cache_read_tokens: int, cost_usd: float) -> None:
+        with self._lock:
+            self._conn.execute(
+                "INSERT INTO ai_calls VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (at_ns, incident_id, model, input_tokens, output_tokens, cache_write_tokens, cache_read_tokens,
+                 cost_usd))
+
+    def ai_spend_since(self, since_ns: int) -> tuple[float, int]:
+        """(USD spent, paid calls) from since_ns on."""
+        with self._lock:
+            cost, calls = self._conn.execute(
+                "SELECT COALESCE(SUM(cost_usd), 0), COUNT(*) FROM ai_calls WHERE at_ns >= ?", (since_ns,)).fetchone()
+        return float(cost), int(calls)
 
     def close(self) -> None:
         with self._lock:

@@ -1,0 +1,826 @@
+"""Offline analysis: a deterministic diagnosis built from an incident's own evidence.
+
+Every incident gets an answer in the same schema as Claude's (AnalysisAnswer), even with
+no ANTHROPIC_API_KEY, with the daily AI budget spent or with the API down. The analyzer
+weighs the evidence the pipeline already collected (suspects: what failing requests
+share that healthy ones don't; versions first seen before onset; top errors; the metric;
+related open incidents) against a fixed list of cause families. Each family becomes a
+hypothesis with a verdict and the numbers it rests on, so a reader can check every claim,
+and the same incident always yields the same answer: no clock, no randomness, stable order.
+
+Telemetry values (attribute values, error messages, routes) are untrusted: they are
+clipped to MAX_VALUE_CHARS and stripped of control characters before they are quoted.
+"""
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from otel_ai.analysis.schema import AnalysisAnswer, Hypothesis, RootCause
+from otel_ai.model import DEPENDENCY, Incident
+from otel_ai.suspects import KEY_PRIORITY
+
+SUPPORTED = "supported"
+CONTRADICTED = "contradicted"
+INSUFFICIENT = "insufficient_evidence"
+
+# When a suspect counts as evidence. Shares are 0-1; score = bad_share - good_share.
+DISTINGUISHING_SCORE = 0.3  # below this a pair does not tell failing from healthy requests
+SUPPORT_MIN_BAD_SHARE = 0.5  # a cause must be on at least half of the failing requests...
+SUPPORT_MAX_GOOD_SHARE = 0.25  # ...and on few healthy ones
+CONTRADICTION_MAX_SCORE = 0.15  # good_share this close to bad_share: the pair is merely common
+MIN_BAD_SAMPLE = 3  # shares computed from fewer failing requests than this prove nothing
+
+# From a suspect's score to a cause's probability (percent).
+BASE_PROBABILITY = 40
+PROBABILITY_PER_SCORE = 55
+MAX_CAUSE_PROBABILITY = 95
+NEW_VERSION_BONUS = 0.1  # a version first seen just before onset is a likelier culprit
+RELATED_INCIDENT_BONUS = 0.1  # the suspected dependency also has its own open incident
+RELATED_ONLY_SCORE = 0.3  # a dependency known only from its own open incident
+DEPENDENCY_ITSELF_SCORE = 0.5  # a dependency failing for all its callers alike
+GENERIC_CAUSE_PROBABILITY = 15
+ROLLBACK_MIN_PROBABILITY = 50
+MAX_OFFLINE_CONFIDENCE = 90  # offline rules never claim the certainty a full analysis might
+
+MAX_VALUE_CHARS = 120
+MAX_EXEMPLARS = 3
+MAX_FACTS_PER_FAMILY = 3
+
+VERSION_KEYS = ("service.version",)
+DEPENDENCY_KEYS = ("dependency.failed", "dependency.slow")
+INSTANCE_KEYS = ("k8s.pod.name", "service.instance.id", "k8s.node.name", "host.name")
+TENANT_KEYS = ("tenant.id",)
+LOCATION_KEYS = ("cloud.availability_zone", "cloud.region")
+CLIENT_KEYS = ("tenant.id", "client.address", "source.address", "enduser.id", "user.id")
+DEPENDENCY_INCIDENT_TYPES = ("CIRCUIT_BREAKER_CANDIDATE", "UPSTREAM_DEGRADATION")
+
+INSTANCE_NOUNS = {"k8s.pod.name": "Pod", "service.instance.id": "Instance", "k8s.node.name": "Node",
+                  "host.name": "Host"}
+INSTANCE_ACTIONS = {
+    "k8s.pod.name": "Cordon/restart pod {value}: delete it so its ReplicaSet replaces it, after saving its logs",
+    "service.instance.id": "Take instance {value} out of the load balancer and restart it, after saving its logs",
+    "k8s.node.name": "Cordon and drain node {value}, then check its health (disk, memory, network)",
+    "host.name": "Take host {value} out of rotation and check its health (disk, memory, network)",
+}
+LOCATION_NOUNS = {"cloud.availability_zone": "Zone", "cloud.region": "Region"}
+
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+_KEY_RANK = {key: i for i, key in enumerate(KEY_PRIORITY)}
+
+
+# --------------------------------------------------------------------------- evidence
+
+@dataclass(frozen=True, slots=True)
+class Suspect:
+    key: str
+    value: str
+    score: float
+    bad_share: float
+    good_share: float
+
+    @property
+    def pair(self) -> str:
+        return f"{self.key}={self.value}"
+
+
+@dataclass(frozen=True, slots=True)
+class RelatedDependency:
+    service: str
+    type: str
+    summary: str
+    slow: bool
+
+    def fact(self) -> str:
+        return f"open {self.type} incident on dependency {self.service}: {self.summary}".rstrip(": ")
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """The incident's evidence, parsed, sanitised and in a stable order."""
+
+    service: str  # the route's service, or the dependency's name
+    owner: str  # whose versions and pods the suspects describe: the service, or a dependency's caller
+    label: str
+    on_dependency: bool
+    latency: bool
+    suspects: tuple[Suspect, ...]
+    new_versions: tuple[tuple[str, float], ...]  # (version, seconds before onset), oldest first
+    top_errors: tuple[tuple[str, str, int], ...]  # (type, message, count)
+    exemplars: tuple[str, ...]
+    bad_sample: int | None
+    related_dependencies: tuple[RelatedDependency, ...]
+    metric_fact: str
+    user_impact: str
+
+    @property
+    def bad_noun(self) -> str:
+        return f"{'slow' if self.latency else 'failing'} {'calls' if self.on_dependency else 'requests'}"
+
+    @property
+    def problem(self) -> str:
+        return "slowdown" if self.latency else "failures"
+
+    def seconds_before_onset(self, version: str) -> float | None:
+        return next((s for v, s in self.new_versions if v == version), None)
+
+
+def _clip(value: Any) -> str:
+    """Untrusted telemetry text, safe to quote: one line, at most MAX_VALUE_CHARS."""
+    text = _CONTROL_CHARS.sub(" ", str(value))
+    return text if len(text) <= MAX_VALUE_CHARS else text[: MAX_VALUE_CHARS - 1] + "…"
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _half_up(value: float) -> int:
+    """Rounds 36.5 s to 37 s, as a reader would (round() would give 36)."""
+    return math.floor(value + 0.5)
+
+
+def _share(value: float) -> str:
+    return f"{_half_up(value * 100)}%"
+
+
+def _percent(value: float) -> str:
+    return f"{value:.1f}%" if abs(value) < 10 else f"{value:.0f}%"
+
+
+def _ago(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    return f"{_half_up(seconds)} s" if seconds < 90 else f"{_half_up(seconds / 60)} min"
+
+
+def _parse_suspects(raw: Any) -> tuple[Suspect, ...]:
+    found = set()
+    for item in raw if isinstance(raw, list) else []:
+        if not isinstance(item, dict) or "key" not in item:
+            continue
+        bad, good = _number(item.get("bad_share")) or 0.0, _number(item.get("good_share")) or 0.0
+        score = _number(item.get("score"))
+        found.add(Suspect(_clip(item["key"]), _clip(item.get("value", "")),
+                          round(bad - good if score is None else score, 3), bad, good))
+    # The suspects stage's own order: score, then the more specific key, then the pair.
+    return tuple(sorted(found, key=lambda s: (-s.score, _KEY_RANK.get(s.key, len(_KEY_RANK)), s.key, s.value)))
+
+
+def _parse_new_versions(raw: Any) -> tuple[tuple[str, float], ...]:
+    versions = []
+    for item in raw if isinstance(raw, list) else []:
+        if isinstance(item, dict) and "version" in item:
+            seconds = _number(item.get("seconds_before_onset"))
+            versions.append((_clip(item["version"]), 0.0 if seconds is None else seconds))
+    return tuple(sorted(set(versions), key=lambda v: (-v[1], v[0])))
+
+
+def _parse_top_errors(raw: Any) -> tuple[tuple[str, str, int], ...]:
+    errors = []
+    for item in raw if isinstance(raw, list) else []:
+        if isinstance(item, dict):
+            count = _number(item.get("count")) or 0
+            errors.append((_clip(item.get("type", "")), _clip(item.get("message", "")), int(count)))
+    return tuple(errors)
+
+
+def _parse_related(incident: Incident, related: list[dict]) -> tuple[RelatedDependency, ...]:
+    own = (incident.type, incident.subject.service, incident.subject.route, str(incident.subject.kind))
+    found = set()
+    for item in related:
+        if not isinstance(item, dict):
+            continue
+        kind, type_ = str(item.get("subject_kind", "")), str(item.get("type", ""))
+        if kind != DEPENDENCY and type_ not in DEPENDENCY_INCIDENT_TYPES:
+            continue
+        if (type_, item.get("service"), item.get("route"), kind) == own or not item.get("service"):
+            continue
+        data = item.get("data") if isinstance(item.get("data"), dict) else {}
+        found.add(RelatedDependency(_clip(item["service"]), _clip(type_), _clip(item.get("summary", "")),
+                                    data.get("metric") == "latency_p95"))
+    return tuple(sorted(found, key=lambda r: (r.service, r.type, r.summary)))
+
+
+def _subject_label(incident: Incident) -> str:
+    s = incident.subject
+    if str(s.kind) == DEPENDENCY:
+        return f"dependency {_clip(s.service)}"
+    label = " ".join(part for part in (_clip(s.method), _clip(s.route)) if part)
+    return label or _clip(s.service) or "the system"
+
+
+def _window_counts(context: dict) -> str:
+    bad, total = _number(context.get("bad_count")), _number(context.get("sample_count"))
+    if bad is None or not total:
+        return ""
+    return f" ({int(bad)} of {int(total)} in the last window)"
+
+
+def _describe_metric(incident: Incident) -> tuple[str, str]:
+    """(a fact quoting the metric, the user impact in words)."""
+    data, context = incident.data or {}, incident.context or {}
+    metric, unit = str(data.get("metric", "")), str(data.get("unit", ""))
+    value, threshold = _number(data.get("current_value")), _number(data.get("threshold"))
+    baseline = _number(data.get("baseline_value"))
+    on_dependency = str(incident.subject.kind) == DEPENDENCY
+    label, service = _subject_label(incident), _clip(incident.subject.service)
+    if value is None:
+        return "the incident carries no metric value", "Impact unknown: the incident carries no metric value"
+    trend = f", {_clip(data['trend'])}" if data.get("trend") else ""
+    if metric == "error_rate":
+        fact = f"error rate {_percent(value)}"
+        fact += f" vs threshold {_percent(threshold)}" if threshold is not None else ""
+        fact += f", baseline {_percent(baseline)}" if baseline is not None else ""
+        counts = _window_counts(context)
+        if on_dependency:
+            return fact + trend, f"Calls to {service} fail at {_percent(value)}{counts}"
+        return fact + trend, f"About {_percent(value)} of {label} requests fail{counts}"
+    if metric.startswith("latency") or unit == "ms":
+        numbers = f"{value:.0f} ms" + (f" vs {threshold:.0f} ms threshold" if threshold is not None else "")
+        numbers += f", baseline {baseline:.0f} ms" if baseline is not None else ""
+        where = f"calls to {service}" if on_dependency else label
+        return f"p95 {numbers}{trend}", f"p95 latency of {where} is {numbers}"
+    fact = f"{_clip(metric) or 'metric'} {value:g}{_clip(unit)}"
+    fact += f" vs threshold {threshold:g}{_clip(unit)}" if threshold is not None else ""
+    return fact + trend, f"{label}: {fact}"
+
+
+def _caller(suspects: tuple[Suspect, ...]) -> str:
+    """A dependency's captures are its callers' CLIENT spans, which carry the caller's service.name."""
+    return next((s.value for s in suspects if s.key == "service.name"), "the calling service")
+
+
+def _gather_evidence(incident: Incident, related: list[dict]) -> Evidence:
+    data, context = incident.data or {}, incident.context or {}
+    sample = context.get("suspect_sample") if isinstance(context.get("suspect_sample"), dict) else {}
+    bad_sample = _number(sample.get("bad"))
+    metric_fact, user_impact = _describe_metric(incident)
+    exemplars = context.get("exemplar_trace_ids") if isinstance(context.get("exemplar_trace_ids"), list) else []
+    suspects = _parse_suspects(incident.suspects)
+    on_dependency = str(incident.subject.kind) == DEPENDENCY
+    return Evidence(
+        service=_clip(incident.subject.service),
+        owner=_caller(suspects) if on_dependency else _clip(incident.subject.service),
+        label=_subject_label(incident),
+        on_dependency=on_dependency,
+        latency=str(data.get("metric", "")).startswith("latency") or data.get("unit") == "ms",
+        suspects=suspects,
+        new_versions=_parse_new_versions(context.get("new_versions")),
+        top_errors=_parse_top_errors(context.get("top_errors")),
+        exemplars=tuple(_clip(t) for t in exemplars[:MAX_EXEMPLARS]),
+        bad_sample=None if bad_sample is None else int(bad_sample),
+        related_dependencies=_parse_related(incident, related),
+        metric_fact=metric_fact,
+        user_impact=user_impact,
+    )
+
+
+# --------------------------------------------------------------------------- facts
+
+def _share_line(ev: Evidence, s: Suspect) -> str:
+    if s.key == "dependency.failed":
+        carries = f"include failed calls to {s.value}"
+    elif s.key == "dependency.slow":
+        carries = f"spend most of their time in calls to {s.value}"
+    else:
+        carries = f"carry {s.pair}"
+    return f"{_share(s.bad_share)} of {ev.bad_noun} {carries} vs {_share(s.good_share)} of healthy ones"
+
+
+def _error_line(error: tuple[str, str, int]) -> str:
+    type_, message, count = error
+    text = f"{type_}: {message}" if type_ and message else type_ or message
+    return f"top error {text} ({count}x)"
+
+
+def _errors_mentioning(ev: Evidence, name: str) -> tuple[str, ...]:
+    """The top error about `name` if one is, else the top error."""
+    matching = [e for e in ev.top_errors if name and name.lower() in f"{e[0]} {e[1]}".lower()]
+    chosen = matching[:1] or list(ev.top_errors[:1])
+    return tuple(_error_line(e) for e in chosen)
+
+
+def _exemplar_line(ev: Evidence) -> tuple[str, ...]:
+    return (f"exemplar traces: {', '.join(ev.exemplars)}",) if ev.exemplars else ()
+
+
+def _common_evidence(ev: Evidence, about: str = "") -> tuple[str, ...]:
+    return _errors_mentioning(ev, about) + _exemplar_line(ev)
+
+
+def _nothing_distinguishes(ev: Evidence) -> str:
+    if not ev.suspects:
+        return f"no attribute value is over-represented among {ev.bad_noun}"
+    best = ev.suspects[0]
+    return (f"no attribute separates {ev.bad_noun} from healthy ones (the best suspect, {best.pair}, "
+            f"scores {best.score:.2f}: {_share(best.bad_share)} vs {_share(best.good_share)})")
+
+
+# --------------------------------------------------------------------------- verdicts
+
+@dataclass(frozen=True, slots=True)
+class Cause:
+    text: str
+    score: float  # 0-1, drives the probability
+    evidence: tuple[str, ...]
+    actions: tuple[str, ...]
+    headline: str  # the summary's sentence when this cause ranks first
+    new_deploy: bool = False
+    rollback_note: str = ""  # why (not) roll back, when this cause ranks first
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    hypothesis: str
+    verdict: str
+    facts: tuple[str, ...]
+    cause: Cause | None = None
+
+
+def _verdict(ev: Evidence, s: Suspect) -> str:
+    if s.score < CONTRADICTION_MAX_SCORE:
+        return CONTRADICTED
+    distinguishes = (s.bad_share >= SUPPORT_MIN_BAD_SHARE and s.good_share <= SUPPORT_MAX_GOOD_SHARE
+                     and s.score >= DISTINGUISHING_SCORE)
+    if not distinguishes or (ev.bad_sample is not None and ev.bad_sample < MIN_BAD_SAMPLE):
+        return INSUFFICIENT
+    return SUPPORTED
+
+
+def _caveat(ev: Evidence, s: Suspect, verdict: str) -> tuple[str, ...]:
+    if verdict == CONTRADICTED:
+        common = (f"{s.pair} is about as common among healthy requests ({_share(s.good_share)}) "
+                  f"as among {ev.bad_noun} ({_share(s.bad_share)})")
+        return (common,)
+    if ev.bad_sample is not None and ev.bad_sample < MIN_BAD_SAMPLE:
+        return (f"only {ev.bad_sample} {ev.bad_noun} were captured, too few to trust the shares",)
+    return (f"{s.pair} is on too few {ev.bad_noun} or too many healthy ones to single it out",)
+
+
+def _members(ev: Evidence, keys: tuple[str, ...]) -> list[Suspect]:
+    return [s for s in ev.suspects if s.key in keys]
+
+
+def _family_facts(ev: Evidence, members: list[Suspect]) -> tuple[str, ...]:
+    return tuple(_share_line(ev, s) for s in members[:MAX_FACTS_PER_FAMILY])
+
+
+def _supported_suspect(ev: Evidence, keys: tuple[str, ...]) -> Suspect | None:
+    return next((s for s in _members(ev, keys) if _verdict(ev, s) == SUPPORTED), None)
+
+
+def _unsupported(hypothesis: str, ev: Evidence, members: list[Suspect], none_fact: str) -> Finding:
+    if not members:
+        return Finding(hypothesis, INSUFFICIENT, (none_fact,))
+    best = members[0]
+    verdict = _verdict(ev, best)
+    return Finding(hypothesis, verdict, _family_facts(ev, members) + _caveat(ev, best, verdict))
+
+
+# --------------------------------------------------------------------------- cause families
+
+def _new_deploy(ev: Evidence) -> Finding:
+    hypothesis = f"A new version of {ev.owner} (bad deploy) causes the {ev.problem}"
+    members = _members(ev, VERSION_KEYS)
+    best = members[0] if members else None
+    if best is None or _verdict(ev, best) != SUPPORTED:
+        if best is None and ev.new_versions:
+            facts = tuple(f"service.version={v} first seen {_ago(s)} before onset, but it does not separate "
+                          f"{ev.bad_noun} from healthy ones" for v, s in ev.new_versions[:MAX_FACTS_PER_FAMILY])
+            return Finding(hypothesis, INSUFFICIENT, facts)
+        return _unsupported(hypothesis, ev, members, "No version change correlates with the failures")
+    facts = _family_facts(ev, members)
+    seconds = ev.seconds_before_onset(best.value)
+    if seconds is None:
+        return Finding(hypothesis, SUPPORTED, facts, _old_version_cause(ev, best))
+    first_seen = f"service.version={best.value} first seen {_ago(seconds)} before onset"
+    return Finding(hypothesis, SUPPORTED, facts + (first_seen,), _bad_deploy_cause(ev, best, first_seen, seconds))
+
+
+def _bad_deploy_cause(ev: Evidence, s: Suspect, first_seen: str, seconds: float) -> Cause:
+    return Cause(
+        text=f"Bad deploy: {ev.owner} service.version={s.value}, first seen {_ago(seconds)} before onset",
+        score=min(1.0, s.score + NEW_VERSION_BONUS),
+        evidence=(_share_line(ev, s), first_seen) + _common_evidence(ev),
+        actions=(f"Roll back {ev.owner} to the version before {s.value}",
+                 f"Halt any rollout of {ev.owner} {s.value} still in progress"),
+        headline=(f"{_share(s.bad_share)} of {ev.bad_noun} carry service.version={s.value}, which is on "
+                  f"{_share(s.good_share)} of healthy traffic, first seen {_ago(seconds)} before onset: roll back."),
+        new_deploy=True,
+        rollback_note=(f"service.version={s.value} was first seen {_ago(seconds)} before onset and is on "
+                       f"{_share(s.bad_share)} of {ev.bad_noun} vs {_share(s.good_share)} of healthy ones"),
+    )
+
+
+def _old_version_cause(ev: Evidence, s: Suspect) -> Cause:
+    return Cause(
+        text=f"{ev.owner} instances running service.version={s.value} (not a fresh deploy)",
+        score=s.score,
+        evidence=(_share_line(ev, s), f"service.version={s.value} was not first seen shortly before onset")
+        + _common_evidence(ev),
+        actions=(f"Drain or replace {ev.owner} instances running service.version={s.value}",
+                 f"Compare service.version={s.value} with the version on the instances that stay healthy"),
+        headline=(f"{_share(s.bad_share)} of {ev.bad_noun} carry service.version={s.value} vs "
+                  f"{_share(s.good_share)} of healthy ones; it is not a fresh deploy: drain its instances."),
+        rollback_note=(f"service.version={s.value} correlates with the {ev.problem} but was not first seen shortly "
+                       "before onset, so there is no fresh deploy to roll back"),
+    )
+
+
+def _failing_dependency(ev: Evidence) -> Finding:
+    hypothesis = f"A failing or slow dependency causes the {ev.problem}"
+    if ev.on_dependency:
+        return _dependency_itself(ev, hypothesis)
+    members = _members(ev, DEPENDENCY_KEYS)
+    best = _supported_suspect(ev, DEPENDENCY_KEYS)
+    if best is not None:
+        related = tuple(r.fact() for r in ev.related_dependencies if r.service == best.value)
+        bonus = RELATED_INCIDENT_BONUS if related else 0.0
+        cause = _dependency_cause(ev, best.value, best.key == "dependency.slow", min(1.0, best.score + bonus),
+                                  (_share_line(ev, best),) + related, _share_line(ev, best))
+        return Finding(hypothesis, SUPPORTED, _family_facts(ev, members) + related, cause)
+    ruled_out = {s.value for s in members if _verdict(ev, s) == CONTRADICTED}
+    usable = [r for r in ev.related_dependencies if r.service not in ruled_out]
+    if usable:
+        first = usable[0]
+        facts = _family_facts(ev, members) + tuple(r.fact() for r in usable[:MAX_FACTS_PER_FAMILY])
+        headline = f"{first.service} has its own open {first.type} incident"
+        cause = _dependency_cause(ev, first.service, first.slow, RELATED_ONLY_SCORE, (first.fact(),), headline)
+        return Finding(hypothesis, SUPPORTED, facts, cause)
+    return _unsupported(hypothesis, ev, members,
+                        f"no failed or slow dependency call is over-represented among {ev.bad_noun}, "
+                        "and no dependency has an open incident")
+
+
+def _dependency_itself(ev: Evidence, hypothesis: str) -> Finding:
+    """A dependency incident: the dependency is the culprit unless one caller-side slice explains it."""
+    caller_side = next((s for s in ev.suspects if s.key not in DEPENDENCY_KEYS and _verdict(ev, s) == SUPPORTED),
+                       None)
+    if caller_side is not None:
+        return Finding(hypothesis, INSUFFICIENT, (
+            ev.metric_fact,
+            f"the {ev.problem} concentrate on the caller side: {_share_line(ev, caller_side)}",
+        ))
+    related = tuple(r.fact() for r in ev.related_dependencies if r.service == ev.service)
+    spread = f"{ev.bad_noun} are spread across callers alike: {_nothing_distinguishes(ev)}"
+    score = DEPENDENCY_ITSELF_SCORE + (RELATED_INCIDENT_BONUS if related else 0.0)
+    cause = _dependency_cause(ev, ev.service, ev.latency, score, (ev.metric_fact, spread) + related,
+                              f"{ev.user_impact} for all callers alike")
+    return Finding(hypothesis, SUPPORTED, (ev.metric_fact, spread) + related, cause)
+
+
+def _dependency_cause(ev: Evidence, name: str, slow: bool, score: float, evidence: tuple[str, ...],
+                      headline: str) -> Cause:
+    if slow:
+        first_action = f"Set tight timeouts or open a circuit breaker on calls to {name}; check {name}'s health"
+    else:
+        first_action = f"Open a circuit breaker / fail fast on calls to {name}; check {name}'s health"
+    return Cause(
+        text=f"Dependency {name} is {'slow' if slow else 'failing'}",
+        score=score,
+        evidence=evidence + _common_evidence(ev, name),
+        actions=(first_action, f"Check recent deploys, capacity and error logs of {name}"),
+        headline=f"{headline}: fail fast on {name} and check its health.",
+    )
+
+
+def _one_instance(ev: Evidence) -> Finding:
+    hypothesis = f"One bad pod, instance or node of {ev.owner} causes the {ev.problem}"
+    members = _members(ev, INSTANCE_KEYS)
+    best = _supported_suspect(ev, INSTANCE_KEYS)
+    if best is None:
+        return _unsupported(hypothesis, ev, members,
+                            f"no pod, instance or node is over-represented among {ev.bad_noun}")
+    version = _supported_suspect(ev, VERSION_KEYS)
+    if version is not None and version.score >= best.score:
+        subsumed = (f"{best.pair} is explained better by {version.pair} ({_share(version.bad_share)} vs "
+                    f"{_share(version.good_share)}): it likely runs that version")
+        return Finding(hypothesis, INSUFFICIENT, _family_facts(ev, members) + (subsumed,))
+    noun = INSTANCE_NOUNS.get(best.key, "Instance")
+    cause = Cause(
+        text=f"{noun} {best.value} of {ev.owner} is unhealthy",
+        score=best.score,
+        evidence=(_share_line(ev, best),) + _common_evidence(ev),
+        actions=(INSTANCE_ACTIONS.get(best.key, INSTANCE_ACTIONS["service.instance.id"]).format(value=best.value),),
+        headline=f"{_share_line(ev, best)}: take {noun.lower()} {best.value} out of service.",
+    )
+    return Finding(hypothesis, SUPPORTED, _family_facts(ev, members), cause)
+
+
+def _one_tenant(ev: Evidence) -> Finding:
+    hypothesis = f"One tenant's traffic causes the {ev.problem}"
+    members = _members(ev, TENANT_KEYS)
+    best = _supported_suspect(ev, TENANT_KEYS)
+    if best is None:
+        return _unsupported(hypothesis, ev, members, f"no tenant is over-represented among {ev.bad_noun}")
+    cause = Cause(
+        text=(f"Tenant {best.value}: that client's behaviour or data, or a tenant-specific config, "
+              f"breaks {ev.label}"),
+        score=best.score,
+        evidence=(_share_line(ev, best),) + _common_evidence(ev),
+        actions=(f"Rate-limit or contact tenant {best.value}",
+                 f"Check tenant-specific config, feature flags and recent data changes for tenant {best.value}"),
+        headline=f"{_share_line(ev, best)}: rate-limit or contact that tenant.",
+    )
+    return Finding(hypothesis, SUPPORTED, _family_facts(ev, members), cause)
+
+
+def _one_location(ev: Evidence) -> Finding:
+    hypothesis = f"One availability zone or region is degraded for {ev.service}"
+    members = _members(ev, LOCATION_KEYS)
+    best = _supported_suspect(ev, LOCATION_KEYS)
+    if best is None:
+        return _unsupported(hypothesis, ev, members, f"no zone or region is over-represented among {ev.bad_noun}")
+    noun = LOCATION_NOUNS.get(best.key, "Zone")
+    cause = Cause(
+        text=f"{noun} {best.value} is degraded",
+        score=best.score,
+        evidence=(_share_line(ev, best),) + _common_evidence(ev),
+        actions=(f"Shift traffic away from {best.pair}",
+                 f"Check the cloud provider's status and network health for {noun.lower()} {best.value}"),
+        headline=f"{_share_line(ev, best)}: shift traffic away from {noun.lower()} {best.value}.",
+    )
+    return Finding(hypothesis, SUPPORTED, _family_facts(ev, members), cause)
+
+
+def _load_or_capacity(ev: Evidence) -> Finding:
+    hypothesis = "Load or capacity trouble affecting all requests alike (traffic surge, saturation)"
+    concentrated = next((s for s in ev.suspects if _verdict(ev, s) == SUPPORTED), None)
+    if concentrated is not None:
+        sliced = (f"the {ev.problem} concentrate on one slice, which uniform load would not explain: "
+                  f"{_share_line(ev, concentrated)}")
+        return Finding(hypothesis, CONTRADICTED, (sliced,))
+    return Finding(hypothesis, INSUFFICIENT, (_nothing_distinguishes(ev), ev.metric_fact,
+                                              "request volume against baseline is not in the evidence"))
+
+
+# Order matters only for ties: the more specific family first, like KEY_PRIORITY.
+CAUSE_FAMILIES: tuple[Callable[[Evidence], Finding], ...] = (
+    _new_deploy, _failing_dependency, _one_instance, _one_tenant, _one_location, _load_or_capacity,
+)
+
+
+# --------------------------------------------------------------------------- ranking
+
+def _probability(score: float) -> int:
+    return round(min(MAX_CAUSE_PROBABILITY, BASE_PROBABILITY + PROBABILITY_PER_SCORE * max(0.0, score)))
+
+
+def _rank(causes: list[Cause]) -> list[tuple[Cause, int]]:
+    """Most likely first (stable on ties), with probabilities that sum to at most 100."""
+    ranked = sorted(((c, _probability(c.score)) for c in causes), key=lambda cp: -cp[1])
+    total = sum(p for _, p in ranked)
+    if total <= 100:
+        return ranked
+    return [(c, math.floor(p * 100 / total)) for c, p in ranked]
+
+
+def _generic_cause(ev: Evidence) -> Cause:
+    return Cause(
+        text=(f"No single version, dependency, instance, tenant or zone stands out: a cause shared by all "
+              f"requests to {ev.label} (load, capacity, shared config or an unobserved dependency)"),
+        score=0.0,
+        evidence=(_nothing_distinguishes(ev), ev.metric_fact) + _common_evidence(ev),
+        actions=(),
+        headline=(f"Nothing distinguishes {ev.bad_noun} of {ev.label} from healthy ones; "
+                  "inspect exemplar traces and recent changes."),
+    )
+
+
+def _investigation_actions(ev: Evidence) -> tuple[str, ...]:
+    actions = [f"Review recent changes to {ev.service} around onset: deploys, config, feature flags, infrastructure"]
+    for version, seconds in ev.new_versions[:1]:
+        actions.append(f"Check what changed in {ev.owner} service.version={version} "
+                       f"(first seen {_ago(seconds)} before onset)")
+    if ev.top_errors:
+        actions.append(f"Search {ev.service}'s logs for the top error {ev.top_errors[0][0] or ev.top_errors[0][1]}")
+    if ev.latency:
+        actions.append(f"Check saturation of {ev.service}: CPU, memory, connection pools, queue depth")
+    actions.append(f"Compare request volume on {ev.label} with its baseline to rule out a traffic surge")
+    return tuple(actions)
+
+
+def _exemplar_action(ev: Evidence) -> tuple[str, ...]:
+    if not ev.exemplars:
+        return ()
+    first, rest = ev.exemplars[0], ev.exemplars[1:]
+    return (f"Inspect exemplar trace {first}" + (f" (also {', '.join(rest)})" if rest else ""),)
+
+
+def _rollback_reasoning(ev: Evidence, deploy: Finding, ranked: list[tuple[Cause, int]], rollback: bool) -> str:
+    top, probability = ranked[0] if ranked else (None, 0)
+    if top is not None and top.rollback_note:
+        if rollback:
+            return f"Roll back: {top.rollback_note} (probability {probability}%)."
+        if top.new_deploy:
+            return f"{top.rollback_note}, but at only {probability}% probability; confirm before rolling back."
+        return f"No rollback: {top.rollback_note}."
+    if deploy.verdict == SUPPORTED and top is not None:
+        return f"No rollback for now: the leading cause is {top.text}; the version correlation is weaker."
+    if deploy.verdict == CONTRADICTED:
+        return f"No rollback: {deploy.facts[-1]}, so the {ev.problem} do not follow the version."
+    if ev.new_versions:
+        version, seconds = ev.new_versions[0]
+        return (f"No rollback indicated: service.version={version} was first seen {_ago(seconds)} before onset, "
+                f"but {ev.bad_noun} do not concentrate on it.")
+    return "No version change correlates with the failures."
+
+
+def _dedupe(items: list[str]) -> list[str]:
+    return list(dict.fromkeys(items))
+
+
+def _confidence(probability: float, incident: Incident) -> float:
+    detection = min(1.0, max(0.0, _number(incident.confidence) or 0.0))
+    return round(min(MAX_OFFLINE_CONFIDENCE, probability * detection), 1)
+
+
+def _diagnose(incident: Incident, reason: str, related: list[dict]) -> AnalysisAnswer:
+    ev = _gather_evidence(incident, related)
+    findings = [family(ev) for family in CAUSE_FAMILIES]
+    ranked = _rank([f.cause for f in findings if f.cause is not None])
+    enough = bool(ranked)
+    actions: list[str] = []
+    if ranked:
+        for cause, _ in ranked:
+            actions.extend(cause.actions)
+        actions.extend(_exemplar_action(ev))
+    else:
+        ranked = [(_generic_cause(ev), GENERIC_CAUSE_PROBABILITY)]
+        actions.extend(_exemplar_action(ev) + _investigation_actions(ev))
+    top, top_probability = ranked[0]
+    rollback = top.new_deploy and top_probability >= ROLLBACK_MIN_PROBABILITY
+    return AnalysisAnswer(
+        summary=f"Offline analysis ({reason}): {top.headline}",
+        enough_evidence=enough,
+        hypotheses=[Hypothesis(hypothesis=f.hypothesis, verdict=f.verdict, evidence=list(f.facts)) for f in findings],
+        root_causes=[RootCause(cause=c.text, probability=p, evidence=list(c.evidence)) for c, p in ranked],
+        actions=_dedupe(actions),
+        rollback_needed=rollback,
+        rollback_reasoning=_rollback_reasoning(ev, findings[0], ranked if enough else [], rollback),
+        user_impact=ev.user_impact,
+        confidence=_confidence(top_probability, incident),
+    )
+
+
+# --------------------------------------------------------------------------- type-specific answers
+
+@dataclass(frozen=True, slots=True)
+class Playbook:
+    """A short answer for incident types that are not about which requests fail."""
+
+    headline: str
+    cause: str
+    probability: int
+    facts: tuple[str, ...]
+    actions: tuple[str, ...]
+    user_impact: str
+    rollback_reasoning: str
+
+
+def _first_suspect(ev: Evidence, keys: tuple[str, ...]) -> Suspect | None:
+    return next((s for s in ev.suspects if s.key in keys), None)
+
+
+def _cost_alert(incident: Incident, ev: Evidence) -> Playbook:
+    data = incident.data or {}
+    spent, limit = _number(data.get("current_value")), _number(data.get("threshold"))
+    if spent is not None and limit is not None:
+        facts = (f"AI analysis spend today ${spent:.2f} of the ${limit:.2f} budget",)
+    else:
+        facts = (ev.metric_fact,)
+    return Playbook(
+        headline="AI analysis budget for today is spent; further incidents get offline analysis until 00:00 UTC.",
+        cause="The daily AI analysis budget (budget.maxCostPerDay) is spent",
+        probability=95, facts=facts,
+        actions=("Raise budget.maxCostPerDay or AI_MAX_COST_PER_DAY if more AI analyses are needed today",
+                 "Review which incidents used today's AI budget (an incident storm or a noisy threshold?)"),
+        user_impact="No direct user impact: incidents are still detected and get offline analysis instead.",
+        rollback_reasoning="A budget alert is not caused by a deploy; nothing to roll back.",
+    )
+
+
+def _recovery_signal(incident: Incident, ev: Evidence) -> Playbook:
+    return Playbook(
+        headline=f"{ev.label} has recovered ({ev.metric_fact}).",
+        cause=f"The earlier problem on {ev.label} has cleared",
+        probability=80, facts=(ev.metric_fact,),
+        actions=(f"Confirm what fixed {ev.label} (rollback, dependency recovery, traffic drop) and record it",
+                 "Keep watching for a relapse during the cooldown before closing related incidents"),
+        user_impact=f"Users of {ev.label} should no longer be affected: {ev.metric_fact}.",
+        rollback_reasoning="The service has recovered; no rollback is needed.",
+    )
+
+
+def _capacity_warning(incident: Incident, ev: Evidence) -> Playbook:
+    return Playbook(
+        headline=f"{ev.label} is nearing its capacity ({ev.metric_fact}): scale out.",
+        cause=f"{ev.service} is nearing its capacity limit",
+        probability=70, facts=(ev.metric_fact,),
+        actions=(f"Scale out {ev.service}: more replicas or higher resource limits",
+                 f"Check whether traffic to {ev.service} is surging or a resource (memory, connections) is leaking"),
+        user_impact=f"No failures yet; requests to {ev.label} will slow or fail if usage keeps rising ({ev.metric_fact}).",
+        rollback_reasoning="A capacity warning is about load, not a version change; no rollback indicated.",
+    )
+
+
+def _rate_limit_breach(incident: Incident, ev: Evidence) -> Playbook:
+    client = _first_suspect(ev, CLIENT_KEYS)
+    who = client.pair if client else "a client"
+    facts = (ev.metric_fact,) + ((_share_line(ev, client),) if client else ())
+    if client:
+        first_action = f"Rate-limit or contact {who} and confirm the traffic is intended"
+    else:
+        first_action = f"Find the client behind the rejected requests on {ev.label} (by tenant or API key) and contact it"
+    return Playbook(
+        headline=f"{who[0].upper()}{who[1:]} exceeds its rate limit on {ev.label} ({ev.metric_fact}).",
+        cause=f"{who[0].upper()}{who[1:]} sends more requests to {ev.label} than its rate limit allows",
+        probability=70 if client else 50, facts=facts,
+        actions=(first_action,
+                 "Keep the limit enforced; raise that client's quota only if the traffic is legitimate"),
+        user_impact=f"Requests of {who} above the limit are rejected; other clients stay protected while it holds.",
+        rollback_reasoning="Rate-limit breaches come from client traffic, not a deploy; no rollback indicated.",
+    )
+
+
+def _retry_storm(incident: Incident, ev: Evidence) -> Playbook:
+    dependency = _first_suspect(ev, DEPENDENCY_KEYS)
+    target = ev.service if ev.on_dependency else (dependency.value if dependency else ev.service)
+    facts = (ev.metric_fact,) + ((_share_line(ev, dependency),) if dependency else ())
+    return Playbook(
+        headline=f"Retries multiply load on {target} ({ev.metric_fact}): cap retries and fail fast.",
+        cause=f"Retries on calls to {target} amplify load on a struggling service",
+        probability=70, facts=facts,
+        actions=(f"Cap retries to {target}: exponential backoff with jitter and a retry budget",
+                 f"Open a circuit breaker on calls to {target} while it fails"),
+        user_impact=f"Retries multiply load on {target} and delay responses ({ev.metric_fact}).",
+        rollback_reasoning="A retry storm needs retry limits, not a rollback, unless a deploy changed retry policy.",
+    )
+
+
+def _security_anomaly(incident: Incident, ev: Evidence) -> Playbook:
+    client = _first_suspect(ev, CLIENT_KEYS)
+    who = client.pair if client else "the suspect client"
+    facts = (ev.metric_fact,) + ((_share_line(ev, client),) if client else ())
+    # Containment only: an offline rule must never suggest weakening auth, WAF or rate limits.
+    return Playbook(
+        headline=f"Suspicious traffic on {ev.label} ({ev.metric_fact}): block {who} and review auth logs.",
+        cause=f"Suspicious traffic from {who}: an attack, leaked credentials or a misconfigured client",
+        probability=60 if client else 40, facts=facts,
+        actions=(f"Block or throttle {who} at the edge",
+                 f"Review authentication and access logs for {ev.label} around onset",
+                 "Rotate any credentials the suspect client used if compromise is confirmed",
+                 "Keep all security controls (auth, rate limits, WAF rules) in force while investigating"),
+        user_impact=f"Possible unauthorised access attempts on {ev.label}: {ev.metric_fact}.",
+        rollback_reasoning="A security anomaly is not fixed by a rollback; contain the client instead.",
+    )
+
+
+TYPE_PLAYBOOKS: dict[str, Callable[[Incident, Evidence], Playbook]] = {
+    "COST_ALERT": _cost_alert,
+    "RECOVERY_SIGNAL": _recovery_signal,
+    "CAPACITY_WARNING": _capacity_warning,
+    "RATE_LIMIT_BREACH": _rate_limit_breach,
+    "RETRY_STORM": _retry_storm,
+    "SECURITY_ANOMALY": _security_anomaly,
+}
+
+
+def _playbook_answer(incident: Incident, reason: str, related: list[dict],
+                     playbook: Callable[[Incident, Evidence], Playbook]) -> AnalysisAnswer:
+    ev = _gather_evidence(incident, related)
+    book = playbook(incident, ev)
+    return AnalysisAnswer(
+        summary=f"Offline analysis ({reason}): {book.headline}",
+        enough_evidence=True,
+        hypotheses=[Hypothesis(hypothesis=book.cause, verdict=SUPPORTED, evidence=list(book.facts))],
+        root_causes=[RootCause(cause=book.cause, probability=book.probability,
+                               evidence=list(book.facts + _exemplar_line(ev)))],
+        actions=_dedupe(list(book.actions + _exemplar_action(ev))),
+        rollback_needed=False,
+        rollback_reasoning=book.rollback_reasoning,
+        user_impact=book.user_impact,
+        confidence=_confidence(book.probability, incident),
+    )
+
+
+# --------------------------------------------------------------------------- entry point
+
+def analyze_offline(incident: Incident, reason: str, related: list[dict] | None = None) -> AnalysisAnswer:
+    """Deterministic diagnosis from the incident's own evidence.
+
+    `reason` (e.g. "no_api_key", "budget_exhausted", "api_error: 529 overloaded") is named in
+    the summary so readers know the answer is offline. `related`: other open incidents, each
+    {"type", "service", "route", "subject_kind", "summary", "data"}; open dependency
+    incidents among them support the failing-dependency hypothesis.
+    """
+    why = _clip(reason) or "offline"
+    playbook = TYPE_PLAYBOOKS.get(incident.type)
+    if playbook is not None:
+        return _playbook_answer(incident, why, related or [], playbook)
+    return _diagnose(incident, why, related or [])
