@@ -5,7 +5,8 @@ import sys
 import threading
 from typing import Any, TextIO
 
-from otel_ai.model import DEPENDENCY, Incident
+from otel_ai.analysis.render import percent
+from otel_ai.model import DEPENDENCY, SYSTEM, Incident
 from otel_ai.timefmt import rfc3339
 
 _RESET = "\x1b[0m"
@@ -62,9 +63,20 @@ def _suspect(incident: Incident) -> str:
     return text
 
 
+def _analysis(incident: Incident) -> str:
+    """'claude-sonnet-5-5 $0.0121: <top cause> (78%); rollback recommended'."""
+    a = incident.analysis or {}
+    source = a.get("model") or f"offline ({a.get('offline_reason') or 'no reason'})"
+    causes = a.get("root_causes") or []
+    top = f"{causes[0].get('cause', '?')} ({percent(causes[0].get('probability'))})" if causes else "no clear cause"
+    cost = f" ${a['cost_usd']:.4f}" if a.get("cost_usd") else ""
+    rollback = "; rollback recommended" if a.get("rollback_needed") else ""
+    return f"{source}{cost}: {top}{rollback}"
+
+
 def format_incident_line(incident: Incident, colour: bool = False) -> str:
     subject = incident.subject
-    where = subject.label() if subject.kind == DEPENDENCY else f"{subject.service} {subject.label()}"
+    where = subject.label() if subject.kind in (DEPENDENCY, SYSTEM) else f"{subject.service} {subject.label()}"
     change = (incident.last_change or "changed").upper()
     severity = incident.severity
     change_text = change.ljust(_CHANGE_WIDTH)
@@ -72,10 +84,11 @@ def format_incident_line(incident: Incident, colour: bool = False) -> str:
         severity = f"{_SEVERITY_COLOUR.get(severity, '')}{severity}{_RESET}"
         change_text = f"{_CHANGE_COLOUR.get(change, chr(27) + '[1m')}{change}{_RESET}" + " " * max(
             0, _CHANGE_WIDTH - len(change))
-    return (
-        f"{rfc3339(incident.updated_at_ns)} {change_text} {severity} {incident.type} {where}: "
-        f"{_measurement(incident)} conf {incident.confidence:.2f}{_suspect(incident)} [{incident.id}]"
-    )
+    if incident.last_change == "analyzed" and incident.analysis:
+        detail = _analysis(incident)
+    else:
+        detail = f"{_measurement(incident)} conf {incident.confidence:.2f}{_suspect(incident)}"
+    return f"{rfc3339(incident.updated_at_ns)} {change_text} {severity} {incident.type} {where}: {detail} [{incident.id}]"
 
 
 class ConsoleExporter:

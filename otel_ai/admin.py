@@ -5,6 +5,7 @@ Routes live in a table of (method, path regex) -> handler so that later features
 """
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import re
@@ -35,6 +36,7 @@ class Request:
     headers: dict[str, str]  # lower-cased names
     body: bytes
     params: dict[str, str] = field(default_factory=dict)  # named groups of the route pattern
+    client: str = ""  # the peer's address
 
     def query_value(self, name: str) -> str | None:
         values = self.query.get(name)
@@ -76,13 +78,15 @@ class AdminServer:
         host: str = "127.0.0.1",
         port: int = 8888,
         ready: Callable[[], bool] = lambda: True,
+        token: str | None = None,
     ) -> None:
         self.store = store
+        self.token = token
         self.metrics = metrics
         self.host = host
         self.port = port
         self._ready = ready
-        self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
+        self._routes: list[tuple[str, re.Pattern[str], Handler, bool]] = []
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.add_route("GET", r"/healthz", self._healthz)
@@ -91,10 +95,17 @@ class AdminServer:
         self.add_route("GET", r"/api/incidents", self._list_incidents)
         self.add_route("GET", r"/api/incidents/(?P<id>[^/]+)", self._get_incident)
 
-    def add_route(self, method: str, pattern: str, handler: Handler) -> None:
+    def add_route(self, method: str, pattern: str, handler: Handler, private: bool = False) -> None:
         """Register handler for method and a path regex matched in full; named groups
-        arrive in request.params."""
-        self._routes.append((method.upper(), re.compile(pattern), handler))
+        arrive in request.params. Private routes change state or spend money: they need
+        the admin token, or, when none is configured, a loopback client."""
+        self._routes.append((method.upper(), re.compile(pattern), handler, private))
+
+    def _authorized(self, request: Request) -> bool:
+        if self.token:
+            given = request.headers.get("authorization", "")
+            return hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode())
+        return request.client in ("127.0.0.1", "::1", "localhost") or request.client.startswith("127.")
 
     def start(self) -> int:
         """Serve in a background thread; returns the bound port (useful with port=0)."""
@@ -125,13 +136,16 @@ class AdminServer:
 
     def dispatch(self, request: Request) -> Response:
         allowed: list[str] = []
-        for method, pattern, handler in self._routes:
+        for method, pattern, handler, private in self._routes:
             match = pattern.fullmatch(request.path)
             if match is None:
                 continue
             if method != request.method:
                 allowed.append(method)
                 continue
+            if private and not self._authorized(request):
+                return Response.error(401, "this route needs the admin token (Authorization: Bearer ...) "
+                                           "or a loopback client")
             request.params = {k: unquote(v) for k, v in match.groupdict().items()}
             try:
                 return handler(request)
@@ -177,6 +191,7 @@ class AdminServer:
                     query=parse_qs(url.query, keep_blank_values=True),
                     headers={k.lower(): v for k, v in self.headers.items()},
                     body=body,
+                    client=str(self.client_address[0]),
                 )
                 return admin.dispatch(request)
 

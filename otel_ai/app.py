@@ -6,10 +6,13 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from otel_ai.admin import AdminServer
+from otel_ai.admin import AdminServer, Request, Response
+from otel_ai.analysis.budget import Budget, Refusal
 from otel_ai.config import Settings
+from otel_ai.exporters.claude import ClaudeAnalyzer
 from otel_ai.exporters.console import ConsoleExporter
 from otel_ai.exporters.jsonl import JsonlExporter
+from otel_ai.exporters.rollback_webhook import RollbackWebhook
 from otel_ai.pipeline import Pipeline
 from otel_ai.receiver.grpc_server import OtlpGrpcReceiver
 from otel_ai.receiver.http_server import OtlpHttpReceiver
@@ -28,18 +31,23 @@ class Ports:
 
 class App:
     def __init__(self, settings: Settings, data_dir: str | Path, incidents_jsonl: str | Path | None = None,
-                 console: bool = True, use_wall_clock: bool = True):
+                 console: bool = True, use_wall_clock: bool = True, anthropic_api_key: str | None = None,
+                 anthropic_base_url: str | None = None):
         self.settings = settings
         self.data_dir = Path(data_dir)
         self.metrics = SelfMetrics()
         self.store = IncidentStore(self.data_dir / "incidents.db")
-        exporters = []
+        self.analyzer = build_analyzer(settings, self.store, self.metrics, anthropic_api_key, anthropic_base_url)
+        exporters = [self.analyzer]
+        if settings.actions.rollback_webhook:
+            exporters.append(RollbackWebhook(settings))
         if incidents_jsonl:
             exporters.append(JsonlExporter(incidents_jsonl))
         if console:
             exporters.append(ConsoleExporter(sys.stderr))
         self.exporters = exporters
         self.pipeline = Pipeline(settings, self.store, exporters, self.metrics, use_wall_clock=use_wall_clock)
+        wire_analyzer(self.analyzer, self.pipeline)
         r = settings.receiver
         tls = dict(tls_cert_file=r.tls_cert_file, tls_key_file=r.tls_key_file, bearer_token=r.bearer_token)
         self.grpc = OtlpGrpcReceiver(self.pipeline, self.metrics, host=r.host, port=r.grpc_port,
@@ -47,15 +55,27 @@ class App:
         self.http = OtlpHttpReceiver(self.pipeline, self.metrics, host=r.host, port=r.http_port,
                                      max_request_bytes=r.max_request_bytes, **tls)
         self.admin = AdminServer(self.store, self.metrics, host=settings.admin.host, port=settings.admin.port,
-                                 ready=self._ready)
+                                 ready=self._ready, token=settings.admin.token)
+        self.admin.add_route("POST", r"/api/incidents/(?P<id>[^/]+)/analyze", self._analyze, private=True)
         self.ports: Ports | None = None
         self._started = False
 
     def _ready(self) -> bool:
         return self._started and self.pipeline.queue_depth() < self.settings.receiver.queue_batches
 
+    def _analyze(self, request: Request) -> Response:
+        """Re-run the analysis of one incident now (what `otel-ai analyze ID` calls)."""
+        incident = self.store.get(request.params["id"])
+        if incident is None:
+            return Response.error(404, f"incident not found: {request.params['id']}")
+        updated = self.pipeline.incidents.attach_analysis(incident.id, self.analyzer.analyze(incident))
+        return Response.json(200, (updated or incident).snapshot())
+
     def start(self) -> Ports:
         self.pipeline.start()
+        resumed = self.analyzer.resume(self.pipeline.incidents.watched())
+        if resumed:
+            log.info("queued %d restored incidents that were never analyzed", resumed)
         self.ports = Ports(grpc=self.grpc.start(), http=self.http.start(), admin=self.admin.start())
         self._started = True
         return self.ports
@@ -66,7 +86,28 @@ class App:
         self.grpc.stop(grace_s)
         self.http.stop(grace_s)
         self.pipeline.stop()
+        self.analyzer.flush(timeout_s=grace_s)
         self.admin.stop()
         for exporter in self.exporters:
             exporter.shutdown()
         self.store.close()
+
+
+def build_analyzer(settings: Settings, store: IncidentStore, metrics: SelfMetrics | None = None,
+                   api_key: str | None = None, base_url: str | None = None) -> ClaudeAnalyzer:
+    """The analyzer with its budget, whose spend is kept in the incident store."""
+    return ClaudeAnalyzer(settings, Budget(settings.budget, store), metrics, api_key=api_key, base_url=base_url)
+
+
+def wire_analyzer(analyzer: ClaudeAnalyzer, pipeline: Pipeline) -> None:
+    """Results, related incidents and the budget alert all go through the incident stage."""
+    incidents = pipeline.incidents
+    budget = analyzer.budget
+    analyzer.on_result = incidents.attach_analysis
+    analyzer.related = incidents.related
+
+    def budget_alert(refusal: Refusal) -> None:
+        incidents.raise_cost_alert(budget.spent_today(), budget.rules.max_cost_per_day, budget.day_end_ns(),
+                                   refusal.detail)
+
+    analyzer.on_budget_alert = budget_alert

@@ -37,8 +37,9 @@ def run_check(args) -> int:
         return 1
     line(OK if settings.enabled else WARN, f"AI events {'enabled' if settings.enabled else 'DISABLED (AI_EVENTS_ENABLED=false)'}")
     line(OK, f"minimum confidence {settings.min_confidence:.2f}; budget ${settings.budget.max_cost_per_day:.2f}/day")
-    key = os.environ.get("ANTHROPIC_API_KEY", "")
-    line(OK if key else WARN, "ANTHROPIC_API_KEY found" if key else "ANTHROPIC_API_KEY not set: incidents are recorded without Claude analysis")
+    print("\nClaude analysis", file=out)
+    for mark, text in _claude_checks(settings, Path(args.data_dir)):
+        line(mark, text)
     slack = os.environ.get("SLACK_BOT_TOKEN", "")
     line(OK if slack else WARN, "SLACK_BOT_TOKEN found" if slack else "Slack not configured (optional)")
 
@@ -64,6 +65,72 @@ def run_check(args) -> int:
         line(*_port_free(name, r.host if name != "admin" else settings.admin.host, port))
     print(f"\n{'All checks passed' if not failures else f'{failures} check(s) failed'}", file=out)
     return 1 if failures else 0
+
+
+def _claude_checks(settings, data_dir: Path) -> list[tuple[str, str]]:
+    """The key, verified with one free call per configured model, and today's spend."""
+    import anthropic
+
+    from otel_ai.analysis.budget import DAY_NS
+
+    results = []
+    key = os.environ.get("ANTHROPIC_API_KEY", "")
+    models = sorted(set(settings.analysis.models.model_dump().values()))
+    if not key:
+        results.append((WARN, "ANTHROPIC_API_KEY not set: incidents get the offline analysis"))
+    else:
+        client = anthropic.Anthropic(api_key=key, max_retries=1, timeout=10.0)
+        for model in models:
+            try:
+                client.models.retrieve(model)
+                results.append((OK, f"API key accepted; model {model} available ({client.base_url})"))
+            except anthropic.AuthenticationError:
+                results.append((FAIL, f"ANTHROPIC_API_KEY was rejected by {client.base_url} (401)"))
+                break
+            except anthropic.NotFoundError:
+                results.append((FAIL, f"model {model} is not available to this key; set analysis.models"))
+            except anthropic.APIError as exc:
+                results.append((WARN, f"could not verify the key at {client.base_url}: {type(exc).__name__}: {exc}"))
+                break
+        client.close()
+    try:
+        from anthropic._data import DEPRECATED_MODELS  # the SDK's own list; private, so optional
+    except ImportError:  # pragma: no cover - an SDK that moved it
+        DEPRECATED_MODELS = {}
+    for model in models:
+        if model in DEPRECATED_MODELS:
+            results.append((WARN, f"model {model} is deprecated (end of life {DEPRECATED_MODELS[model]})"))
+    results += _cost_estimates(settings)
+    budget = settings.budget
+    db = data_dir / "incidents.db"
+    spent, calls = 0.0, 0
+    if db.exists():
+        from otel_ai.store import IncidentStore
+
+        store = IncidentStore(db)
+        now = time.time_ns()
+        spent, calls = store.ai_spend_since(now - now % DAY_NS)
+        store.close()
+    share = spent / budget.max_cost_per_day if budget.max_cost_per_day else 1.0
+    results.append((OK if share < 0.8 else WARN,
+                    f"budget used today: ${spent:.4f} of ${budget.max_cost_per_day:.2f} ({share:.0%}) in {calls} "
+                    f"call(s); at most {budget.max_analyses_per_hour} analyses/hour"))
+    return results
+
+
+def _cost_estimates(settings) -> list[tuple[str, str]]:
+    """What one analysis of a typical incident costs on the configured models."""
+    from otel_ai.analysis.prompts import PromptLibrary
+    from otel_ai.testing.factory import IncidentFactory
+
+    library = PromptLibrary(settings.analysis)
+    results = []
+    for event_type in ("ERROR_RATE_SPIKE", "LATENCY_ANOMALY"):
+        prompt = library.build_prompt(IncidentFactory.create_sample(event_type))
+        mark = OK if prompt.typical_usd <= 0.02 else WARN
+        results.append((mark, f"typical {event_type} analysis on {prompt.model}: about ${prompt.typical_usd:.4f} "
+                              f"(at most ${prompt.worst_case_usd:.4f}, reserved from the budget before the call)"))
+    return results
 
 
 def _port_free(name: str, host: str, port: int) -> tuple[str, str]:

@@ -1,4 +1,4 @@
-"""otel-ai command line: serve, demo, replay, check, bench."""
+"""otel-ai command line: serve, demo, replay, analyze, check, bench."""
 from __future__ import annotations
 
 import argparse
@@ -89,6 +89,12 @@ def cmd_check(args) -> int:
     return run_check(args)
 
 
+def cmd_analyze(args) -> int:
+    from otel_ai.analyze import run_analyze
+
+    return run_analyze(_load(args), args)
+
+
 def cmd_bench(args) -> int:
     from otel_ai import bench
 
@@ -115,6 +121,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--incidents-jsonl", help="write incident snapshots here")
     p.add_argument("--quiet", action="store_true", help="no per-incident console lines")
     p.set_defaults(func=cmd_replay)
+    p = sub.add_parser("analyze", help="re-run the analysis of one incident (Claude, or offline without a key)")
+    p.add_argument("incident_id", metavar="INCIDENT_ID")
+    p.add_argument("--config")
+    p.add_argument("--data-dir", default="otel-ai-data", help="incident store used when no server is running")
+    p.add_argument("--admin-url", default="http://127.0.0.1:8888",
+                   help="a running server's admin URL, asked first (default http://127.0.0.1:8888)")
+    p.add_argument("--offline-store", action="store_true", help="do not ask a running server; update the store")
+    p.add_argument("--json", action="store_true", help="print the incident snapshot as JSON")
+    p.set_defaults(func=cmd_analyze)
     p = sub.add_parser("check", help="the seed's verification checklist")
     p.add_argument("--config")
     p.add_argument("--data-dir", default="otel-ai-data")

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from otel_ai.timefmt import parse_duration
 
@@ -66,6 +66,9 @@ class Receiver(_Strict):
 class Admin(_Strict):
     host: str = "0.0.0.0"
     port: int = Field(8888, ge=0, le=65535)
+    # Needed for the admin routes that change state or spend money (e.g. POST
+    # /api/incidents/{id}/analyze); without it they answer loopback clients only.
+    token: str | None = None
 
 
 class Windows(_Strict):
@@ -99,6 +102,64 @@ class Incidents(_Strict):
     _parse = field_validator("recovery_period", "cooldown", "stale_after", "update_interval", mode="before")(_duration)
 
 
+class Price(_Strict):
+    """USD per million tokens."""
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cache_write: float = Field(alias="cacheWrite", ge=0)
+    cache_read: float = Field(alias="cacheRead", ge=0)
+
+
+class Models(_Strict):
+    critical: str
+    warning: str
+    info: str
+
+
+class Redaction(_Strict):
+    max_value_chars: int = Field(256, alias="maxValueChars", ge=16, le=4096)
+    deny_keys: list[str] = Field(default_factory=list, alias="denyKeys")
+    allow_keys: list[str] = Field(default_factory=list, alias="allowKeys")
+
+
+class Analysis(_Strict):
+    models: Models
+    effort: Literal["low", "medium", "high"] | None = "low"
+    max_tokens: int = Field(2048, alias="maxTokens", ge=256, le=32000)
+    request_timeout: float = Field(30.0, alias="requestTimeout")
+    deadline: float = 90.0
+    max_attempts: int = Field(4, alias="maxAttempts", ge=1, le=10)
+    concurrency: int = Field(2, ge=1, le=16)
+    queue_size: int = Field(200, alias="queueSize", ge=1)
+    max_prompt_chars: int = Field(24000, alias="maxPromptChars", ge=2000)
+    prices: dict[str, Price]
+    redaction: Redaction = Redaction()
+
+    _parse = field_validator("request_timeout", "deadline", mode="before")(_duration)
+
+    @model_validator(mode="after")
+    def _priced(self) -> "Analysis":
+        for severity, model in self.models.model_dump().items():
+            if model not in self.prices:
+                raise ValueError(
+                    f"models.{severity}: no price for {model!r}; add it under analysis.prices "
+                    f"(known: {sorted(self.prices)})")
+        return self
+
+
+class Actions(_Strict):
+    # Called only with mode "active"; see exporters/rollback_webhook.py for the safeguards.
+    rollback_webhook: str | None = Field(None, alias="rollbackWebhook")
+    min_confidence: float = Field(0.9, alias="minConfidence", ge=0, le=1)
+
+    @field_validator("rollback_webhook")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError(f"must be an http(s) URL, got {value!r}")
+        return value
+
+
 class Settings(_Strict):
     enabled: bool = True
     min_confidence: float = Field(0.75, alias="minConfidence", ge=0, le=1)
@@ -110,6 +171,8 @@ class Settings(_Strict):
     windows: Windows = Windows()
     limits: Limits = Limits()
     incidents: Incidents = Incidents()
+    analysis: Analysis
+    actions: Actions = Actions()
 
     @field_validator("events")
     @classmethod
@@ -128,6 +191,9 @@ _ENV_KEYS = {
     "AI_MIN_CONFIDENCE": ("minConfidence",),
     "AI_MAX_COST_PER_DAY": ("budget", "maxCostPerDay"),
     "AI_MODE": ("mode",),
+    "OTEL_AI_ADMIN_TOKEN": ("admin", "token"),
+    "AI_MODEL_CRITICAL": ("analysis", "models", "critical"),
+    "AI_MODEL_WARNING": ("analysis", "models", "warning"),
 }
 
 

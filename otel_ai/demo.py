@@ -9,11 +9,13 @@ from __future__ import annotations
 import sys
 import tempfile
 import time
-import urllib.request
 import json
+import textwrap
+import urllib.request
 
 import grpc
 
+from otel_ai.analysis.render import format_analysis
 from otel_ai.app import App
 from otel_ai.config import Settings
 from otel_ai.testing.scenarios import SCENARIOS, scenario
@@ -57,6 +59,7 @@ def run_demo(settings: Settings, args) -> int:
     settle = time.monotonic() + 25.0
     while time.monotonic() < settle and not app.store.count():
         time.sleep(0.5)
+    app.analyzer.flush(timeout_s=settings.analysis.deadline)
     opened = _summary(ports.admin)
     app.stop()
     print(f"otel-ai demo: {sent} export requests sent; {opened} incident(s) in {data_dir}", file=sys.stderr)
@@ -81,4 +84,6 @@ def _summary(admin_port: int) -> int:
         top = item["suspects"][0] if item["suspects"] else None
         cause = f" -> top suspect {top['key']}={top['value']} ({top['bad_share']:.0%} of bad vs {top['good_share']:.0%} of good)" if top else ""
         print(f"  {item['type']:<26} {item['summary']}{cause}", file=sys.stderr)
+        if item.get("analysis"):
+            print(textwrap.indent(format_analysis(item["analysis"]), "      "), file=sys.stderr)
     return len(incidents)

@@ -8,13 +8,16 @@ resolving reopens the same incident instead of paging anew.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
+import threading
+import time
 from typing import Callable, Iterable
 
 from otel_ai.config import Settings
 from otel_ai.exporters.base import IncidentExporter
-from otel_ai.model import DEPENDENCY, Anomaly, Incident, Subject
+from otel_ai.model import DEPENDENCY, SYSTEM, Anomaly, Incident, Subject
 from otel_ai.selfmetrics import SelfMetrics
 from otel_ai.store import IncidentStore
 from otel_ai.suspects import Attribution
@@ -23,6 +26,17 @@ from otel_ai.timefmt import NS_PER_S, rfc3339
 log = logging.getLogger(__name__)
 
 MATERIAL_CHANGE = 0.2  # relative change of the metric that is worth a new snapshot
+MAX_RELATED = 5
+BUDGET_SUBJECT = Subject(SYSTEM, "otel-ai", "", "ai-budget")
+
+
+def _locked(method):
+    """The pipeline worker, analysis workers and admin threads all change incidents."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+    return wrapper
 
 
 def incident_id(event_type: str, subject: Subject, opened_at_ns: int) -> str:
@@ -45,6 +59,13 @@ def summarize(anomaly: Anomaly) -> str:
     return text
 
 
+def related_entry(incident: Incident) -> dict:
+    """How another open incident is described in an analysis prompt."""
+    return {"type": incident.type, "subject_kind": incident.subject.kind, "service": incident.subject.service,
+            "route": incident.subject.route, "summary": incident.summary, "opened_at": rfc3339(incident.opened_at_ns),
+            "metric": {k: incident.data.get(k) for k in ("metric", "current_value", "threshold", "unit")}}
+
+
 class IncidentManager:
     def __init__(self, settings: Settings, store: IncidentStore, exporters: Iterable[IncidentExporter],
                  metrics: SelfMetrics):
@@ -55,7 +76,10 @@ class IncidentManager:
         self.active: dict[tuple[Subject, str], Incident] = {}
         self.resolved: dict[tuple[Subject, str], Incident] = {}
         self.rules = settings.incidents
+        self._lock = threading.RLock()
+        self.event_time_ns = 0  # latest event time seen; the clock of changes made off the pipeline
 
+    @_locked
     def restore(self, now_ns: int) -> int:
         """Reload open incidents (and recently resolved ones, for flap reopening)."""
         cooldown_ns = int(self.rules.cooldown * NS_PER_S)
@@ -66,12 +90,15 @@ class IncidentManager:
         self.metrics.open_incidents.set(len(self.active))
         return len(restored)
 
+    @_locked
     def watched(self) -> list[Incident]:
         return list(self.active.values())
 
+    @_locked
     def on_anomaly(self, anomaly: Anomaly, attribute: Callable[[Anomaly], Attribution]) -> Incident | None:
         key = (anomaly.subject, anomaly.type)
         now = anomaly.event_time_ns
+        self.event_time_ns = max(self.event_time_ns, now)
         incident = self.active.get(key)
         if incident is not None:
             incident.last_breach_ns = now
@@ -131,10 +158,16 @@ class IncidentManager:
         if found.suspects or not incident.suspects:
             incident.suspects = found.suspects
 
+    @_locked
     def on_health(self, event_time_ns: int, verdicts: dict[tuple[Subject, str], bool | None]) -> None:
         recovery_ns = self.rules.recovery_period * NS_PER_S
         stale_ns = self.rules.stale_after * NS_PER_S
+        self.event_time_ns = max(self.event_time_ns, event_time_ns)
         for key, incident in list(self.active.items()):
+            if incident.subject.kind == SYSTEM:
+                if event_time_ns >= incident.context.get("resets_at_ns", event_time_ns + 1):
+                    self._resolve(key, incident, event_time_ns, "budget reset")
+                continue
             verdict = verdicts.get(key)
             if verdict is False:
                 incident.healthy_since_ns = None
@@ -157,6 +190,7 @@ class IncidentManager:
         self.resolved[key] = incident
         self._emit(incident, "resolved", now)
 
+    @_locked
     def acknowledge(self, incident_id_: str, who: str, now_ns: int) -> Incident | None:
         for incident in self.active.values():
             if incident.id == incident_id_:
@@ -167,6 +201,57 @@ class IncidentManager:
                 return incident
         return None
 
+    @_locked
+    def attach_analysis(self, incident_id_: str, analysis: dict) -> Incident | None:
+        """Called by the analyzer when an analysis is done: one more snapshot, change "analyzed"."""
+        incident = next((i for i in (*self.active.values(), *self.resolved.values()) if i.id == incident_id_), None)
+        if incident is None:
+            incident = self.store.get(incident_id_)
+            if incident is None:
+                log.warning("analysis for unknown incident %s dropped", incident_id_)
+                return None
+        incident.analysis = analysis
+        self._emit(incident, "analyzed", max(self.event_time_ns, incident.updated_at_ns))
+        return incident
+
+    @_locked
+    def raise_cost_alert(self, spent_usd: float, limit_usd: float, resets_at_ns: int, detail: str = "") -> Incident | None:
+        """The first time in a UTC day that the analysis budget cannot cover an analysis.
+        Its id is derived from the day, so a restart on the same day does not raise it again."""
+        now = self.event_time_ns or time.time_ns()
+        day_start = resets_at_ns - 86_400 * NS_PER_S
+        key = (BUDGET_SUBJECT, "COST_ALERT")
+        alert_id = incident_id("COST_ALERT", BUDGET_SUBJECT, day_start)
+        if alert_id in {i.id for i in self.active.values()} or self.store.get(alert_id) is not None:
+            return None
+        incident = Incident(
+            id=alert_id, type="COST_ALERT", severity="warning", status="open", subject=BUDGET_SUBJECT,
+            summary=(f"AI analysis budget spent: ${spent_usd:.4f} of ${limit_usd:.2f} today; incidents get the "
+                     f"offline analysis until {rfc3339(resets_at_ns)}"),
+            confidence=1.0, opened_at_ns=now, updated_at_ns=now, last_breach_ns=now, version=0,
+            data={"metric": "ai_cost_usd", "current_value": round(spent_usd, 6), "threshold": limit_usd,
+                  "baseline_value": None, "window": "1d", "trend": "rising", "unit": "USD",
+                  "breach_ratio": round(spent_usd / limit_usd, 3) if limit_usd else None},
+            context={"resets_at": rfc3339(resets_at_ns), "resets_at_ns": resets_at_ns, "detail": detail},
+        )
+        self.active[key] = incident
+        self.metrics.incidents.labels(type="COST_ALERT", severity="warning").inc()
+        self._emit(incident, "opened", now)
+        return incident
+
+    @_locked
+    def related(self, incident: Incident) -> list[dict]:
+        """Other open incidents that may explain this one: dependencies first, then the same service."""
+        others = [i for i in self.active.values() if i.id != incident.id and i.subject.kind != SYSTEM]
+        others.sort(key=lambda i: (i.subject.kind != DEPENDENCY, i.subject.service != incident.subject.service,
+                                   -i.opened_at_ns))
+        picked = [i for i in others if i.subject.kind == DEPENDENCY or i.subject.service == incident.subject.service]
+        return [related_entry(i) for i in picked[:MAX_RELATED]]
+
+    def _notify_allowed(self, incident: Incident) -> bool:
+        # Shadow mode and low-confidence incidents: analyzed and recorded, nobody paged.
+        return self.settings.mode != "shadow" and not incident.below_min_confidence
+
     def _emit(self, incident: Incident, change: str, now: int) -> None:
         incident.version += 1
         incident.updated_at_ns = max(now, incident.updated_at_ns)
@@ -175,7 +260,10 @@ class IncidentManager:
         self.metrics.open_incidents.set(len(self.active))
         self.store.save(incident)
         snapshot = incident.copy()
+        notify = self._notify_allowed(incident)
         for exporter in self.exporters:
+            if getattr(exporter, "notifies", False) and not notify:
+                continue
             try:
                 exporter.export(snapshot)
             except Exception:  # one broken sink must not stop the others or the pipeline

@@ -7,6 +7,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from otel_ai.app import build_analyzer, wire_analyzer
 from otel_ai.config import Settings
 from otel_ai.exporters.console import ConsoleExporter
 from otel_ai.exporters.jsonl import JsonlExporter
@@ -24,7 +25,10 @@ def run_replay(settings: Settings, args) -> int:
         exporters.append(ConsoleExporter(sys.stderr))
     with tempfile.TemporaryDirectory(prefix="otel-ai-replay-") as tmp:
         store = IncidentStore(Path(args.data_dir or tmp) / "incidents.db")
-        pipeline = Pipeline(settings, store, exporters, use_wall_clock=False)
+        analyzer = build_analyzer(settings, store)
+        exporters.insert(0, analyzer)
+        pipeline = Pipeline(settings, store, exporters, analyzer.metrics, use_wall_clock=False)
+        wire_analyzer(analyzer, pipeline)
         stream = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8", errors="replace")
         started = time.monotonic()
         last_report = started
@@ -49,6 +53,8 @@ def run_replay(settings: Settings, args) -> int:
                     print(f"otel-ai replay: {lines} lines, {spans} spans, {spans / (now - started):,.0f} spans/s",
                           file=sys.stderr, flush=True)
         pipeline.flush()
+        if not analyzer.flush(timeout_s=settings.analysis.deadline * 2):
+            print("otel-ai replay: some analyses did not finish in time", file=sys.stderr)
         elapsed = time.monotonic() - started
         opened = int(sum(s.value for m in pipeline.metrics.incidents.collect() for s in m.samples
                          if s.name.endswith("_total")))

@@ -34,5 +34,19 @@ class SelfMetrics:
         self.detection_delay = Histogram(
             "otel_ai_detection_delay_seconds", "Event time from first breaching slot to incident open",
             buckets=(5, 10, 15, 20, 30, 45, 60, 120, 300), registry=r)
+        self.analyses = Counter(
+            "otel_ai_analyses", "Incident analyses by source (claude, offline) and outcome", ["source", "outcome"],
+            registry=r)
+        self.analysis_calls = Counter(
+            "otel_ai_analysis_calls", "Claude API calls by result (ok, retry, error)", ["result"], registry=r)
+        self.analysis_cost = Counter(
+            "otel_ai_analysis_cost_usd", "USD spent on Claude calls", registry=r)
+        self.analysis_tokens = Counter(
+            "otel_ai_analysis_tokens", "Tokens billed, by kind", ["kind"], registry=r)
+        self.analysis_queue = Gauge(
+            "otel_ai_analysis_queue", "Incidents waiting for analysis", registry=r)
+        self.analysis_latency = Histogram(
+            "otel_ai_analysis_seconds", "Wall time from queueing to a finished analysis",
+            buckets=(0.5, 1, 2, 5, 10, 20, 30, 60, 90, 120), registry=r)
         self.watermark = Gauge(
             "otel_ai_watermark_seconds", "Event-time watermark (unix seconds)", registry=r)

@@ -113,7 +113,7 @@ def make_processor(exporter) -> BatchSpanProcessor:
 
 
 def one_request(tracer: trace.Tracer, start_ns: int, duration_ns: int, tenant: str, fail: bool,
-                sent: Sent) -> None:
+                sent: Sent, error_message: str = "card declined") -> None:
     code = 500 if fail else 200
     parent = tracer.start_span(
         f"POST {ROUTE}", kind=SpanKind.SERVER, start_time=start_ns,
@@ -130,8 +130,8 @@ def one_request(tracer: trace.Tracer, start_ns: int, duration_ns: int, tenant: s
     child.end(end_time=child_start + duration_ns * 3 // 10)
     end_ns = start_ns + duration_ns
     if fail:
-        parent.record_exception(RuntimeError("card declined"), timestamp=end_ns - 1_000_000)
-        parent.set_status(Status(StatusCode.ERROR, "card declined"))
+        parent.record_exception(RuntimeError(error_message), timestamp=end_ns - 1_000_000)
+        parent.set_status(Status(StatusCode.ERROR, error_message))
     parent.end(end_time=end_ns)
     trace_id = format(parent.get_span_context().trace_id, "032x")
     assert trace_id == format(child.get_span_context().trace_id, "032x")
@@ -143,7 +143,7 @@ def one_request(tracer: trace.Tracer, start_ns: int, duration_ns: int, tenant: s
 
 
 def send_traffic(pick: Callable[[bool, random.Random], tuple[trace.Tracer, str]], flush: Callable[[], bool],
-                 seed: int) -> Sent:
+                 seed: int, error_message: str = "card declined") -> Sent:
     """pick(planted, rng) -> (tracer, tenant) for one request; flush() exports what ended."""
     rng = random.Random(seed)
     sent = Sent()
@@ -164,7 +164,7 @@ def send_traffic(pick: Callable[[bool, random.Random], tuple[trace.Tracer, str]]
         background_error = not failing_phase and i % HEALTHY_ERROR_EVERY == HEALTHY_ERROR_EVERY - 1
         tracer, tenant = pick(planted, rng)
         duration = rng.randint(20, 80) * 1_000_000  # well below a slot, so spans end in order
-        one_request(tracer, start, duration, tenant, planted or background_error, sent)
+        one_request(tracer, start, duration, tenant, planted or background_error, sent, error_message)
     assert flush(), "force_flush failed"
     assert sent.last_end_ns < time.time_ns() - 10 * NS, "traffic generation took too long"
     return sent

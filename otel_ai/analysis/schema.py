@@ -6,10 +6,10 @@ confidence are percentages (0-100), because the seed prints `${probability}%`.
 """
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any, Literal
 
-from anthropic import transform_schema
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 PROMPT_VERSION = "v1"
@@ -44,9 +44,14 @@ class AnalysisAnswer(_Closed):
     confidence: float = Field(ge=0, le=100, description="Percent, 0-100: confidence in the top root cause.")
 
 
-# What is sent as output_config.format: the SDK's transform keeps only the JSON-schema
-# subset structured outputs accept; the full constraints are re-checked by pydantic.
-ANSWER_JSON_SCHEMA: dict[str, Any] = transform_schema(AnalysisAnswer)
+@functools.cache
+def answer_json_schema() -> dict[str, Any]:
+    """What is sent as output_config.format: the SDK's transform keeps only the JSON-schema
+    subset structured outputs accept; the full constraints are re-checked by pydantic.
+    Imported lazily: the anthropic package costs ~40 MiB of RSS, needless without a key."""
+    from anthropic import transform_schema
+
+    return transform_schema(AnalysisAnswer)
 
 
 class InvalidAnswer(ValueError):
