@@ -27,19 +27,16 @@ import hashlib
 import itertools
 import json
 import signal
-import socket
-import socketserver
 import sys
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 from urllib.parse import unquote, urlsplit
 
-from otel_ai.receiver.http_server import shutdown_sockets
+from otel_ai.testing.loopback import LoopbackHandler, LoopbackServer
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
 MESSAGES = "/v1/messages"
@@ -181,14 +178,14 @@ class FakeAnthropic:
         self._cached_prefixes: set[str] = set()
         self._request_ids = itertools.count(1)
         self._message_ids = itertools.count(1)
-        self._server: _Server | None = None
+        self._server: LoopbackServer | None = None
         self._thread: threading.Thread | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> Self:
         if self._server is None:
-            self._server = _Server((self.host, self.port), self)
+            self._server = LoopbackServer((self.host, self.port), self, _Handler)
             # The poll interval is how long stop() waits for the accept loop to notice.
             self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.01},
                                             name="fake-anthropic", daemon=True)
@@ -379,69 +376,8 @@ def _cached_prefix(body: dict) -> tuple[str, int] | None:
     return hashlib.sha256(key_material.encode()).hexdigest(), tokens
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    # stop() must not wait for a handler that is sleeping through a scripted delay.
-    block_on_close = False
-
-    def __init__(self, address: tuple[str, int], fake: FakeAnthropic) -> None:
-        self.fake = fake
-        self.stopping = threading.Event()
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
-        super().__init__(address, _Handler)
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind resolves the host's FQDN, which can stall on a machine without DNS.
-        socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = self.server_address[:2]
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client hanging up (e.g. after its own timeout) is routine, not worth a traceback.
-        if not isinstance(sys.exc_info()[1], ConnectionError):
-            super().handle_error(request, client_address)
-
-    def track(self, connection: socket.socket) -> None:
-        with self._connections_lock:
-            self._connections.add(connection)
-
-    def untrack(self, connection: socket.socket) -> None:
-        with self._connections_lock:
-            self._connections.discard(connection)
-
-    def close_connections(self) -> None:
-        with self._connections_lock:
-            connections = list(self._connections)
-        shutdown_sockets(connections)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    # Keep-alive like the real API, so the SDK's connection reuse is exercised too.
-    protocol_version = "HTTP/1.1"
-    server: _Server
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def setup(self) -> None:
-        super().setup()
-        # Headers and body go out in two writes; with Nagle on, the body waits ~40 ms for a delayed ACK.
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.server.track(self.connection)
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        finally:
-            self.server.untrack(self.connection)
-
-    def do_GET(self) -> None:
-        try:
-            self._serve()
-        except ConnectionError:
-            self.close_connection = True
-
-    do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
+class _Handler(LoopbackHandler):
+    server: LoopbackServer
 
     def _serve(self) -> None:
         received_at = time.monotonic()

@@ -1,0 +1,80 @@
+"""The HTTP plumbing the loopback fakes (Anthropic, Slack) share: a quiet threaded server
+that stops promptly, and a keep-alive handler base whose subclasses implement _serve()."""
+from __future__ import annotations
+
+import socket
+import socketserver
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from otel_ai.receiver.http_server import shutdown_sockets
+
+
+class LoopbackServer(ThreadingHTTPServer):
+    daemon_threads = True
+    # stop() must not wait for a handler that is sleeping through a scripted delay.
+    block_on_close = False
+
+    def __init__(self, address: tuple[str, int], fake: Any, handler: type[BaseHTTPRequestHandler]) -> None:
+        self.fake = fake
+        self.stopping = threading.Event()
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(address, handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind resolves the host's FQDN, which can stall on a machine without DNS.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client hanging up (e.g. after its own timeout) is routine, not worth a traceback.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+    def track(self, connection: socket.socket) -> None:
+        with self._connections_lock:
+            self._connections.add(connection)
+
+    def untrack(self, connection: socket.socket) -> None:
+        with self._connections_lock:
+            self._connections.discard(connection)
+
+    def close_connections(self) -> None:
+        with self._connections_lock:
+            connections = list(self._connections)
+        shutdown_sockets(connections)
+
+
+class LoopbackHandler(BaseHTTPRequestHandler):
+    # Keep-alive like the real APIs, so the SDKs' connection reuse is exercised too.
+    protocol_version = "HTTP/1.1"
+    server: LoopbackServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body go out in two writes; with Nagle on, the body waits ~40 ms for a delayed ACK.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.server.track(self.connection)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.untrack(self.connection)
+
+    def do_GET(self) -> None:
+        try:
+            self._serve()
+        except ConnectionError:
+            self.close_connection = True
+
+    do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
+
+    def _serve(self) -> None:
+        raise NotImplementedError
