@@ -27,7 +27,7 @@ from otel_ai.analysis.budget import BUDGET_EXHAUSTED, Budget, Refusal
 from otel_ai.analysis.offline import analyze_offline
 from otel_ai.analysis.pricing import Usage, actual_cost, worst_case_cost
 from otel_ai.analysis.prompts import Prompt, PromptLibrary
-from otel_ai.analysis.redact import Redactor
+from otel_ai.analysis.redact import redactor_from_settings
 from otel_ai.analysis.schema import (
     PROMPT_VERSION,
     AnalysisAnswer,
@@ -105,11 +105,7 @@ class ClaudeAnalyzer:
         self.rules = settings.analysis
         self.budget = budget
         self.metrics = metrics or SelfMetrics()
-        red = self.rules.redaction
-        self.library = library or PromptLibrary(self.rules, Redactor(
-            deny_keys=_with_defaults("DEFAULT_DENY_KEYS", red.deny_keys),
-            allow_keys=_with_defaults("DEFAULT_ALLOW_KEYS", red.allow_keys),
-            max_value_chars=red.max_value_chars))
+        self.library = library or PromptLibrary(self.rules, redactor_from_settings(self.rules.redaction))
         key = api_key if api_key is not None else os.environ.get("ANTHROPIC_API_KEY", "")
         self.client = None
         if key:
@@ -330,12 +326,6 @@ class ClaudeAnalyzer:
                          latency_s=time.monotonic() - started, attempts=attempts, repaired=False, incident=incident)
         record["offline_reason"] = reason
         return record
-
-
-def _with_defaults(name: str, extra: list[str]) -> tuple[str, ...]:
-    from otel_ai.analysis import redact
-
-    return tuple(getattr(redact, name)) + tuple(extra)
 
 
 def _as_change(incident: Incident, change: str) -> Incident:

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +15,12 @@ from otel_ai.exporters.claude import ClaudeAnalyzer
 from otel_ai.exporters.console import ConsoleExporter
 from otel_ai.exporters.jsonl import JsonlExporter
 from otel_ai.exporters.rollback_webhook import RollbackWebhook
+from otel_ai.exporters.slack import SlackNotifier
+from otel_ai.notify.admin_routes import LifecycleRoutes
+from otel_ai.notify.delivery import SlackDelivery, make_client
+from otel_ai.notify.outbox import Outbox
+from otel_ai.notify.silences import Silences
+from otel_ai.notify.slack_actions import SlackActionVerifier
 from otel_ai.pipeline import Pipeline
 from otel_ai.receiver.grpc_server import OtlpGrpcReceiver
 from otel_ai.receiver.http_server import OtlpHttpReceiver
@@ -20,6 +28,24 @@ from otel_ai.selfmetrics import SelfMetrics
 from otel_ai.store import IncidentStore
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Secrets come from the environment only, never from config files."""
+    anthropic_api_key: str = ""
+    anthropic_base_url: str | None = None  # None: the SDK reads ANTHROPIC_BASE_URL itself
+    slack_bot_token: str = ""
+    slack_signing_secret: str = ""
+    slack_api_url: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Credentials":
+        env = os.environ if env is None else env
+        return cls(anthropic_api_key=env.get("ANTHROPIC_API_KEY", ""),
+                   slack_bot_token=env.get("SLACK_BOT_TOKEN", ""),
+                   slack_signing_secret=env.get("SLACK_SIGNING_SECRET", ""),
+                   slack_api_url=env.get("SLACK_API_URL") or None)
 
 
 @dataclass
@@ -31,14 +57,18 @@ class Ports:
 
 class App:
     def __init__(self, settings: Settings, data_dir: str | Path, incidents_jsonl: str | Path | None = None,
-                 console: bool = True, use_wall_clock: bool = True, anthropic_api_key: str | None = None,
-                 anthropic_base_url: str | None = None):
+                 console: bool = True, use_wall_clock: bool = True, credentials: Credentials | None = None):
         self.settings = settings
         self.data_dir = Path(data_dir)
         self.metrics = SelfMetrics()
+        creds = credentials if credentials is not None else Credentials.from_env()
         self.store = IncidentStore(self.data_dir / "incidents.db")
-        self.analyzer = build_analyzer(settings, self.store, self.metrics, anthropic_api_key, anthropic_base_url)
-        exporters = [self.analyzer]
+        self.analyzer = build_analyzer(settings, self.store, self.metrics, creds.anthropic_api_key,
+                                       creds.anthropic_base_url)
+        exporters: list = [self.analyzer]
+        self.outbox = Outbox(self.store)
+        self.silences = Silences(self.store)
+        self.delivery = self._slack(creds, exporters)
         if settings.actions.rollback_webhook:
             exporters.append(RollbackWebhook(settings))
         if incidents_jsonl:
@@ -57,8 +87,24 @@ class App:
         self.admin = AdminServer(self.store, self.metrics, host=settings.admin.host, port=settings.admin.port,
                                  ready=self._ready, token=settings.admin.token)
         self.admin.add_route("POST", r"/api/incidents/(?P<id>[^/]+)/analyze", self._analyze, private=True)
+        verifier = SlackActionVerifier(creds.slack_signing_secret) if creds.slack_signing_secret else None
+        LifecycleRoutes(self.pipeline.incidents, self.silences, verifier).register(self.admin)
         self.ports: Ports | None = None
         self._started = False
+
+    def _slack(self, creds: Credentials, exporters: list) -> SlackDelivery | None:
+        """The Slack notifier and its delivery worker, when a token and a channel are set."""
+        rules = self.settings.slack
+        channels = {rules.channel_for(s) for s in ("critical", "warning", "info")}
+        if not creds.slack_bot_token or None in channels:
+            if creds.slack_bot_token:
+                log.warning("SLACK_BOT_TOKEN is set but not every severity has a channel "
+                            "(SLACK_INCIDENT_CHANNEL or slack.channels); Slack is off")
+            return None
+        delivery = SlackDelivery(self.settings, self.outbox, self.store,
+                                 make_client(creds.slack_bot_token, creds.slack_api_url), self.metrics)
+        exporters.append(SlackNotifier(self.settings, self.outbox, self.silences, self.metrics, wake=delivery.wake))
+        return delivery
 
     def _ready(self) -> bool:
         return self._started and self.pipeline.queue_depth() < self.settings.receiver.queue_batches
@@ -76,6 +122,8 @@ class App:
         resumed = self.analyzer.resume(self.pipeline.incidents.watched())
         if resumed:
             log.info("queued %d restored incidents that were never analyzed", resumed)
+        if self.delivery is not None:
+            self.delivery.start()  # first delivers what a previous run left in the outbox
         self.ports = Ports(grpc=self.grpc.start(), http=self.http.start(), admin=self.admin.start())
         self._started = True
         return self.ports
@@ -87,6 +135,8 @@ class App:
         self.http.stop(grace_s)
         self.pipeline.stop()
         self.analyzer.flush(timeout_s=grace_s)
+        if self.delivery is not None:
+            self.delivery.stop()  # what is left stays in the outbox for the next start
         self.admin.stop()
         for exporter in self.exporters:
             exporter.shutdown()

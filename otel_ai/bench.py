@@ -181,7 +181,7 @@ def _start_clients(args, port: int, batch_file: Path, n_batches: int) -> list[su
 
 
 def run(args) -> int:
-    from otel_ai.app import App
+    from otel_ai.app import App, Credentials
     from otel_ai.config import ConfigError, load_settings
 
     if args.spans <= 0 or args.batch_spans <= 0 or args.clients <= 0 or args.in_flight <= 0:
@@ -212,7 +212,7 @@ def run(args) -> int:
         write_batches(batch_file, blobs)
         floor = parse_floor_us(blobs)
 
-        app = App(settings, tmp / "data", console=False)
+        app = App(settings, tmp / "data", console=False, credentials=Credentials())  # no keys: measure ingestion
         ports = app.start()
         reg = app.metrics.registry
         procs = _start_clients(args, ports.grpc, batch_file, len(blobs))

@@ -40,8 +40,9 @@ def run_check(args) -> int:
     print("\nClaude analysis", file=out)
     for mark, text in _claude_checks(settings, Path(args.data_dir)):
         line(mark, text)
-    slack = os.environ.get("SLACK_BOT_TOKEN", "")
-    line(OK if slack else WARN, "SLACK_BOT_TOKEN found" if slack else "Slack not configured (optional)")
+    print("\nSlack", file=out)
+    for mark, text in _slack_checks(settings, Path(args.data_dir)):
+        line(mark, text)
 
     print("\nEvent detection", file=out)
     for event_type, rule in settings.events.items():
@@ -115,6 +116,44 @@ def _claude_checks(settings, data_dir: Path) -> list[tuple[str, str]]:
     results.append((OK if share < 0.8 else WARN,
                     f"budget used today: ${spent:.4f} of ${budget.max_cost_per_day:.2f} ({share:.0%}) in {calls} "
                     f"call(s); at most {budget.max_analyses_per_hour} analyses/hour"))
+    return results
+
+
+def _slack_checks(settings, data_dir: Path) -> list[tuple[str, str]]:
+    """Token verified with auth.test, channels and signing secret present, outbox state."""
+    token = os.environ.get("SLACK_BOT_TOKEN", "")
+    if not token:
+        return [(WARN, "SLACK_BOT_TOKEN not set: no Slack notifications (optional)")]
+    from slack_sdk.errors import SlackApiError, SlackClientError
+
+    from otel_ai.notify.delivery import make_client
+
+    results = []
+    client = make_client(token, os.environ.get("SLACK_API_URL") or None)
+    try:
+        who = client.auth_test()
+        results.append((OK, f"Slack token accepted: bot {who.get('user')} in team {who.get('team')} ({client.base_url})"))
+    except SlackApiError as exc:
+        results.append((FAIL, f"Slack refused the token: {exc.response.get('error')}"))
+    except (SlackClientError, OSError) as exc:
+        results.append((WARN, f"could not reach Slack at {client.base_url}: {exc}"))
+    rules = settings.slack
+    missing = [s for s in ("critical", "warning", "info") if not rules.channel_for(s)]
+    results.append((FAIL, f"no Slack channel for {', '.join(missing)} incidents: set SLACK_INCIDENT_CHANNEL") if missing
+                   else (OK, "channels: " + ", ".join(f"{s} → {rules.channel_for(s)}" for s in ("critical", "warning", "info"))))
+    secret = os.environ.get("SLACK_SIGNING_SECRET", "")
+    results.append((OK, "SLACK_SIGNING_SECRET set: the Acknowledge button works (POST /slack/actions)") if secret
+                   else (WARN, "SLACK_SIGNING_SECRET not set: the Acknowledge button is refused"))
+    db = data_dir / "incidents.db"
+    if db.exists():
+        from otel_ai.notify.outbox import Outbox
+        from otel_ai.store import IncidentStore
+
+        store = IncidentStore(db)
+        counts = Outbox(store).counts()
+        store.close()
+        dead = counts.get("dead", 0)
+        results.append((WARN if dead else OK, f"outbox: {counts.get('pending', 0)} pending, {dead} undeliverable"))
     return results
 
 

@@ -1,4 +1,4 @@
-"""otel-ai command line: serve, demo, replay, analyze, check, bench."""
+"""otel-ai command line: serve, demo, replay, analyze, incidents, silences, check, bench."""
 from __future__ import annotations
 
 import argparse
@@ -95,6 +95,18 @@ def cmd_analyze(args) -> int:
     return run_analyze(_load(args), args)
 
 
+def cmd_incidents(args) -> int:
+    from otel_ai.lifecycle_cli import run_incidents
+
+    return run_incidents(_load(args), args)
+
+
+def cmd_silences(args) -> int:
+    from otel_ai.lifecycle_cli import run_silences
+
+    return run_silences(_load(args), args)
+
+
 def cmd_bench(args) -> int:
     from otel_ai import bench
 
@@ -130,6 +142,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--offline-store", action="store_true", help="do not ask a running server; update the store")
     p.add_argument("--json", action="store_true", help="print the incident snapshot as JSON")
     p.set_defaults(func=cmd_analyze)
+    p = sub.add_parser("incidents", help="list, show or acknowledge incidents")
+    p.add_argument("--config")
+    p.add_argument("--data-dir", default="otel-ai-data")
+    actions = p.add_subparsers(dest="action", required=True)
+    q = actions.add_parser("list", help="newest first")
+    q.add_argument("--status", choices=("open", "acknowledged", "resolved"))
+    q.add_argument("--limit", type=int, default=20)
+    q.add_argument("--json", action="store_true")
+    q = actions.add_parser("show", help="one incident with its evidence and analysis")
+    q.add_argument("incident_id", metavar="INCIDENT_ID")
+    q.add_argument("--json", action="store_true")
+    q = actions.add_parser("ack", help="acknowledge: stops reminders and updates the Slack message")
+    q.add_argument("incident_id", metavar="INCIDENT_ID")
+    q.add_argument("--by", help="who acknowledges (default: your user name)")
+    q.add_argument("--admin-url", default="http://127.0.0.1:8888", help="the running server's admin URL")
+    p.set_defaults(func=cmd_incidents)
+    p = sub.add_parser("silences", help="mute notifications for matching incidents for a while")
+    p.add_argument("--config")
+    p.add_argument("--data-dir", default="otel-ai-data")
+    actions = p.add_subparsers(dest="action", required=True)
+    q = actions.add_parser("add", help="e.g. silences add --service checkout --duration 2h --comment 'deploy'")
+    for field in ("type", "service", "route", "severity"):
+        q.add_argument(f"--{field}")
+    q.add_argument("--duration", required=True, help="e.g. 30m, 2h")
+    q.add_argument("--comment", required=True, help="why, for whoever is on call next")
+    q.add_argument("--by")
+    q = actions.add_parser("list")
+    q.add_argument("--all", action="store_true", help="include expired ones")
+    q = actions.add_parser("expire")
+    q.add_argument("silence_id", metavar="SILENCE_ID")
+    p.set_defaults(func=cmd_silences)
     p = sub.add_parser("check", help="the seed's verification checklist")
     p.add_argument("--config")
     p.add_argument("--data-dir", default="otel-ai-data")

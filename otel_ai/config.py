@@ -160,6 +160,26 @@ class Actions(_Strict):
         return value
 
 
+class SlackChannels(_Strict):
+    critical: str | None = None
+    warning: str | None = None
+    info: str | None = None
+
+
+class Slack(_Strict):
+    channel: str | None = None  # $SLACK_INCIDENT_CHANNEL
+    channels: SlackChannels = SlackChannels()  # per severity, over `channel`
+    details_url: str | None = Field(None, alias="detailsUrl")
+    group_wait: float = Field(10.0, alias="groupWait")
+    repeat_interval: float = Field(4 * 3600.0, alias="repeatInterval")
+    send_resolved: bool = Field(True, alias="sendResolved")
+
+    _parse = field_validator("group_wait", "repeat_interval", mode="before")(_duration)
+
+    def channel_for(self, severity: str) -> str | None:
+        return getattr(self.channels, severity, None) or self.channel
+
+
 class Settings(_Strict):
     enabled: bool = True
     min_confidence: float = Field(0.75, alias="minConfidence", ge=0, le=1)
@@ -173,6 +193,7 @@ class Settings(_Strict):
     incidents: Incidents = Incidents()
     analysis: Analysis
     actions: Actions = Actions()
+    slack: Slack = Slack()
 
     @field_validator("events")
     @classmethod
@@ -192,6 +213,7 @@ _ENV_KEYS = {
     "AI_MAX_COST_PER_DAY": ("budget", "maxCostPerDay"),
     "AI_MODE": ("mode",),
     "OTEL_AI_ADMIN_TOKEN": ("admin", "token"),
+    "SLACK_INCIDENT_CHANNEL": ("slack", "channel"),
     "AI_MODEL_CRITICAL": ("analysis", "models", "critical"),
     "AI_MODEL_WARNING": ("analysis", "models", "warning"),
 }

@@ -192,8 +192,11 @@ class IncidentManager:
 
     @_locked
     def acknowledge(self, incident_id_: str, who: str, now_ns: int) -> Incident | None:
+        """Open -> acknowledged, once; None if the incident is not open or acknowledged."""
         for incident in self.active.values():
             if incident.id == incident_id_:
+                if incident.status == "acknowledged":
+                    return incident  # a second click changes nothing
                 incident.status = "acknowledged"
                 incident.acknowledged_by = who
                 incident.acknowledged_at_ns = now_ns

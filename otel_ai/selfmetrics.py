@@ -48,5 +48,11 @@ class SelfMetrics:
         self.analysis_latency = Histogram(
             "otel_ai_analysis_seconds", "Wall time from queueing to a finished analysis",
             buckets=(0.5, 1, 2, 5, 10, 20, 30, 60, 90, 120), registry=r)
+        self.notifications = Counter(
+            "otel_ai_notifications", "Notification decisions (queued, grouped, silenced)", ["outcome"], registry=r)
+        self.slack_calls = Counter(
+            "otel_ai_slack_calls", "Slack Web API calls by method and result", ["method", "result"], registry=r)
+        self.outbox_pending = Gauge(
+            "otel_ai_outbox_pending", "Notifications waiting for delivery", registry=r)
         self.watermark = Gauge(
             "otel_ai_watermark_seconds", "Event-time watermark (unix seconds)", registry=r)

@@ -5,17 +5,19 @@ JSON in `state`, so that a restart rebuilds exactly what was in memory.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import sqlite3
 import threading
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 from otel_ai.model import Incident, Subject
 
 # Bump when the table layout changes and add a step to _MIGRATIONS.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _CREATE_V1 = (
     """
@@ -58,8 +60,53 @@ _CREATE_V2 = (
     "CREATE INDEX IF NOT EXISTS ai_calls_at ON ai_calls(at_ns)",
 )
 
+# The notification outbox: what must reach Slack, durable across crashes. A "message" row
+# means "bring the incident's one message up to its latest state" (one pending row per
+# incident, so updates collapse); a "note" row is one thread reply, unique per incident,
+# version and note kind, so a retry after a crash cannot queue it twice.
+_CREATE_V3 = (
+    """
+    CREATE TABLE IF NOT EXISTS outbox (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        incident_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        note_key TEXT NOT NULL DEFAULT '',
+        version INTEGER NOT NULL,
+        payload TEXT NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        uncertain INTEGER NOT NULL DEFAULT 0,
+        due_ns INTEGER NOT NULL,
+        created_ns INTEGER NOT NULL,
+        last_error TEXT
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS outbox_pending ON outbox(state, seq)",
+    "CREATE UNIQUE INDEX IF NOT EXISTS outbox_one_message ON outbox(incident_id) WHERE kind = 'message' AND state = 'pending'",
+    "CREATE UNIQUE INDEX IF NOT EXISTS outbox_one_note ON outbox(incident_id, note_key) WHERE kind = 'note'",
+    """
+    CREATE TABLE IF NOT EXISTS slack_messages (
+        incident_id TEXT PRIMARY KEY,
+        channel TEXT NOT NULL,
+        ts TEXT NOT NULL,
+        delivered_version INTEGER NOT NULL,
+        notified_at_ns INTEGER NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS silences (
+        id TEXT PRIMARY KEY,
+        matchers TEXT NOT NULL,
+        starts_at_ns INTEGER NOT NULL,
+        ends_at_ns INTEGER NOT NULL,
+        created_by TEXT NOT NULL,
+        comment TEXT NOT NULL
+    )
+    """,
+)
+
 # _MIGRATIONS[n] takes a database from user_version n to n + 1.
-_MIGRATIONS: dict[int, tuple[str, ...]] = {0: _CREATE_V1, 1: _CREATE_V2}
+_MIGRATIONS: dict[int, tuple[str, ...]] = {0: _CREATE_V1, 1: _CREATE_V2, 2: _CREATE_V3}
 
 _INCIDENT_FIELDS = {f.name for f in dataclasses.fields(Incident)}
 _SUBJECT_FIELDS = {f.name for f in dataclasses.fields(Subject)}
@@ -190,6 +237,19 @@ class IncidentStore:
             cost, calls = self._conn.execute(
                 "SELECT COALESCE(SUM(cost_usd), 0), COUNT(*) FROM ai_calls WHERE at_ns >= ?", (since_ns,)).fetchone()
         return float(cost), int(calls)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """The connection, under the store's lock, in one IMMEDIATE transaction: for the
+        modules that own other tables of this file (the notification outbox, silences)."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
 
     def close(self) -> None:
         with self._lock:

@@ -21,7 +21,7 @@ from test_e2e_sdk import (
 )
 
 from otel_ai.analysis.prompts import FENCE_CLOSE, FENCE_OPEN
-from otel_ai.app import App
+from otel_ai.app import App, Credentials
 from otel_ai.config import load_settings
 from otel_ai.testing.fake_anthropic import FakeAnthropic, sample_answer
 
@@ -52,7 +52,7 @@ def app(tmp_path: Path, fake: FakeAnthropic) -> Iterator[App]:
     settings.receiver.host = settings.admin.host = "127.0.0.1"
     settings.receiver.grpc_port = settings.receiver.http_port = settings.admin.port = 0
     running = App(settings, tmp_path / "data", incidents_jsonl=tmp_path / "incidents.jsonl", console=False,
-                  anthropic_api_key="test-key", anthropic_base_url=fake.url)
+                  credentials=Credentials(anthropic_api_key="test-key", anthropic_base_url=fake.url))
     try:
         running.start()
         yield running

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from otel_ai.app import App, build_analyzer, wire_analyzer
+from otel_ai.app import App, Credentials, build_analyzer, wire_analyzer
 from otel_ai.cli import main
 from otel_ai.config import load_settings
 from otel_ai.model import ROUTE, Anomaly, Subject
@@ -134,7 +134,8 @@ def test_unanalyzed_open_incidents_are_analyzed_after_a_restart(tmp_path, fake):
     pipeline = Pipeline(settings, store, [], use_wall_clock=False)  # "crashed" before any analysis
     incident = pipeline.incidents.on_anomaly(anomaly(5, at_ns=T0), attribution)
     store.close()
-    app = App(settings, tmp_path / "data", console=False, anthropic_api_key="test-key", anthropic_base_url=fake.url)
+    app = App(settings, tmp_path / "data", console=False,
+              credentials=Credentials(anthropic_api_key="test-key", anthropic_base_url=fake.url))
     app.pipeline.incidents.event_time_ns = T0
     app.start()
     try:
@@ -158,7 +159,8 @@ def test_admin_analyze_route_reruns_and_needs_the_token(tmp_path, fake):
     settings = load_settings(env={"OTEL_AI_ADMIN_TOKEN": "s3cret"})
     settings.receiver.host = settings.admin.host = "127.0.0.1"
     settings.receiver.grpc_port = settings.receiver.http_port = settings.admin.port = 0
-    app = App(settings, tmp_path / "data", console=False, anthropic_api_key="test-key", anthropic_base_url=fake.url)
+    app = App(settings, tmp_path / "data", console=False,
+              credentials=Credentials(anthropic_api_key="test-key", anthropic_base_url=fake.url))
     app.start()
     try:
         incident = app.pipeline.incidents.on_anomaly(anomaly(6), attribution)

@@ -21,7 +21,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import TraceServiceStub
 
-from otel_ai.app import App
+from otel_ai.app import App, Credentials
 from otel_ai.config import Settings, load_settings
 from otel_ai.histogram import BINS
 from otel_ai.model import ROUTE
@@ -163,7 +163,7 @@ class Client:
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
-    app = App(make_settings(), tmp_path_factory.mktemp("bad-input"), console=False)
+    app = App(make_settings(), tmp_path_factory.mktemp("bad-input"), console=False, credentials=Credentials())
     app.start()
     c = Client(app)
     c.assert_still_serving()

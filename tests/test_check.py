@@ -44,3 +44,25 @@ def test_check_fails_on_a_rejected_key(fake, tmp_path, capsys, monkeypatch):
     code, out = run(capsys, tmp_path)
     assert "❌ ANTHROPIC_API_KEY was rejected" in out
     assert code == 1
+
+
+def test_check_verifies_the_slack_token_and_shows_the_outbox(tmp_path, capsys, monkeypatch):
+    from otel_ai.testing.fake_slack import FakeSlack
+
+    monkeypatch.chdir("/")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    with FakeSlack() as slack:
+        monkeypatch.setenv("SLACK_API_URL", slack.url)
+        monkeypatch.setenv("SLACK_INCIDENT_CHANNEL", "#incidents")
+        monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-test")
+        IncidentStore(tmp_path / "data" / "incidents.db").close()
+        code, out = run(capsys, tmp_path)
+        assert "✅ Slack token accepted: bot otel-ai in team Fake" in out
+        assert "critical → #incidents" in out
+        assert "⚠️  SLACK_SIGNING_SECRET not set" in out
+        assert "outbox: 0 pending, 0 undeliverable" in out
+        assert [c.method for c in slack.calls] == ["auth.test"]
+        monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-wrong")
+        code, out = run(capsys, tmp_path)
+        assert "❌ Slack refused the token: invalid_auth" in out and code == 1

@@ -31,7 +31,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from otel_ai.app import App
+from otel_ai.app import App, Credentials
 from otel_ai.config import load_settings
 
 NS = 1_000_000_000
@@ -68,7 +68,8 @@ def app(tmp_path: Path) -> Iterator[App]:
     settings.receiver.http_port = 0
     settings.admin.host = "127.0.0.1"
     settings.admin.port = 0
-    running = App(settings, tmp_path / "data", incidents_jsonl=tmp_path / "incidents.jsonl", console=False)
+    running = App(settings, tmp_path / "data", incidents_jsonl=tmp_path / "incidents.jsonl", console=False,
+                  credentials=Credentials())
     try:
         running.start()
         yield running

@@ -341,3 +341,10 @@ class Redactor:
                 items.append(self._walk(item, depth + 1, budget))
             return tuple(items) if isinstance(obj, tuple) else items
         return self.text(str(obj))
+
+
+def redactor_from_settings(rules) -> Redactor:
+    """The configured redactor (config `analysis.redaction`): built-in key lists plus the
+    configured ones. Used for everything that leaves the process: prompts and Slack."""
+    return Redactor(deny_keys=DEFAULT_DENY_KEYS + tuple(rules.deny_keys),
+                    allow_keys=DEFAULT_ALLOW_KEYS + tuple(rules.allow_keys), max_value_chars=rules.max_value_chars)

@@ -1,0 +1,158 @@
+"""otel-ai incidents list|show|ack and otel-ai silences add|list|expire.
+
+Reads go straight to the SQLite store (safe next to a running server: WAL mode).
+Acknowledge asks the running server first, because it holds open incidents in memory
+and would otherwise overwrite the change; with no server it updates the store and
+queues the Slack update in the outbox, for the next start to deliver.
+"""
+from __future__ import annotations
+
+import getpass
+import json
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from otel_ai.analysis.render import format_analysis
+from otel_ai.config import Settings
+from otel_ai.model import Incident
+from otel_ai.notify.blocks import render_thread_note
+from otel_ai.notify.outbox import Outbox
+from otel_ai.notify.silences import SilenceError, Silences
+from otel_ai.store import IncidentStore
+from otel_ai.timefmt import parse_duration, rfc3339
+
+
+def _store(args) -> IncidentStore:
+    path = Path(args.data_dir) / "incidents.db"
+    if not path.exists():
+        raise SystemExit(f"otel-ai: no incident store at {path} (use --data-dir)")
+    return IncidentStore(path)
+
+
+def run_incidents(settings: Settings, args) -> int:
+    if args.action == "ack":
+        return _ack(settings, args)
+    store = _store(args)
+    try:
+        if args.action == "list":
+            incidents = store.list(status=args.status, limit=args.limit)
+            if args.json:
+                print(json.dumps([i.snapshot() for i in incidents], indent=2, ensure_ascii=False))
+            else:
+                _print_table(incidents)
+            return 0
+        incident = store.get(args.incident_id)
+        if incident is None:
+            print(f"otel-ai: no incident {args.incident_id!r}", file=sys.stderr)
+            return 1
+        if args.json:
+            print(json.dumps(incident.snapshot(), indent=2, ensure_ascii=False))
+        else:
+            _print_incident(incident)
+        return 0
+    finally:
+        store.close()
+
+
+def _print_table(incidents: list[Incident]) -> None:
+    if not incidents:
+        print("no incidents")
+        return
+    print(f"{'ID':<21} {'OPENED':<20} {'STATUS':<12} {'SEVERITY':<8} {'TYPE':<25} WHERE")
+    for i in incidents:
+        where = i.subject.label() if i.subject.kind != "route" else f"{i.subject.service} {i.subject.label()}"
+        status = i.status + (f" ({i.acknowledged_by})" if i.status == "acknowledged" and i.acknowledged_by else "")
+        print(f"{i.id:<21} {rfc3339(i.opened_at_ns):<20} {status:<12} {i.severity:<8} {i.type:<25} {where}")
+
+
+def _print_incident(incident: Incident) -> None:
+    s = incident.snapshot()
+    print(f"{s['id']}  {s['type']}  {s['severity']}  {s['status']}  v{s['version']}")
+    print(s["summary"])
+    print(f"opened {s['opened_at']}  updated {s['updated_at']}"
+          + (f"  resolved {s['resolved_at']}" if s["resolved_at"] else "")
+          + (f"  acknowledged by {s['acknowledged_by']}" if s["acknowledged_by"] else ""))
+    for suspect in s["suspects"][:3]:
+        print(f"  suspect {suspect['key']}={suspect['value']}: {suspect['bad_share']:.0%} of bad vs "
+              f"{suspect['good_share']:.0%} of good")
+    for trace_id in s["context"].get("exemplar_trace_ids", [])[:3]:
+        print(f"  exemplar trace {trace_id}")
+    if s["analysis"]:
+        print()
+        print(format_analysis(s["analysis"]))
+
+
+def _ack(settings: Settings, args) -> int:
+    who = args.by or f"{getpass.getuser()} (cli)"
+    url = f"{args.admin_url.rstrip('/')}/api/incidents/{args.incident_id}/ack"
+    request = urllib.request.Request(url, method="POST", data=json.dumps({"by": who}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    if settings.admin.token:
+        request.add_header("Authorization", f"Bearer {settings.admin.token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            snapshot = json.load(response)
+        print(f"{snapshot['id']} acknowledged by {snapshot['acknowledged_by']} (via {args.admin_url})")
+        return 0
+    except urllib.error.HTTPError as exc:
+        print(f"otel-ai: {exc.code}: {exc.read().decode('utf-8', 'replace')[:300]}", file=sys.stderr)
+        return 1
+    except (urllib.error.URLError, OSError):
+        return _ack_in_store(args, who)
+
+
+def _ack_in_store(args, who: str) -> int:
+    store = _store(args)
+    try:
+        incident = store.get(args.incident_id)
+        if incident is None or incident.status != "open":
+            state = "unknown" if incident is None else incident.status
+            print(f"otel-ai: incident {args.incident_id} is {state}; nothing to acknowledge", file=sys.stderr)
+            return 1
+        now = time.time_ns()
+        incident.status, incident.acknowledged_by, incident.acknowledged_at_ns = "acknowledged", who, now
+        incident.version += 1
+        incident.updated_at_ns = max(now, incident.updated_at_ns)
+        incident.last_change = "acknowledged"
+        store.save(incident)
+        outbox = Outbox(store)
+        if outbox.has_message_or_pending(incident.id):
+            outbox.put_message(incident.id, incident.version, now, {})
+            outbox.put_note(incident.id, f"acknowledged:{incident.version}", incident.version, now,
+                            {"text": render_thread_note("acknowledged", incident.snapshot(), user=who)})
+        print(f"{incident.id} acknowledged by {who} (no server running: stored; Slack is updated on the next start)")
+        return 0
+    finally:
+        store.close()
+
+
+def run_silences(settings: Settings, args) -> int:
+    store = IncidentStore(Path(args.data_dir) / "incidents.db")
+    silences = Silences(store)
+    try:
+        if args.action == "add":
+            matchers = {k: getattr(args, k) for k in ("type", "service", "route", "severity") if getattr(args, k)}
+            try:
+                silence = silences.add(matchers, parse_duration(args.duration), args.by or getpass.getuser(),
+                                       args.comment or "")
+            except (SilenceError, ValueError) as exc:
+                print(f"otel-ai: {exc}", file=sys.stderr)
+                return 2
+            print(f"{silence.id} silences {silence.matchers} until {rfc3339(silence.ends_at_ns)}")
+        elif args.action == "expire":
+            if not silences.expire(args.silence_id):
+                print(f"otel-ai: no active silence {args.silence_id}", file=sys.stderr)
+                return 1
+            print(f"{args.silence_id} expired")
+        else:
+            active = silences.list(include_expired=args.all)
+            for s in active:
+                print(f"{s.id}  until {rfc3339(s.ends_at_ns)}  {s.matchers}  by {s.created_by}: {s.comment}")
+            if not active:
+                print("no active silences")
+        return 0
+    finally:
+        store.close()

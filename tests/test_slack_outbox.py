@@ -1,0 +1,193 @@
+"""Nothing lost, nothing doubled: kill -9 around delivery, and a minute of Slack 429s.
+
+The crash tests run the real `otel-ai serve` as a subprocess against the fake Slack,
+SIGKILL it at the worst moments, restart it on the same data directory, and count the
+top-level messages Slack received for the incident."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from test_slack_lifecycle import (
+    CHANNEL,
+    FAULT_S,
+    WARMUP_S,
+    App,
+    Traffic,
+    block_text,
+    credentials,
+    lifecycle_settings,
+    wait_for,
+)
+
+from otel_ai.notify.outbox import Outbox
+from otel_ai.store import IncidentStore
+from otel_ai.testing.fake_slack import FakeSlack, Step
+
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.setenv(name, "127.0.0.1,localhost")
+
+
+class Server:
+    """`otel-ai serve` in a child process, on free ports, with Slack pointed at the fake."""
+
+    def __init__(self, data_dir: Path, slack: FakeSlack) -> None:
+        config = data_dir.parent / "otel-ai.yaml"
+        config.write_text("mode: notify\nslack:\n  groupWait: 0.2s\n")
+        env = {**os.environ, "SLACK_BOT_TOKEN": "xoxb-test", "SLACK_API_URL": slack.url,
+               "SLACK_INCIDENT_CHANNEL": CHANNEL, "SLACK_SIGNING_SECRET": slack.signing_secret,
+               "ANTHROPIC_API_KEY": "", "NO_PROXY": "127.0.0.1"}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "otel_ai", "serve", "--config", str(config), "--data-dir", str(data_dir),
+             "--host", "127.0.0.1", "--grpc-port", "0", "--http-port", "0", "--admin-port", "0"],
+            env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+        self.http_port = self._ports()
+
+    def _ports(self) -> int:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            line = self.process.stderr.readline()
+            match = re.search(r"OTLP/HTTP :(\d+)", line)
+            if match:
+                threading.Thread(target=self.process.stderr.read, daemon=True).start()  # keep the pipe drained
+                return int(match.group(1))
+            if not line and self.process.poll() is not None:
+                break
+        pytest.fail("otel-ai serve did not start")
+
+    def kill9(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(20)
+
+
+def pending_incidents(data_dir: Path) -> list[str]:
+    store = IncidentStore(data_dir / "incidents.db")
+    try:
+        outbox = Outbox(store)
+        return [i.id for i in store.list() if outbox.has_message_or_pending(i.id)
+                and outbox.message_ref(i.id) is None]
+    finally:
+        store.close()
+
+
+def posted_incident_ids(slack: FakeSlack) -> list[str]:
+    return [(c.args.get("metadata") or {}).get("event_payload", {}).get("incident_id")
+            for c in slack.calls_to("chat.postMessage")
+            if c.status == 200 and c.response.get("ok") and not c.args.get("thread_ts")]
+
+
+def test_kill9_between_detection_and_delivery_delivers_once(tmp_path: Path) -> None:
+    with FakeSlack() as slack:
+        slack.down(3600)  # Slack unreachable: the messages wait in the outbox
+        data = tmp_path / "data"
+        server = Server(data, slack)
+        try:
+            Traffic().send(server.http_port, WARMUP_S + FAULT_S - 30)
+            waiting = wait_for("incidents queued for Slack", lambda: pending_incidents(data))
+            server.kill9()
+        finally:
+            server.stop()
+        assert posted_incident_ids(slack) == []
+        slack.recover()
+        server = Server(data, slack)
+        try:
+            wait_for("delivery after the restart", lambda: set(waiting) <= set(posted_incident_ids(slack)))
+            time.sleep(1.5)
+            posted = posted_incident_ids(slack)
+            for incident_id in waiting:
+                assert posted.count(incident_id) == 1, incident_id
+        finally:
+            server.stop()
+
+
+def test_kill9_after_slack_accepted_but_before_we_recorded_it(tmp_path: Path) -> None:
+    with FakeSlack() as slack:
+        # Slack stores the message at once but answers only after 30 s: we die in between.
+        slack.script(Step(method="chat.postMessage", error=None, delay_s=30.0, times=1))
+        data = tmp_path / "data"
+        server = Server(data, slack)
+        try:
+            Traffic().send(server.http_port, WARMUP_S + FAULT_S - 30)
+            first = wait_for("the first post to reach Slack", lambda: posted_incident_ids(slack)
+                             or [m for m in slack.channel_messages(CHANNEL)])
+            time.sleep(0.3)
+            server.kill9()
+        finally:
+            server.stop()
+        messages = slack.channel_messages(CHANNEL)
+        assert len(messages) == 1, messages
+        incident_id = messages[0]["metadata"]["event_payload"]["incident_id"]
+        slack.recover()
+        server = Server(data, slack)
+        try:
+            # The restart finds the message by its metadata and updates it instead of posting again.
+            wait_for("the adopted message to be updated", lambda: any(
+                c.args.get("ts") == messages[0]["ts"] for c in slack.calls_to("chat.update")))
+            time.sleep(1.0)
+            top = [m for m in slack.channel_messages(CHANNEL)
+                   if (m.get("metadata") or {}).get("event_payload", {}).get("incident_id") == incident_id]
+            assert len(top) == 1
+            assert first
+        finally:
+            server.stop()
+
+
+def test_a_minute_of_rate_limits_loses_nothing_and_ingestion_goes_on(tmp_path: Path) -> None:
+    with FakeSlack() as slack:
+        slack.rate_limit(60.0, retry_after=5)
+        app = App(lifecycle_settings(), tmp_path / "data", console=False, credentials=credentials(slack))
+        ports = app.start()
+        try:
+            traffic = Traffic()
+            started = time.monotonic()
+            traffic.send(ports.http, WARMUP_S + FAULT_S - 30)
+            incidents = wait_for("incidents", lambda: [i for i in app.store.list() if i.type == "ERROR_RATE_SPIKE"])
+            assert app.analyzer.flush(10)
+            acked = incidents[0]
+            assert app.pipeline.incidents.acknowledge(acked.id, "U777", time.time_ns()) is not None
+            # Ingestion while Slack refuses: every export request is accepted, promptly.
+            sent_before = sum(v for v in _received(app))
+            traffic.send(ports.http, 30)
+            assert sum(v for v in _received(app)) > sent_before
+            assert time.monotonic() - started < 55, "the rate limit should still be on"
+            assert not posted_incident_ids(slack)
+            wait_for("delivery after the rate limit", lambda: acked.id in posted_incident_ids(slack), timeout_s=90)
+            ids = {i.id for i in app.store.list()}
+            outbox = Outbox(app.store)
+            wait_for("an empty outbox", lambda: outbox.pending_count() == 0, timeout_s=60)
+            posted = posted_incident_ids(slack)
+            notified = [i for i in ids if outbox.message_ref(i) is not None]
+            assert notified and all(posted.count(i) == 1 for i in notified)
+            ref = outbox.message_ref(acked.id)
+            final = slack.messages[(ref.channel, ref.ts)]
+            # Collapsed to the latest state: analysed and acknowledged in one message.
+            assert "Acknowledged by <@U777>" in block_text(final)
+            assert "Offline analysis" in block_text(final)
+            notes = [m["text"] for m in slack.thread(ref.channel, ref.ts)]
+            assert any("acknowledged by <@U777>" in n for n in notes)
+            assert any("Offline analysis" in n for n in notes)
+            assert slack.calls_to("chat.postMessage")[0].status == 429
+        finally:
+            app.stop(grace_s=0)
+
+
+def _received(app: App) -> list[float]:
+    return [s.value for m in app.metrics.spans_received.collect() for s in m.samples if s.name.endswith("_total")]
