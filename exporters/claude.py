@@ -305,6 +305,7 @@ class ClaudeAnalyzer:
         cost = actual_cost(self.rules.prices[prompt.model], usage)
         self.budget.settle(reservation, cost, incident.id, prompt.model, usage)
         self.metrics.analysis_cost.inc(cost)
+        self.metrics.analysis_cost_today.set(self.budget.spent_today())
         for kind, value in usage.as_dict().items():
             self.metrics.analysis_tokens.labels(kind=kind).inc(value)
         return usage, cost

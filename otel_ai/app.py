@@ -14,6 +14,11 @@ from otel_ai.config import Settings
 from otel_ai.exporters.claude import ClaudeAnalyzer
 from otel_ai.exporters.console import ConsoleExporter
 from otel_ai.exporters.jsonl import JsonlExporter
+from otel_ai.exporters.otlp_incidents import (
+    OtlpIncidentExporter,
+    default_exporters,
+    otlp_endpoint_configured,
+)
 from otel_ai.exporters.rollback_webhook import RollbackWebhook
 from otel_ai.exporters.slack import SlackNotifier
 from otel_ai.notify.admin_routes import LifecycleRoutes
@@ -21,6 +26,7 @@ from otel_ai.notify.delivery import SlackDelivery, make_client
 from otel_ai.notify.outbox import Outbox
 from otel_ai.notify.silences import Silences
 from otel_ai.notify.slack_actions import SlackActionVerifier
+from otel_ai.otel_metrics import OtelMetricsBridge, default_metric_exporter
 from otel_ai.pipeline import Pipeline
 from otel_ai.receiver.grpc_server import OtlpGrpcReceiver
 from otel_ai.receiver.http_server import OtlpHttpReceiver
@@ -38,14 +44,15 @@ class Credentials:
     slack_bot_token: str = ""
     slack_signing_secret: str = ""
     slack_api_url: str | None = None
+    otlp_export: bool = False  # an OTEL_EXPORTER_OTLP_*ENDPOINT is set: send incidents back as traces/events
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Credentials":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Credentials:
         env = os.environ if env is None else env
         return cls(anthropic_api_key=env.get("ANTHROPIC_API_KEY", ""),
                    slack_bot_token=env.get("SLACK_BOT_TOKEN", ""),
                    slack_signing_secret=env.get("SLACK_SIGNING_SECRET", ""),
-                   slack_api_url=env.get("SLACK_API_URL") or None)
+                   slack_api_url=env.get("SLACK_API_URL") or None, otlp_export=otlp_endpoint_configured(env))
 
 
 @dataclass
@@ -66,6 +73,11 @@ class App:
         self.analyzer = build_analyzer(settings, self.store, self.metrics, creds.anthropic_api_key,
                                        creds.anthropic_base_url)
         exporters: list = [self.analyzer]
+        self.otlp = OtlpIncidentExporter(*default_exporters()) if creds.otlp_export else None
+        self.otel_metrics = None
+        if self.otlp is not None:
+            exporters.append(self.otlp)
+            self.otel_metrics = OtelMetricsBridge(self.metrics, default_metric_exporter())
         self.outbox = Outbox(self.store)
         self.silences = Silences(self.store)
         self.delivery = self._slack(creds, exporters)
@@ -104,6 +116,8 @@ class App:
         delivery = SlackDelivery(self.settings, self.outbox, self.store,
                                  make_client(creds.slack_bot_token, creds.slack_api_url), self.metrics)
         exporters.append(SlackNotifier(self.settings, self.outbox, self.silences, self.metrics, wake=delivery.wake))
+        if self.otlp is not None:
+            delivery.on_posted = self.otlp.notified
         return delivery
 
     def _ready(self) -> bool:
@@ -140,6 +154,8 @@ class App:
         self.admin.stop()
         for exporter in self.exporters:
             exporter.shutdown()
+        if self.otel_metrics is not None:
+            self.otel_metrics.shutdown()
         self.store.close()
 
 

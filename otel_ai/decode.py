@@ -23,6 +23,9 @@ SPAN_KIND_CLIENT = 3
 STATUS_ERROR = 2
 # gRPC codes that are the server's fault (OTel RPC semantic conventions).
 GRPC_SERVER_ERRORS = np.array([2, 4, 12, 13, 14, 15])
+# Resource attribute on everything otel-ai exports (incident traces, log events): spans
+# carrying it are counted and dropped, so incidents never feed back into detection.
+GENERATED_ATTRIBUTE = "otel_ai.generated"
 SAMPLE_ONE_IN = 32  # good requests sampled for suspects, by trace id, so whole traces agree
 # Captures are costly (every attribute is read); during an incident most spans are errors,
 # so cap them per subject and batch to keep ingestion as fast as on a quiet day.
@@ -65,6 +68,7 @@ class Capture:
     trace_id: bytes
     pairs: tuple  # interned (key, value) tuples
     exceptions: tuple  # ((type, message), ...)
+    span_id: bytes = b""  # for span links from the incident trace to this request
 
 
 @dataclass(slots=True)
@@ -80,6 +84,7 @@ class SpanBatch:
     rejected: int = 0
     reject_message: str = ""
     ignored: int = 0  # spans of other kinds: accepted, not counted
+    own: int = 0  # otel-ai's own incident spans coming back through a Collector: never analyzed
     captures: list[Capture] = field(default_factory=list)
     max_end_ns: int = 0
     median_end_ns: int = 0
@@ -226,7 +231,10 @@ class Decoder:
             found = self._resource_cache[key] = self._read_resource(resource)
         return found
 
-    def _read_resource(self, resource) -> tuple[str, tuple]:
+    def _read_resource(self, resource) -> tuple[str | None, tuple]:
+        """service None marks otel-ai's own output (the loop guard)."""
+        if GENERATED_ATTRIBUTE in resource.attributes:
+            return None, ()
         service = "unknown_service"
         pairs = []
         for key, value in resource.attributes.items():
@@ -263,8 +271,12 @@ class Decoder:
         block_starts: list[int] = []
         blocks: list[tuple[str, tuple]] = []
         total = 0
+        own = 0
         for resource_spans in request.resource_spans:
             service, resource_pairs = self._resource(resource_spans.resource)
+            if service is None:
+                own += sum(len(scope_spans.spans) for scope_spans in resource_spans.scope_spans)
+                continue
             block_starts.append(len(rows))
             blocks.append((service, resource_pairs))
             for scope_spans in resource_spans.scope_spans:
@@ -306,7 +318,11 @@ class Decoder:
                                  span.status.code, http_status, grpc_status))
                     spans.append(span)
                     trace_ids.append(span.trace_id)
-        return self._columns(rows, spans, trace_ids, (block_starts, blocks), total, bounds)
+        batch = self._columns(rows, spans, trace_ids, (block_starts, blocks), total, bounds)
+        if own:
+            batch.own = own
+            batch.spans_total += own
+        return batch
 
     def _rpc_subject(self, service: str, rpc_service, rpc_method, rpc_system) -> int:
         system = "rpc" if rpc_system is None else rpc_system.string_value or "rpc"
@@ -399,7 +415,7 @@ class Decoder:
             if chosen[i]:
                 batch.captures.append(Capture(int(sid[i]), int(end[i]), float(duration_ms[i]), err, bool(slow[i]),
                                               bool(sampled[i]), trace_ids[i], self._pairs(span, resource_pairs, ()),
-                                              exceptions))
+                                              exceptions, span.span_id))
         server_idx = np.flatnonzero(chosen & ~is_client)
         for i in server_idx:
             span = spans[i]
@@ -420,7 +436,7 @@ class Decoder:
             exceptions = (_exceptions(span) + tuple(child_exceptions)) if err else ()
             pairs = self._pairs(span, resource_pairs, extra, skip_service=True)
             batch.captures.append(Capture(int(sid[i]), int(end[i]), dur, err, bool(slow[i]), bool(sampled[i]),
-                                          trace_ids[i], pairs, exceptions))
+                                          trace_ids[i], pairs, exceptions, span.span_id))
 
     def _pairs(self, span, resource_pairs: tuple, extra, skip_service: bool = False) -> tuple:
         intern = self.pairs.intern

@@ -126,6 +126,7 @@ class IncidentManager:
         self._fill(incident, anomaly, attribute(anomaly))
         self.active[key] = incident
         self.metrics.incidents.labels(type=anomaly.type, severity=anomaly.severity).inc()
+        self.metrics.incident_confidence.observe(anomaly.confidence)
         first_breach = min((t for t, _ in anomaly.recent_samples if _ >= anomaly.threshold), default=now)
         self.metrics.detection_delay.observe(max(0.0, (now - first_breach) / NS_PER_S))
         self._emit(incident, "opened", now)
@@ -151,7 +152,8 @@ class IncidentManager:
         incident.context = {
             "recent_samples": [{"timestamp": rfc3339(t), "value": v} for t, v in anomaly.recent_samples],
             "sample_count": anomaly.sample_count, "bad_count": anomaly.bad_count,
-            "exemplar_trace_ids": found.exemplar_trace_ids, "top_errors": found.top_errors,
+            "exemplar_trace_ids": found.exemplar_trace_ids, "exemplar_span_ids": found.exemplar_span_ids,
+            "top_errors": found.top_errors,
             "new_versions": found.new_versions,
             "suspect_sample": {"bad": found.bad_requests, "good": found.good_requests},
         }
@@ -183,6 +185,7 @@ class IncidentManager:
     def _resolve(self, key, incident: Incident, now: int, reason: str) -> None:
         incident.status = "resolved"
         incident.resolved_at_ns = now
+        self.metrics.time_to_resolve.labels(type=incident.type).observe(max(0.0, (now - incident.opened_at_ns) / NS_PER_S))
         incident.context = {**incident.context, "resolution": reason}
         del self.active[key]
         if len(self.resolved) > 10_000:
@@ -200,6 +203,8 @@ class IncidentManager:
                 incident.status = "acknowledged"
                 incident.acknowledged_by = who
                 incident.acknowledged_at_ns = now_ns
+                self.metrics.time_to_acknowledge.labels(type=incident.type).observe(
+                    max(0.0, (now_ns - incident.opened_at_ns) / NS_PER_S))
                 self._emit(incident, "acknowledged", max(now_ns, incident.updated_at_ns))
                 return incident
         return None

@@ -97,6 +97,8 @@ class Pipeline:
         self.metrics.spans_received.labels(transport=transport).inc(batch.spans_total - batch.rejected)
         if batch.rejected:
             self.metrics.spans_rejected.labels(reason="invalid_span").inc(batch.rejected)
+        if batch.own:
+            self.metrics.spans_dropped.labels(reason="own_output").inc(batch.own)
 
     def feed(self, body: bytes, transport: str = "replay") -> ExportResult:
         """Synchronous consume + process (replay, tests): no queue, no worker."""

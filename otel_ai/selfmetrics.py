@@ -54,5 +54,16 @@ class SelfMetrics:
             "otel_ai_slack_calls", "Slack Web API calls by method and result", ["method", "result"], registry=r)
         self.outbox_pending = Gauge(
             "otel_ai_outbox_pending", "Notifications waiting for delivery", registry=r)
+        self.time_to_resolve = Histogram(
+            "otel_ai_incident_time_to_resolve_seconds", "MTTR: event time from open to resolved",
+            ["type"], buckets=(60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 43200, 86400), registry=r)
+        self.time_to_acknowledge = Histogram(
+            "otel_ai_incident_time_to_acknowledge_seconds", "From open to the first acknowledge",
+            ["type"], buckets=(30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400), registry=r)
+        self.incident_confidence = Histogram(
+            "otel_ai_incident_confidence", "Detection confidence of opened incidents (mean = sum / count)",
+            buckets=(0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.99, 1.0), registry=r)
+        self.analysis_cost_today = Gauge(
+            "otel_ai_analysis_cost_today_usd", "USD spent on Claude today (UTC)", registry=r)
         self.watermark = Gauge(
             "otel_ai_watermark_seconds", "Event-time watermark (unix seconds)", registry=r)

@@ -48,6 +48,7 @@ class Attribution:
     new_versions: list[dict]
     bad_requests: int
     good_requests: int
+    exemplar_span_ids: list[str] = field(default_factory=list)  # aligned with exemplar_trace_ids
 
 
 class CaptureStore:
@@ -102,9 +103,11 @@ class CaptureStore:
         else:
             bad = _between(entry.bad, since, until)
             good = sampled
+        exemplars = sorted(bad, key=lambda c: -c.end_ns)[:5]
         return Attribution(
             suspects=rank_suspects(bad, good),
-            exemplar_trace_ids=[c.trace_id.hex() for c in sorted(bad, key=lambda c: -c.end_ns)[:5]],
+            exemplar_trace_ids=[c.trace_id.hex() for c in exemplars],
+            exemplar_span_ids=[c.span_id.hex() for c in exemplars],
             top_errors=_top_errors(bad),
             new_versions=self._new_versions(entry, anomaly.event_time_ns),
             bad_requests=len(bad),

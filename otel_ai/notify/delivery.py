@@ -69,6 +69,8 @@ class SlackDelivery:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_reminder_check = 0.0
+        # Told about each first post (the notify step of the incident's trace).
+        self.on_posted: Callable[[Incident, str, str, int], Any] | None = None
         # Slack is outside the process too: the same redaction as prompts get.
         self.redactor = redactor_from_settings(settings.analysis.redaction)
 
@@ -173,8 +175,11 @@ class SlackDelivery:
                 raise SlackApiError("no channel", _Missing("channel_not_found"))
             response = self.client.chat_postMessage(channel=channel, text=message.text, blocks=message.blocks,
                                                     metadata=metadata, unfurl_links=False)
+            now = self.clock_ns()
             self.outbox.save_message_ref(SlackMessageRef(incident.id, response["channel"], response["ts"],
-                                                         incident.version, self.clock_ns()))
+                                                         incident.version, now))
+            if self.on_posted is not None:
+                self.on_posted(incident, response["channel"], response["ts"], now)
             return "chat.postMessage"
         self.client.chat_update(channel=ref.channel, ts=ref.ts, text=message.text, blocks=message.blocks,
                                 metadata=metadata)

@@ -1,0 +1,237 @@
+"""Incidents back into OpenTelemetry: one trace per incident, and a log Event per change.
+
+Sent with the OTel SDK's own OTLP exporters, configured by the standard variables
+(OTEL_EXPORTER_OTLP_ENDPOINT, ..._PROTOCOL, ..._HEADERS, and the per-signal forms), so a
+tracing UI shows each incident next to the failing requests it links to.
+
+The trace id and the root span id are derived from the incident id, so every change of
+an incident lands in the same trace without keeping state: child spans (detect,
+analyze, notify, acknowledge, resolve) go out as they happen; the root span, which
+covers the incident's whole life, goes out when it resolves. Everything carries the
+resource attribute otel_ai.generated=true, which otel-ai's own decoder drops (the
+loop guard), so incidents sent back through a Collector are never analyzed again.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from typing import Any
+
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import (
+    Link,
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    set_span_in_context,
+)
+
+from otel_ai.decode import GENERATED_ATTRIBUTE
+from otel_ai.model import Incident
+from otel_ai.timefmt import parse_rfc3339
+
+log = logging.getLogger(__name__)
+
+SCOPE = InstrumentationScope("otel_ai.incidents", "1")
+MAX_LINKS = 5
+DEFAULT_SLOT_NS = 10 * 1_000_000_000
+
+
+def incident_trace_ids(incident_id: str) -> tuple[int, int]:
+    """(trace id, root span id) of an incident's trace: stable across changes and restarts."""
+    digest = hashlib.sha256(incident_id.encode()).digest()
+    return int.from_bytes(digest[:16], "big") or 1, int.from_bytes(digest[16:24], "big") or 1
+
+
+def _child_span_id(incident_id: str, step: str, version: int) -> int:
+    digest = hashlib.sha256(f"{incident_id}|{step}|{version}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") or 1
+
+
+def otlp_endpoint_configured(env: dict[str, str] | None = None) -> bool:
+    """Incident export is on when an OTLP endpoint is set; the exporters' localhost default
+    would be otel-ai's own port."""
+    env = os.environ if env is None else env
+    return any(env.get(name) for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                                          "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT"))
+
+
+def default_exporters(env: dict[str, str] | None = None) -> tuple[SpanExporter, LogRecordExporter]:
+    """OTLP span and log exporters over the protocol the standard variables ask for."""
+    env = os.environ if env is None else env
+    protocol = env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf"
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+            OTLPSpanExporter,
+        )
+    else:
+        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+            OTLPSpanExporter,
+        )
+    return OTLPSpanExporter(), OTLPLogExporter()
+
+
+class OtlpIncidentExporter:
+    notifies = False  # a record of what happened, in every rollout mode
+
+    def __init__(self, span_exporter: SpanExporter, log_exporter: LogRecordExporter,
+                 resource: Resource | None = None) -> None:
+        self.resource = resource or Resource.create({"service.name": "otel-ai", GENERATED_ATTRIBUTE: True})
+        self.spans = BatchSpanProcessor(span_exporter, schedule_delay_millis=1000)
+        self.logs = LoggerProvider(resource=self.resource, shutdown_on_exit=False)
+        self.logs.add_log_record_processor(BatchLogRecordProcessor(log_exporter, schedule_delay_millis=1000))
+        self.logger = self.logs.get_logger("otel_ai.incidents")
+
+    # ---- exporter interface ----
+    def export(self, incident: Incident) -> None:
+        change = incident.last_change
+        step = {"opened": "detect", "reopened": "detect", "analyzed": "analyze", "acknowledged": "acknowledge",
+                "resolved": "resolve"}.get(change)
+        if step == "detect":
+            self._span(incident, "detect", self._detect_start(incident), incident.updated_at_ns, links=True)
+        elif step == "analyze":
+            self._analyze_span(incident)
+        elif step == "acknowledge":
+            at = incident.acknowledged_at_ns or incident.updated_at_ns
+            self._span(incident, "acknowledge", at, at, {"incident.acknowledged_by": incident.acknowledged_by or ""})
+        elif step == "resolve":
+            at = incident.resolved_at_ns or incident.updated_at_ns
+            self._span(incident, "resolve", at, at, {"incident.resolution": incident.context.get("resolution", "")})
+            self._root(incident)
+        self._event(incident)
+
+    def notified(self, incident: Incident, channel: str, ts: str, at_ns: int) -> None:
+        """Called by Slack delivery after the first post: the notify step of the incident's trace."""
+        self._span(incident, "notify", at_ns, at_ns, {"messaging.system": "slack",
+                                                      "messaging.destination.name": channel, "slack.message.ts": ts},
+                   kind=SpanKind.PRODUCER)
+
+    def force_flush(self, timeout_ms: int = 10_000) -> bool:
+        return self.spans.force_flush(timeout_ms) and self.logs.force_flush(timeout_ms)
+
+    def shutdown(self) -> None:
+        self.spans.shutdown()
+        self.logs.shutdown()
+
+    # ---- spans ----
+    def _root(self, incident: Incident) -> None:
+        trace_id, root_id = incident_trace_ids(incident.id)
+        end = incident.resolved_at_ns or incident.updated_at_ns
+        span = ReadableSpan(
+            name=_root_name(incident), context=_context(trace_id, root_id), parent=None, resource=self.resource,
+            attributes=self._attributes(incident), links=self._links(incident), kind=SpanKind.INTERNAL,
+            status=Status(StatusCode.ERROR, incident.summary[:200]), start_time=incident.opened_at_ns,
+            end_time=max(end, incident.opened_at_ns), instrumentation_scope=SCOPE)
+        self.spans.on_end(span)
+
+    def _span(self, incident: Incident, step: str, start: int, end: int, extra: dict | None = None,
+              links: bool = False, kind: SpanKind = SpanKind.INTERNAL) -> None:
+        trace_id, root_id = incident_trace_ids(incident.id)
+        attributes = {"incident.id": incident.id, "incident.type": incident.type, "incident.step": step,
+                      **(extra or {})}
+        if step == "detect":
+            attributes.update(self._attributes(incident))
+        span = ReadableSpan(
+            name=f"{step} {incident.type}", context=_context(trace_id, _child_span_id(incident.id, step, incident.version)),
+            parent=_context(trace_id, root_id), resource=self.resource, attributes=attributes,
+            links=self._links(incident) if links else (), kind=kind, start_time=start, end_time=max(end, start),
+            instrumentation_scope=SCOPE)
+        self.spans.on_end(span)
+
+    def _analyze_span(self, incident: Incident) -> None:
+        a = incident.analysis or {}
+        end = parse_rfc3339(a.get("analyzed_at")) or incident.updated_at_ns
+        start = end - int(float(a.get("latency_ms") or 0) * 1e6)
+        usage = a.get("usage") or {}
+        attributes: dict[str, Any] = {
+            "gen_ai.system": "anthropic" if a.get("source") == "claude" else "otel_ai.offline",
+            "gen_ai.operation.name": "chat",
+            "gen_ai.request.model": a.get("model") or "offline",
+            "gen_ai.usage.input_tokens": int(usage.get("input_tokens") or 0),
+            "gen_ai.usage.output_tokens": int(usage.get("output_tokens") or 0),
+            "gen_ai.usage.cache_read_input_tokens": int(usage.get("cache_read_input_tokens") or 0),
+            "gen_ai.usage.cache_creation_input_tokens": int(usage.get("cache_creation_input_tokens") or 0),
+            "otel_ai.analysis.cost_usd": float(a.get("cost_usd") or 0.0),
+            "otel_ai.analysis.source": str(a.get("source") or ""),
+            "otel_ai.analysis.confidence": float(a.get("confidence") or 0.0),
+            "otel_ai.analysis.rollback_needed": bool(a.get("rollback_needed")),
+            "otel_ai.analysis.attempts": int(a.get("attempts") or 0),
+        }
+        if a.get("offline_reason"):
+            attributes["otel_ai.analysis.offline_reason"] = str(a["offline_reason"])[:200]
+        self._span(incident, "analyze", start, end, attributes, kind=SpanKind.CLIENT)
+
+    def _attributes(self, incident: Incident) -> dict[str, Any]:
+        data = incident.data
+        attributes: dict[str, Any] = {
+            "incident.id": incident.id, "incident.type": incident.type, "incident.severity": incident.severity,
+            "incident.status": incident.status, "incident.confidence": float(incident.confidence),
+            "incident.summary": incident.summary[:500], "incident.subject_kind": incident.subject.kind,
+            "incident.service": incident.subject.service, "incident.route": incident.subject.route,
+            "incident.method": incident.subject.method, "incident.metric": str(data.get("metric") or ""),
+        }
+        for key in ("current_value", "threshold", "baseline_value", "breach_ratio"):
+            if isinstance(data.get(key), (int, float)):
+                attributes[f"incident.{key}"] = float(data[key])
+        if incident.suspects:
+            top = incident.suspects[0]
+            attributes["incident.top_suspect"] = f"{top.get('key')}={top.get('value')}"[:200]
+        return attributes
+
+    @staticmethod
+    def _links(incident: Incident) -> list[Link]:
+        trace_ids = incident.context.get("exemplar_trace_ids") or []
+        span_ids = incident.context.get("exemplar_span_ids") or []
+        links = []
+        for n, trace_hex in enumerate(trace_ids[:MAX_LINKS]):
+            span_hex = span_ids[n] if n < len(span_ids) and span_ids[n] else ""
+            try:
+                context = _context(int(trace_hex, 16), int(span_hex, 16) if span_hex else 1, remote=True)
+            except ValueError:
+                continue
+            links.append(Link(context, {"otel_ai.link": "exemplar failing request"}))
+        return links
+
+    @staticmethod
+    def _detect_start(incident: Incident) -> int:
+        """Detection runs from the start of the first slot over the threshold to the open.
+        Samples are stamped with their slot's end; their spacing is the slot width."""
+        threshold = incident.data.get("threshold")
+        samples = incident.context.get("recent_samples") or []
+        times = [parse_rfc3339(p.get("timestamp")) for p in samples]
+        slot = times[1] - times[0] if len(times) > 1 and times[0] and times[1] else DEFAULT_SLOT_NS
+        for sample, at in zip(samples, times):
+            value = sample.get("value")
+            if isinstance(value, (int, float)) and isinstance(threshold, (int, float)) and value >= threshold and at:
+                return min(at - slot, incident.opened_at_ns)
+        return incident.opened_at_ns
+
+    # ---- log events ----
+    def _event(self, incident: Incident) -> None:
+        trace_id, root_id = incident_trace_ids(incident.id)
+        context = set_span_in_context(NonRecordingSpan(_context(trace_id, root_id)))
+        self.logger.emit(
+            timestamp=incident.updated_at_ns, context=context, event_name=f"otel_ai.incident.{incident.last_change}",
+            body=incident.summary, attributes={**self._attributes(incident), "incident.change": incident.last_change,
+                                               "incident.version": incident.version,
+                                               "incident.acknowledged_by": incident.acknowledged_by or ""})
+
+
+def _context(trace_id: int, span_id: int, remote: bool = False) -> SpanContext:
+    return SpanContext(trace_id, span_id, is_remote=remote, trace_flags=TraceFlags(TraceFlags.SAMPLED))
+
+
+def _root_name(incident: Incident) -> str:
+    return f"incident {incident.type} {incident.subject.label()}"
+

@@ -1,0 +1,130 @@
+"""A loopback OTLP/HTTP receiver that keeps what it gets: traces, logs and metrics.
+
+For tests (and users) of what otel-ai sends back into OpenTelemetry: point
+OTEL_EXPORTER_OTLP_ENDPOINT at `capture.url` (protocol http/protobuf) and read
+`capture.spans()`, `capture.log_records()` and `capture.metrics` afterwards.
+"""
+from __future__ import annotations
+
+import gzip
+import threading
+from typing import Any, Self
+
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsServiceRequest,
+    ExportLogsServiceResponse,
+)
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+    ExportMetricsServiceResponse,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+
+from otel_ai.testing.loopback import LoopbackHandler, LoopbackServer
+
+_SIGNALS = {
+    "/v1/traces": (ExportTraceServiceRequest, ExportTraceServiceResponse),
+    "/v1/logs": (ExportLogsServiceRequest, ExportLogsServiceResponse),
+    "/v1/metrics": (ExportMetricsServiceRequest, ExportMetricsServiceResponse),
+}
+MAX_REQUESTS = 10_000
+
+
+class OtlpCapture:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.host, self.port = host, port
+        self._lock = threading.Lock()
+        self.requests: dict[str, list[Any]] = {path: [] for path in _SIGNALS}
+        self._server: LoopbackServer | None = None
+
+    def start(self) -> Self:
+        self._server = LoopbackServer((self.host, self.port), self, _Handler)
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                         name="otlp-capture", daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stopping.set()
+            self._server.shutdown()
+            self._server.close_connections()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None, "OtlpCapture is not started"
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def keep(self, path: str, message: Any) -> None:
+        with self._lock:
+            kept = self.requests[path]
+            kept.append(message)
+            del kept[:-MAX_REQUESTS]
+
+    def spans(self) -> list[tuple[dict, Any]]:
+        """(resource attributes, span) of every span received."""
+        with self._lock:
+            requests = list(self.requests["/v1/traces"])
+        return [(attributes(rs.resource.attributes), span) for r in requests for rs in r.resource_spans
+                for ss in rs.scope_spans for span in ss.spans]
+
+    def log_records(self) -> list[tuple[dict, Any]]:
+        with self._lock:
+            requests = list(self.requests["/v1/logs"])
+        return [(attributes(rl.resource.attributes), record) for r in requests for rl in r.resource_logs
+                for sl in rl.scope_logs for record in sl.log_records]
+
+    @property
+    def metrics(self) -> list[Any]:
+        with self._lock:
+            return list(self.requests["/v1/metrics"])
+
+
+def attributes(key_values) -> dict[str, Any]:
+    """Span, log or resource attributes as a plain dict."""
+    out = {}
+    for kv in key_values:
+        value = kv.value
+        kind = value.WhichOneof("value")
+        out[kv.key] = getattr(value, kind) if kind else None
+    return out
+
+
+class _Handler(LoopbackHandler):
+    server: LoopbackServer
+
+    def _serve(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length)
+        signal = _SIGNALS.get(self.path.split("?")[0])
+        if signal is None or self.command != "POST":
+            self._answer(404, b"")
+            return
+        if self.headers.get("Content-Encoding", "").lower() == "gzip":
+            body = gzip.decompress(body)
+        request_type, response_type = signal
+        try:
+            message = request_type.FromString(body)
+        except Exception:  # noqa: BLE001 - any undecodable body is the client's problem
+            self._answer(400, b"")
+            return
+        self.server.fake.keep(self.path.split("?")[0], message)
+        self._answer(200, response_type().SerializeToString())
+
+    def _answer(self, status: int, payload: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
