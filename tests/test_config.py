@@ -57,13 +57,3 @@ def test_cli_fails_at_start_up_on_bad_config(tmp_path, capsys):
     path.write_text("events: [")
     assert main(["serve", "--config", str(path), "--data-dir", str(tmp_path)]) == 2
     assert "not valid YAML" in capsys.readouterr().err
-
-
-def test_collector_config_points_at_otel_ai_defaults():
-    with open("collector-config.yaml") as f:
-        config = yaml.safe_load(f)
-    defaults = load_settings(env={}).receiver
-    exporter = config["exporters"]["otlp/otel-ai"]
-    assert exporter["endpoint"].endswith(f":{defaults.grpc_port}")
-    assert exporter["compression"] == "gzip" and exporter["retry_on_failure"]["enabled"]
-    assert "otlp/otel-ai" in config["service"]["pipelines"]["traces"]["exporters"]
