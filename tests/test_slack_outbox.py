@@ -114,6 +114,8 @@ def test_kill9_between_detection_and_delivery_delivers_once(tmp_path: Path) -> N
             posted = posted_incident_ids(slack)
             for incident_id in waiting:
                 assert posted.count(incident_id) == 1, incident_id
+            print(f"\nkill -9 with {len(waiting)} incident(s) queued; after restart: "
+                  f"{[posted.count(i) for i in waiting]} top-level posts each")
         finally:
             server.stop()
 
@@ -153,6 +155,7 @@ def test_kill9_after_slack_accepted_but_before_we_recorded_it(tmp_path: Path) ->
 def test_a_minute_of_rate_limits_loses_nothing_and_ingestion_goes_on(tmp_path: Path) -> None:
     with FakeSlack() as slack:
         slack.rate_limit(60.0, retry_after=5)
+        limited_at = time.monotonic()
         app = App(lifecycle_settings(), tmp_path / "data", console=False, credentials=credentials(slack))
         ports = app.start()
         try:
@@ -185,9 +188,18 @@ def test_a_minute_of_rate_limits_loses_nothing_and_ingestion_goes_on(tmp_path: P
             assert any("acknowledged by <@U777>" in n for n in notes)
             assert any("Offline analysis" in n for n in notes)
             assert slack.calls_to("chat.postMessage")[0].status == 429
+            limited = sum(c.status == 429 for c in slack.calls)
+            print(f"\nrate limit 60 s: {limited} calls answered 429; afterwards {len(notified)} incident messages "
+                  f"posted once each, {len(slack.calls_to('chat.update'))} updates, {len(notes)} notes on the "
+                  f"acknowledged one; spans accepted while limited: {sum(_received(app)) - sent_before:.0f}; "
+                  f"first post {_first_ok_post(slack) - limited_at:.1f} s after the limit began")
         finally:
             app.stop(grace_s=0)
 
 
 def _received(app: App) -> list[float]:
     return [s.value for m in app.metrics.spans_received.collect() for s in m.samples if s.name.endswith("_total")]
+
+
+def _first_ok_post(slack: FakeSlack) -> float:
+    return min(c.at for c in slack.calls_to("chat.postMessage") if c.status == 200)
