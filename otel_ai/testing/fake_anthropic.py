@@ -33,10 +33,10 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any, Self
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from otel_ai.testing.loopback import LoopbackHandler, LoopbackServer
+from otel_ai.testing.loopback import LoopbackFake, LoopbackHandler, LoopbackServer
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
 MESSAGES = "/v1/messages"
@@ -163,13 +163,14 @@ def _json_object(raw: bytes) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
-class FakeAnthropic:
+class FakeAnthropic(LoopbackFake):
     MAX_RECORDED = 10_000
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, default_text: str | None = None,
                  api_key: str | None = None) -> None:
-        self.host = host
-        self.port = port
+        super().__init__(host, port)
+        self.handler = _Handler
+        self.thread_name = "fake-anthropic"
         self.default_text = default_text if default_text is not None else json.dumps(sample_answer())
         self.api_key = api_key
         self._lock = threading.Lock()
@@ -178,44 +179,10 @@ class FakeAnthropic:
         self._cached_prefixes: set[str] = set()
         self._request_ids = itertools.count(1)
         self._message_ids = itertools.count(1)
-        self._server: LoopbackServer | None = None
-        self._thread: threading.Thread | None = None
-
-    # -- lifecycle ---------------------------------------------------------------------------
-
-    def start(self) -> Self:
-        if self._server is None:
-            self._server = LoopbackServer((self.host, self.port), self, _Handler)
-            # The poll interval is how long stop() waits for the accept loop to notice.
-            self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.01},
-                                            name="fake-anthropic", daemon=True)
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        server, thread = self._server, self._thread
-        if server is None or thread is None:
-            return
-        self._server = self._thread = None
-        server.stopping.set()
-        server.shutdown()
-        server.server_close()
-        # Keep-alive connections would otherwise go on being served by their handler threads.
-        server.close_connections()
-        thread.join(timeout=5)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
     @property
     def url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("FakeAnthropic is not started")
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"{self.base_url}"
 
     # -- scripting and inspection ------------------------------------------------------------
 

@@ -41,10 +41,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from email.parser import BytesParser
-from typing import Any, Self
+from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
-from otel_ai.testing.loopback import LoopbackHandler, LoopbackServer
+from otel_ai.testing.loopback import LoopbackFake, LoopbackHandler, LoopbackServer
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
 API_PREFIX = "/api/"
@@ -117,13 +117,14 @@ class _ApiError(Exception):
         return _Reply(200, payload)
 
 
-class FakeSlack:
+class FakeSlack(LoopbackFake):
     MAX_RECORDED = 10_000
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, token: str | None = "xoxb-test",
                  signing_secret: str = "test-signing-secret") -> None:
-        self.host = host
-        self.port = port
+        super().__init__(host, port)
+        self.handler = _Handler
+        self.thread_name = "fake-slack"
         self.token = token  # None: any token is accepted (a missing one still is not_authed)
         self.signing_secret = signing_secret
         self._lock = threading.Lock()
@@ -143,45 +144,11 @@ class FakeSlack:
             "conversations.history": self._history,
             "conversations.replies": self._conversation_replies,
         }
-        self._server: LoopbackServer | None = None
-        self._thread: threading.Thread | None = None
-
-    # -- lifecycle ---------------------------------------------------------------------------
-
-    def start(self) -> Self:
-        if self._server is None:
-            self._server = LoopbackServer((self.host, self.port), self, _Handler)
-            # The poll interval is how long stop() waits for the accept loop to notice.
-            self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.01},
-                                            name="fake-slack", daemon=True)
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        server, thread = self._server, self._thread
-        if server is None or thread is None:
-            return
-        self._server = self._thread = None
-        server.stopping.set()
-        server.shutdown()
-        server.server_close()
-        # Keep-alive connections would otherwise go on being served by their handler threads.
-        server.close_connections()
-        thread.join(timeout=5)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
     @property
     def url(self) -> str:
         """The base URL for slack_sdk's base_url and SLACK_API_URL, trailing slash included."""
-        if self._server is None:
-            raise RuntimeError("FakeSlack is not started")
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}{API_PREFIX}"
+        return f"{self.base_url}{API_PREFIX}"
 
     # -- scripting ---------------------------------------------------------------------------
 

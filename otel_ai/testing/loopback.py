@@ -7,7 +7,7 @@ import socketserver
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 
 from otel_ai.receiver.http_server import shutdown_sockets
 
@@ -78,3 +78,50 @@ class LoopbackHandler(BaseHTTPRequestHandler):
 
     def _serve(self) -> None:
         raise NotImplementedError
+
+
+class LoopbackFake:
+    """Start/stop and `with` support for a fake served by LoopbackServer; subclasses set
+    `handler` and `thread_name`, and may add a path to `base_url`."""
+
+    handler: type[LoopbackHandler]
+    thread_name = "loopback-fake"
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.host, self.port = host, port
+        self._server: LoopbackServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> Self:
+        if self._server is None:
+            self._server = LoopbackServer((self.host, self.port), self, self.handler)
+            # The poll interval is how long stop() waits for the accept loop to notice.
+            self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.01},
+                                            name=self.thread_name, daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        server, thread = self._server, self._thread
+        if server is None or thread is None:
+            return
+        self._server = self._thread = None
+        server.stopping.set()
+        server.shutdown()
+        server.server_close()
+        # Keep-alive connections would otherwise go on being served by their handler threads.
+        server.close_connections()
+        thread.join(timeout=5)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def base_url(self) -> str:
+        if self._server is None:
+            raise RuntimeError(f"{type(self).__name__} is not started")
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import gzip
 import threading
-from typing import Any, Self
+from typing import Any
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
     ExportLogsServiceRequest,
@@ -23,7 +23,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from otel_ai.testing.loopback import LoopbackHandler, LoopbackServer
+from otel_ai.testing.loopback import LoopbackFake, LoopbackHandler, LoopbackServer
 
 _SIGNALS = {
     "/v1/traces": (ExportTraceServiceRequest, ExportTraceServiceResponse),
@@ -33,38 +33,18 @@ _SIGNALS = {
 MAX_REQUESTS = 10_000
 
 
-class OtlpCapture:
+class OtlpCapture(LoopbackFake):
+    thread_name = "otlp-capture"
+
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.host, self.port = host, port
+        super().__init__(host, port)
+        self.handler = _Handler
         self._lock = threading.Lock()
         self.requests: dict[str, list[Any]] = {path: [] for path in _SIGNALS}
-        self._server: LoopbackServer | None = None
-
-    def start(self) -> Self:
-        self._server = LoopbackServer((self.host, self.port), self, _Handler)
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                         name="otlp-capture", daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.stopping.set()
-            self._server.shutdown()
-            self._server.close_connections()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
     @property
     def url(self) -> str:
-        assert self._server is not None, "OtlpCapture is not started"
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return self.base_url
 
     def keep(self, path: str, message: Any) -> None:
         with self._lock:
