@@ -21,6 +21,7 @@ from otel_ai.app import App, Credentials
 from otel_ai.config import load_settings
 from otel_ai.testing.fake_anthropic import FakeAnthropic, sample_answer
 from otel_ai.testing.fake_slack import FakeSlack
+from otel_ai.testing.harness import wait_for
 from otel_ai.testing.otlp_capture import OtlpCapture, attributes
 
 NS = 1_000_000_000
@@ -46,14 +47,6 @@ def send(tracer, flush, sent: Sent, start_ns: int, seconds: int, failing: bool, 
     assert flush()
 
 
-def wait_for(what: str, check, timeout_s: float = 25.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.1)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 def print_trace(root, children) -> None:

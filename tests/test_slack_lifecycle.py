@@ -15,6 +15,7 @@ from otel_ai.app import App, Credentials
 from otel_ai.config import Settings, load_settings
 from otel_ai.testing.fake_anthropic import FakeAnthropic, sample_answer
 from otel_ai.testing.fake_slack import FakeSlack
+from otel_ai.testing.harness import wait_for
 from otel_ai.testing.scenarios import steady_noise
 from otel_ai.testing.traffic import Fault, TrafficGenerator
 
@@ -62,14 +63,6 @@ class Traffic:
                 assert response.status == 200
 
 
-def wait_for(what: str, check, timeout_s: float = 20.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.1)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 def top_level_posts(slack: FakeSlack, incident_id: str) -> list:

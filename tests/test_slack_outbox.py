@@ -25,12 +25,12 @@ from test_slack_lifecycle import (
     block_text,
     credentials,
     lifecycle_settings,
-    wait_for,
 )
 
 from otel_ai.notify.outbox import Outbox
 from otel_ai.store import IncidentStore
 from otel_ai.testing.fake_slack import FakeSlack, Step
+from otel_ai.testing.harness import wait_for
 
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 

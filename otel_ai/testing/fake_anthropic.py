@@ -26,7 +26,6 @@ import argparse
 import hashlib
 import itertools
 import json
-import signal
 import sys
 import threading
 import time
@@ -36,7 +35,12 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from otel_ai.testing.loopback import LoopbackFake, LoopbackHandler, LoopbackServer
+from otel_ai.testing.loopback import (
+    LoopbackFake,
+    LoopbackHandler,
+    LoopbackServer,
+    serve_until_signalled,
+)
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
 MESSAGES = "/v1/messages"
@@ -403,17 +407,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
-    # SIGTERM (docker stop, Popen.terminate) ends it as cleanly as Ctrl-C.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    print(f"fake Anthropic API on {fake.url} (export ANTHROPIC_BASE_URL={fake.url})", flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        fake.stop()
-    return 0
+    return serve_until_signalled(fake, f"fake Anthropic API on {fake.url} (export ANTHROPIC_BASE_URL={fake.url})")
 
 
 if __name__ == "__main__":

@@ -32,7 +32,6 @@ import hashlib
 import hmac
 import itertools
 import json
-import signal
 import sys
 import threading
 import time
@@ -44,7 +43,12 @@ from email.parser import BytesParser
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
-from otel_ai.testing.loopback import LoopbackFake, LoopbackHandler, LoopbackServer
+from otel_ai.testing.loopback import (
+    LoopbackFake,
+    LoopbackHandler,
+    LoopbackServer,
+    serve_until_signalled,
+)
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
 API_PREFIX = "/api/"
@@ -704,17 +708,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
-    # SIGTERM (docker stop, Popen.terminate) ends it as cleanly as Ctrl-C.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    print(f"fake Slack API on {fake.url} (export SLACK_API_URL={fake.url})", flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        fake.stop()
-    return 0
+    return serve_until_signalled(fake, f"fake Slack API on {fake.url} (export SLACK_API_URL={fake.url})")
 
 
 if __name__ == "__main__":

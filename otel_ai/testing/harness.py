@@ -3,6 +3,7 @@ the evaluation harness shared by the tests, the demo and anyone tuning detectors
 from __future__ import annotations
 
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,3 +51,15 @@ def run_generator(generator, duration_s: float, settings: Settings | None = None
         pipeline.flush()
         store.close()
     return RunResult(recorder.opened(), recorder.changes, spans, pipeline)
+
+
+def wait_for(what: str, check, timeout_s: float = 20.0, every_s: float = 0.1):
+    """Poll check() until it returns something truthy, and return that; TimeoutError naming
+    `what` otherwise. For tests of things that happen on other threads or processes."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(every_s)
+    raise TimeoutError(f"timed out after {timeout_s:g}s waiting for {what}")

@@ -2,10 +2,12 @@
 that stops promptly, and a keep-alive handler base whose subclasses implement _serve()."""
 from __future__ import annotations
 
+import signal
 import socket
 import socketserver
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 
@@ -125,3 +127,18 @@ class LoopbackFake:
             raise RuntimeError(f"{type(self).__name__} is not started")
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
+
+
+def serve_until_signalled(fake: LoopbackFake, banner: str) -> int:
+    """The `python -m` entry of a fake: print the banner, serve until Ctrl-C or SIGTERM."""
+    # SIGTERM (docker stop, Popen.terminate) ends it as cleanly as Ctrl-C.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    print(banner, flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        fake.stop()
+    return 0
