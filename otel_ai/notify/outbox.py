@@ -20,7 +20,7 @@ MESSAGE = "message"  # bring the incident's one message up to date
 NOTE = "note"  # one reply in the incident's thread
 
 PENDING, DONE, DEAD = "pending", "done", "dead"
-KEEP_DONE = 5_000  # delivered rows kept for inspection; older ones are pruned
+KEEP_DONE = 5_000  # delivered (and undeliverable) rows kept for inspection; older ones are pruned
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,8 +111,8 @@ class Outbox:
     def done(self, entry: Entry) -> None:
         with self.store.transaction() as db:
             db.execute("UPDATE outbox SET state = ?, last_error = NULL WHERE seq = ?", (DONE, entry.seq))
-            db.execute("DELETE FROM outbox WHERE state = ? AND seq < (SELECT MAX(seq) FROM outbox) - ?",
-                       (DONE, KEEP_DONE))
+            db.execute("DELETE FROM outbox WHERE state IN (?, ?) AND seq < (SELECT MAX(seq) FROM outbox) - ?",
+                       (DONE, DEAD, KEEP_DONE))
 
     def retry_later(self, entry: Entry, due_ns: int, error: str) -> None:
         with self.store.transaction() as db:
