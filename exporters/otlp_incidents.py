@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from typing import Any
 
 from opentelemetry.sdk._logs import LoggerProvider
@@ -37,6 +36,7 @@ from opentelemetry.trace import (
 
 from otel_ai.decode import GENERATED_ATTRIBUTE
 from otel_ai.model import Incident
+from otel_ai.otlp_env import otlp_protocol
 from otel_ai.timefmt import parse_rfc3339
 
 log = logging.getLogger(__name__)
@@ -57,28 +57,20 @@ def _child_span_id(incident_id: str, step: str, version: int) -> int:
     return int.from_bytes(digest[:8], "big") or 1
 
 
-def otlp_endpoint_configured(env: dict[str, str] | None = None) -> bool:
-    """Incident export is on when an OTLP endpoint is set; the exporters' localhost default
-    would be otel-ai's own port."""
-    env = os.environ if env is None else env
-    return any(env.get(name) for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-                                          "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT"))
-
-
-def default_exporters(env: dict[str, str] | None = None) -> tuple[SpanExporter, LogRecordExporter]:
+def default_exporters() -> tuple[SpanExporter, LogRecordExporter]:
     """OTLP span and log exporters over the protocol the standard variables ask for."""
-    env = os.environ if env is None else env
-    protocol = env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf"
-    if protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+    if otlp_protocol("traces") == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
             OTLPSpanExporter,
         )
     else:
-        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
             OTLPSpanExporter,
         )
+    if otlp_protocol("logs") == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+    else:
+        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
     return OTLPSpanExporter(), OTLPLogExporter()
 
 

@@ -17,7 +17,6 @@ from otel_ai.exporters.jsonl import JsonlExporter
 from otel_ai.exporters.otlp_incidents import (
     OtlpIncidentExporter,
     default_exporters,
-    otlp_endpoint_configured,
 )
 from otel_ai.exporters.rollback_webhook import RollbackWebhook
 from otel_ai.exporters.slack import SlackNotifier
@@ -27,6 +26,7 @@ from otel_ai.notify.outbox import Outbox
 from otel_ai.notify.silences import Silences
 from otel_ai.notify.slack_actions import SlackActionVerifier
 from otel_ai.otel_metrics import OtelMetricsBridge, default_metric_exporter
+from otel_ai.otlp_env import otlp_export_configured
 from otel_ai.pipeline import Pipeline
 from otel_ai.receiver.grpc_server import OtlpGrpcReceiver
 from otel_ai.receiver.http_server import OtlpHttpReceiver
@@ -52,7 +52,7 @@ class Credentials:
         return cls(anthropic_api_key=env.get("ANTHROPIC_API_KEY", ""),
                    slack_bot_token=env.get("SLACK_BOT_TOKEN", ""),
                    slack_signing_secret=env.get("SLACK_SIGNING_SECRET", ""),
-                   slack_api_url=env.get("SLACK_API_URL") or None, otlp_export=otlp_endpoint_configured(env))
+                   slack_api_url=env.get("SLACK_API_URL") or None, otlp_export=otlp_export_configured(env))
 
 
 @dataclass

@@ -2,8 +2,8 @@
 
 Reads go straight to the SQLite store (safe next to a running server: WAL mode).
 Acknowledge asks the running server first, because it holds open incidents in memory
-and would otherwise overwrite the change; with no server it updates the store and
-queues the Slack update in the outbox, for the next start to deliver.
+and would otherwise overwrite the change; with no server it runs the same incident
+stage and Slack notifier on the store, so the outbox gets the update for the next start.
 """
 from __future__ import annotations
 
@@ -17,10 +17,12 @@ from pathlib import Path
 
 from otel_ai.analysis.render import format_analysis
 from otel_ai.config import Settings
+from otel_ai.exporters.slack import SlackNotifier
+from otel_ai.incidents import IncidentManager
 from otel_ai.model import Incident
-from otel_ai.notify.blocks import render_thread_note
 from otel_ai.notify.outbox import Outbox
 from otel_ai.notify.silences import SilenceError, Silences
+from otel_ai.selfmetrics import SelfMetrics
 from otel_ai.store import IncidentStore
 from otel_ai.timefmt import parse_duration, rfc3339
 
@@ -101,29 +103,25 @@ def _ack(settings: Settings, args) -> int:
         print(f"otel-ai: {exc.code}: {exc.read().decode('utf-8', 'replace')[:300]}", file=sys.stderr)
         return 1
     except (urllib.error.URLError, OSError):
-        return _ack_in_store(args, who)
+        return _ack_in_store(settings, args, who)
 
 
-def _ack_in_store(args, who: str) -> int:
+def _ack_in_store(settings: Settings, args, who: str) -> int:
+    """The same path the server takes: the incident stage acknowledges, and the Slack
+    notifier queues the message update and thread note in the outbox."""
     store = _store(args)
     try:
-        incident = store.get(args.incident_id)
-        if incident is None or incident.status != "open":
-            state = "unknown" if incident is None else incident.status
-            print(f"otel-ai: incident {args.incident_id} is {state}; nothing to acknowledge", file=sys.stderr)
-            return 1
+        notifier = SlackNotifier(settings, Outbox(store), Silences(store))
+        incidents = IncidentManager(settings, store, [notifier], SelfMetrics())
         now = time.time_ns()
-        incident.status, incident.acknowledged_by, incident.acknowledged_at_ns = "acknowledged", who, now
-        incident.version += 1
-        incident.updated_at_ns = max(now, incident.updated_at_ns)
-        incident.last_change = "acknowledged"
-        store.save(incident)
-        outbox = Outbox(store)
-        if outbox.has_message_or_pending(incident.id):
-            outbox.put_message(incident.id, incident.version, now, {})
-            outbox.put_note(incident.id, f"acknowledged:{incident.version}", incident.version, now,
-                            {"text": render_thread_note("acknowledged", incident.snapshot(), user=who)})
-        print(f"{incident.id} acknowledged by {who} (no server running: stored; Slack is updated on the next start)")
+        incidents.restore(now)
+        incident = incidents.acknowledge(args.incident_id, who, now)
+        if incident is None:
+            print(f"otel-ai: incident {args.incident_id} is not open (unknown or resolved); nothing to acknowledge",
+                  file=sys.stderr)
+            return 1
+        print(f"{incident.id} acknowledged by {incident.acknowledged_by} "
+              "(no server running: stored; Slack is updated on the next start)")
         return 0
     finally:
         store.close()

@@ -8,7 +8,6 @@ Exported with the SDK's OTLP metric exporter, configured by the standard variabl
 """
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Iterable
@@ -22,15 +21,14 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.resources import Resource
 
 from otel_ai.decode import GENERATED_ATTRIBUTE
+from otel_ai.otlp_env import otlp_protocol
 from otel_ai.selfmetrics import SelfMetrics
 
 CACHE_S = 1.0  # one registry read serves every instrument of an export cycle
 
 
-def default_metric_exporter(env: dict[str, str] | None = None) -> MetricExporter:
-    env = os.environ if env is None else env
-    protocol = env.get("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf"
-    if protocol == "grpc":
+def default_metric_exporter() -> MetricExporter:
+    if otlp_protocol("metrics") == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
             OTLPMetricExporter,
         )
