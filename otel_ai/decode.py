@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from otel_ai.proto.otel_ai.v1.otlp_view_pb2 import TraceRequestView
 
+from otel_ai.resources import ResourceInfo, ResourceTable, instance_of
 from otel_ai.subjects import SubjectTable
 
 SPAN_KIND_SERVER = 2
@@ -73,13 +74,30 @@ class Capture:
 
 @dataclass(slots=True)
 class SpanBatch:
-    """Columns of the counted spans (SERVER -> routes, CLIENT -> dependencies)."""
+    """Columns of the counted spans: SERVER spans (-> routes) and CLIENT spans with a
+    dependency name (-> dependencies), one row each, in request order.
 
-    subject_id: np.ndarray  # int32
+    This is the contract between decode (Python or native) and every later stage;
+    both decoders fill every column. Ids are little-endian integers of the OTLP bytes
+    (0 where absent), so joins across spans are numpy sorts, not Python dicts.
+    """
+
+    subject_id: np.ndarray  # int32: route (SERVER) or dependency (CLIENT) subject
     end_ns: np.ndarray  # int64
     duration_ms: np.ndarray  # float64
     error: np.ndarray  # bool: status ERROR or HTTP >= 500 (never 4xx)
     client_error: np.ndarray  # bool: HTTP 4xx (or a client-side gRPC code)
+    kind: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int8))  # 2 SERVER, 3 CLIENT
+    service_id: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))  # emitting service (SubjectTable.services)
+    resource_id: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))  # emitting pod/process (ResourceTable)
+    start_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    http_status: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int16))  # 0: none
+    grpc_status: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int8))  # -1: none
+    resend_count: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int16))  # http.request.resend_count
+    weight: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # adjusted count (sampling); 1.0
+    trace_key: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))  # 64-bit mix of the trace id
+    span_id: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
+    parent_span_id: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))  # 0: a root span
     spans_total: int = 0
     rejected: int = 0
     reject_message: str = ""
@@ -218,29 +236,31 @@ class Decoder:
         # Per subject: duration above which a request counts as slow enough to capture.
         self.slow_threshold_ms = np.full(0, np.inf)
         self._unrouted: dict[tuple[str, str, str], int] = {}
-        self._resource_cache: dict[bytes, tuple[str, tuple]] = {}
+        self.resources = ResourceTable()
+        self._resource_cache: dict[bytes, tuple[ResourceInfo, int] | None] = {}
 
-    def _resource(self, resource) -> tuple[str, tuple]:
-        """(service.name, interned suspect pairs) of a resource, cached by its bytes: the
-        same few hundred pods send every batch."""
+    def _resource(self, resource) -> tuple[ResourceInfo, int] | None:
+        """The resource's service, interned suspect pairs and id, cached by its bytes:
+        the same few hundred pods send every batch. None marks otel-ai's own output."""
         key = resource.SerializeToString(deterministic=True)
-        found = self._resource_cache.get(key)
-        if found is None:
+        found = self._resource_cache.get(key, False)
+        if found is False:
             if len(self._resource_cache) >= 10_000:
                 self._resource_cache.clear()
             found = self._resource_cache[key] = self._read_resource(resource)
         return found
 
-    def _read_resource(self, resource) -> tuple[str | None, tuple]:
-        """service None marks otel-ai's own output (the loop guard)."""
+    def _read_resource(self, resource) -> tuple[ResourceInfo, int] | None:
         if GENERATED_ATTRIBUTE in resource.attributes:
-            return None, ()
+            return None  # the loop guard
         service = "unknown_service"
         pairs = []
+        texts: dict[str, str] = {}
         for key, value in resource.attributes.items():
             text = _value_text(value)
             if text is None:
                 continue
+            texts[key] = text
             if key == "service.name":
                 service = text or service
             if key in NOT_SUSPECT_KEYS:
@@ -248,7 +268,9 @@ class Decoder:
             pair = self.pairs.intern(key, text)
             if pair is not None:
                 pairs.append(pair)
-        return service, tuple(pairs)
+        info = ResourceInfo(service, self.subjects.service_id(service), instance_of(texts),
+                            texts.get("service.version", ""), tuple(pairs))
+        return info, self.resources.intern(info)
 
     def _route_subject(self, service: str, method: str, name: str) -> int:
         key = (service, method, name)
@@ -266,19 +288,20 @@ class Decoder:
         rows: list[tuple] = []
         spans: list = []
         trace_ids: list[bytes] = []
-        # Per ResourceSpans: its first row and (service, pairs); pass 2 maps rows back
-        # to resources, so the hot loop appends nothing per span for them.
+        # Per ResourceSpans: its first row and (resource, id); the columns and pass 2 map
+        # rows back to resources, so the hot loop appends nothing per span for them.
         block_starts: list[int] = []
-        blocks: list[tuple[str, tuple]] = []
+        blocks: list[tuple[ResourceInfo, int]] = []
         total = 0
         own = 0
         for resource_spans in request.resource_spans:
-            service, resource_pairs = self._resource(resource_spans.resource)
-            if service is None:
+            found = self._resource(resource_spans.resource)
+            if found is None:
                 own += sum(len(scope_spans.spans) for scope_spans in resource_spans.scope_spans)
                 continue
+            service = found[0].service
             block_starts.append(len(rows))
-            blocks.append((service, resource_pairs))
+            blocks.append(found)
             for scope_spans in resource_spans.scope_spans:
                 scope_list = scope_spans.spans
                 total += len(scope_list)
@@ -288,6 +311,7 @@ class Decoder:
                         continue
                     get = span.attributes.get
                     grpc_status = -1
+                    resend = 0
                     value = get("http.response.status_code")
                     if value is None:
                         value = get("http.status_code")
@@ -314,8 +338,11 @@ class Decoder:
                         if not dependency:
                             continue
                         sid = subjects.dependency(dependency)
+                        value = get("http.request.resend_count")
+                        if value is not None:
+                            resend = _int_of(value)
                     rows.append((sid, kind, span.start_time_unix_nano, span.end_time_unix_nano,
-                                 span.status.code, http_status, grpc_status))
+                                 span.status.code, http_status, grpc_status, resend))
                     spans.append(span)
                     trace_ids.append(span.trace_id)
         batch = self._columns(rows, spans, trace_ids, (block_starts, blocks), total, bounds)
@@ -342,7 +369,7 @@ class Decoder:
             limit = np.iinfo(np.int64).max
             table = np.array([tuple(v if v <= limit else 0 for v in row) for row in rows], dtype=np.int64)
         sid, kind, start, end = table[:, 0], table[:, 1], table[:, 2], table[:, 3]
-        status, http_status, grpc_status = table[:, 4], table[:, 5], table[:, 6]
+        status, http_status, grpc_status, resend = table[:, 4], table[:, 5], table[:, 6], table[:, 7]
         invalid = (end <= 0) | (start <= 0) | (end < start)
         reasons = []
         if invalid.any():
@@ -362,12 +389,27 @@ class Decoder:
             client_error |= flagged & ~server_fault
         keep = ~invalid
         duration_ms = (end - start) / 1e6
+        block_starts, blocks = resources
+        block_sizes = np.diff(np.append(np.asarray(block_starts, dtype=np.int64), n))
+        service_id = np.repeat(np.array([b[0].service_id for b in blocks], dtype=np.int32), block_sizes)
+        resource_id = np.repeat(np.array([b[1] for b in blocks], dtype=np.int32), block_sizes)
         batch = SpanBatch(
             subject_id=sid[keep].astype(np.int32),
             end_ns=end[keep],
             duration_ms=duration_ms[keep],
             error=error[keep],
             client_error=client_error[keep],
+            kind=kind[keep].astype(np.int8),
+            service_id=service_id[keep],
+            resource_id=resource_id[keep],
+            start_ns=start[keep],
+            http_status=np.where((http_status > 0) & (http_status < 1000), http_status, 0)[keep].astype(np.int16),
+            grpc_status=np.where((grpc_status >= 0) & (grpc_status < 128), grpc_status, -1)[keep].astype(np.int8),
+            resend_count=np.clip(resend, 0, 32767)[keep].astype(np.int16),
+            weight=np.ones(int(keep.sum()), dtype=np.float32),
+            trace_key=trace_keys(trace_ids)[keep],
+            span_id=id64([span.span_id for span in spans])[keep],
+            parent_span_id=id64([span.parent_span_id for span in spans])[keep],
             spans_total=total,
             rejected=int(invalid.sum()),
             reject_message=("rejected spans: " + "; ".join(reasons)) if reasons else "",
@@ -401,7 +443,11 @@ class Decoder:
         dependency_name = self.subjects.subjects
         block_starts, blocks = resources
         starts = np.asarray(block_starts)
-        owner = lambda i: blocks[int(np.searchsorted(starts, i, side="right")) - 1]  # noqa: E731
+
+        def owner(i: int) -> tuple[str, tuple]:
+            info = blocks[int(np.searchsorted(starts, i, side="right")) - 1][0]
+            return info.service, info.pairs
+
         # Every interesting CLIENT span goes into the child index (cheap), so the
         # requests that called it can name it; only the capped few are captured
         # with all their attributes (costly) for the dependency's own suspects.
@@ -455,6 +501,31 @@ class Decoder:
             if pair is not None and pair not in out:
                 out.append(pair)
         return tuple(out)
+
+
+def id64(ids: list[bytes]) -> np.ndarray:
+    """8-byte span ids as little-endian uint64; 0 for an absent or malformed id."""
+    joined = b"".join(ids)
+    if len(joined) == 8 * len(ids):
+        return np.frombuffer(joined, dtype="<u8").astype(np.uint64)
+    return np.array([int.from_bytes(i, "little") if len(i) == 8 else 0 for i in ids], dtype=np.uint64)
+
+
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+
+
+def trace_keys(trace_ids: list[bytes]) -> np.ndarray:
+    """A 64-bit key per 16-byte trace id (high half times a golden-ratio constant, xor the
+    low half): collisions among the traces in flight are negligible, and joins can sort
+    one uint64 column. 0 for a malformed id."""
+    joined = b"".join(trace_ids)
+    if len(joined) == 16 * len(trace_ids):
+        halves = np.frombuffer(joined, dtype="<u8").reshape(-1, 2)
+    else:
+        halves = np.array([(int.from_bytes(t[:8], "little"), int.from_bytes(t[8:], "little")) if len(t) == 16
+                           else (0, 0) for t in trace_ids], dtype=np.uint64).reshape(-1, 2)
+    with np.errstate(over="ignore"):
+        return (halves[:, 0] * _MIX) ^ halves[:, 1]
 
 
 def _first_per_group(mask: np.ndarray, group: np.ndarray, limit: int) -> np.ndarray:

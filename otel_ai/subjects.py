@@ -24,6 +24,9 @@ class SubjectTable:
         self._ids: dict[tuple, int] = {}
         self._routes_per_service: dict[str, int] = {}
         self.overflowed = 0  # lookups that landed in an overflow subject
+        # Services by dense id (SpanBatch.service_id): the caller side of every edge.
+        self.services: list[str] = []
+        self._service_ids: dict[str, int] = {}
         self._global_overflow = self._add(Subject(ROUTE, OVERFLOW_SERVICE, "", OVERFLOW_ROUTE), ("global-overflow",))
 
     def __len__(self) -> int:
@@ -69,6 +72,16 @@ class SubjectTable:
             self.overflowed += 1
             return self._global_overflow
         return self._add(subject, key)
+
+    def service_id(self, name: str) -> int:
+        """Dense id of a service name; -1 once max_subjects services are known."""
+        sid = self._service_ids.get(name)
+        if sid is None:
+            if len(self.services) >= self.max_subjects:
+                return -1
+            sid = self._service_ids[name] = len(self.services)
+            self.services.append(name)
+        return sid
 
     def lookup(self, subject: Subject) -> int | None:
         """Id of a subject restored from the store, if it has window state."""

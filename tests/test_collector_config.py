@@ -18,7 +18,7 @@ from otel_ai.config import load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_PATH = ROOT / "collector-config.yaml"
-README_PATH = ROOT / "README.md"
+DOC_PATHS = (ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")))
 BEGIN_MARKER = "# --- two-tier:begin"
 END_MARKER = "# --- two-tier:end"
 KINDS = ("receivers", "processors", "exporters")
@@ -168,8 +168,8 @@ def test_collector_receiver_listens_where_otel_ai_is_told_to_export(active, sett
     # (variable, endpoint) pairs as the config's comments and the README tell users to set them.
     pattern = re.compile(r"(OTEL_EXPORTER_OTLP_(?:TRACES_|LOGS_)?ENDPOINT)=(\S+?)[`\s]")
     documented = pattern.findall(_text() + "\n")
-    if README_PATH.exists():
-        documented += pattern.findall(README_PATH.read_text(encoding="utf-8") + "\n")
+    for path in DOC_PATHS:
+        documented += pattern.findall(path.read_text(encoding="utf-8") + "\n")
     to_collector = [(var, e) for var, e in documented if _host(e) == "otel-collector"]
     assert to_collector, "collector-config.yaml should document otel-ai's OTEL_EXPORTER_OTLP_ENDPOINT"
     for var, endpoint in to_collector:

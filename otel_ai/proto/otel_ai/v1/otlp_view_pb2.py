@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aotel_ai/v1/otlp_view.proto\x12\notel_ai.v1\"n\n\x08\x41nyValue\x12\x16\n\x0cstring_value\x18\x01 \x01(\tH\x00\x12\x14\n\nbool_value\x18\x02 \x01(\x08H\x00\x12\x13\n\tint_value\x18\x03 \x01(\x03H\x00\x12\x16\n\x0c\x64ouble_value\x18\x04 \x01(\x01H\x00\x42\x07\n\x05value\"\x8d\x01\n\x08Resource\x12\x38\n\nattributes\x18\x01 \x03(\x0b\x32$.otel_ai.v1.Resource.AttributesEntry\x1aG\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12#\n\x05value\x18\x02 \x01(\x0b\x32\x14.otel_ai.v1.AnyValue:\x02\x38\x01\"$\n\x14InstrumentationScope\x12\x0c\n\x04name\x18\x01 \x01(\t\"\'\n\x06Status\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0c\n\x04\x63ode\x18\x03 \x01(\x05\"\xad\x01\n\x05\x45vent\x12\x16\n\x0etime_unix_nano\x18\x01 \x01(\x06\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x35\n\nattributes\x18\x03 \x03(\x0b\x32!.otel_ai.v1.Event.AttributesEntry\x1aG\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12#\n\x05value\x18\x02 \x01(\x0b\x32\x14.otel_ai.v1.AnyValue:\x02\x38\x01\"\xdd\x02\n\x04Span\x12\x10\n\x08trace_id\x18\x01 \x01(\x0c\x12\x0f\n\x07span_id\x18\x02 \x01(\x0c\x12\x16\n\x0eparent_span_id\x18\x04 \x01(\x0c\x12\x0c\n\x04name\x18\x05 \x01(\t\x12\x0c\n\x04kind\x18\x06 \x01(\x05\x12\x1c\n\x14start_time_unix_nano\x18\x07 \x01(\x06\x12\x1a\n\x12\x65nd_time_unix_nano\x18\x08 \x01(\x06\x12\x34\n\nattributes\x18\t \x03(\x0b\x32 .otel_ai.v1.Span.AttributesEntry\x12!\n\x06\x65vents\x18\x0b \x03(\x0b\x32\x11.otel_ai.v1.Event\x12\"\n\x06status\x18\x0f \x01(\x0b\x32\x12.otel_ai.v1.Status\x1aG\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12#\n\x05value\x18\x02 \x01(\x0b\x32\x14.otel_ai.v1.AnyValue:\x02\x38\x01\"^\n\nScopeSpans\x12/\n\x05scope\x18\x01 \x01(\x0b\x32 .otel_ai.v1.InstrumentationScope\x12\x1f\n\x05spans\x18\x02 \x03(\x0b\x32\x10.otel_ai.v1.Span\"d\n\rResourceSpans\x12&\n\x08resource\x18\x01 \x01(\x0b\x32\x14.otel_ai.v1.Resource\x12+\n\x0bscope_spans\x18\x02 \x03(\x0b\x32\x16.otel_ai.v1.ScopeSpans\"E\n\x10TraceRequestView\x12\x31\n\x0eresource_spans\x18\x01 \x03(\x0b\x32\x19.otel_ai.v1.ResourceSpansb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aotel_ai/v1/otlp_view.proto\x12\notel_ai.v1\"n\n\x08\x41nyValue\x12\x16\n\x0cstring_value\x18\x01 \x01(\tH\x00\x12\x14\n\nbool_value\x18\x02 \x01(\x08H\x00\x12\x13\n\tint_value\x18\x03 \x01(\x03H\x00\x12\x16\n\x0c\x64ouble_value\x18\x04 \x01(\x01H\x00\x42\x07\n\x05value\"\x8d\x01\n\x08Resource\x12\x38\n\nattributes\x18\x01 \x03(\x0b\x32$.otel_ai.v1.Resource.AttributesEntry\x1aG\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12#\n\x05value\x18\x02 \x01(\x0b\x32\x14.otel_ai.v1.AnyValue:\x02\x38\x01\"$\n\x14InstrumentationScope\x12\x0c\n\x04name\x18\x01 \x01(\t\"\'\n\x06Status\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0c\n\x04\x63ode\x18\x03 \x01(\x05\"\xad\x01\n\x05\x45vent\x12\x16\n\x0etime_unix_nano\x18\x01 \x01(\x06\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x35\n\nattributes\x18\x03 \x03(\x0b\x32!.otel_ai.v1.Event.AttributesEntry\x1aG\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12#\n\x05value\x18\x02 \x01(\x0b\x32\x14.otel_ai.v1.AnyValue:\x02\x38\x01\"\xf2\x02\n\x04Span\x12\x10\n\x08trace_id\x18\x01 \x01(\x0c\x12\x0f\n\x07span_id\x18\x02 \x01(\x0c\x12\x13\n\x0btrace_state\x18\x03 \x01(\t\x12\x16\n\x0eparent_span_id\x18\x04 \x01(\x0c\x12\x0c\n\x04name\x18\x05 \x01(\t\x12\x0c\n\x04kind\x18\x06 \x01(\x05\x12\x1c\n\x14start_time_unix_nano\x18\x07 \x01(\x06\x12\x1a\n\x12\x65nd_time_unix_nano\x18\x08 \x01(\x06\x12\x34\n\nattributes\x18\t \x03(\x0b\x32 .otel_ai.v1.Span.AttributesEntry\x12!\n\x06\x65vents\x18\x0b \x03(\x0b\x32\x11.otel_ai.v1.Event\x12\"\n\x06status\x18\x0f \x01(\x0b\x32\x12.otel_ai.v1.Status\x1aG\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12#\n\x05value\x18\x02 \x01(\x0b\x32\x14.otel_ai.v1.AnyValue:\x02\x38\x01\"^\n\nScopeSpans\x12/\n\x05scope\x18\x01 \x01(\x0b\x32 .otel_ai.v1.InstrumentationScope\x12\x1f\n\x05spans\x18\x02 \x03(\x0b\x32\x10.otel_ai.v1.Span\"d\n\rResourceSpans\x12&\n\x08resource\x18\x01 \x01(\x0b\x32\x14.otel_ai.v1.Resource\x12+\n\x0bscope_spans\x18\x02 \x03(\x0b\x32\x16.otel_ai.v1.ScopeSpans\"E\n\x10TraceRequestView\x12\x31\n\x0eresource_spans\x18\x01 \x03(\x0b\x32\x19.otel_ai.v1.ResourceSpansb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -52,13 +52,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EVENT_ATTRIBUTESENTRY']._serialized_start=225
   _globals['_EVENT_ATTRIBUTESENTRY']._serialized_end=296
   _globals['_SPAN']._serialized_start=554
-  _globals['_SPAN']._serialized_end=903
+  _globals['_SPAN']._serialized_end=924
   _globals['_SPAN_ATTRIBUTESENTRY']._serialized_start=225
   _globals['_SPAN_ATTRIBUTESENTRY']._serialized_end=296
-  _globals['_SCOPESPANS']._serialized_start=905
-  _globals['_SCOPESPANS']._serialized_end=999
-  _globals['_RESOURCESPANS']._serialized_start=1001
-  _globals['_RESOURCESPANS']._serialized_end=1101
-  _globals['_TRACEREQUESTVIEW']._serialized_start=1103
-  _globals['_TRACEREQUESTVIEW']._serialized_end=1172
+  _globals['_SCOPESPANS']._serialized_start=926
+  _globals['_SCOPESPANS']._serialized_end=1020
+  _globals['_RESOURCESPANS']._serialized_start=1022
+  _globals['_RESOURCESPANS']._serialized_end=1122
+  _globals['_TRACEREQUESTVIEW']._serialized_start=1124
+  _globals['_TRACEREQUESTVIEW']._serialized_end=1193
 # @@protoc_insertion_point(module_scope)
