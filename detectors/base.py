@@ -1,9 +1,11 @@
 """The one interface every detector implements, and the statistics they share.
 
-A detector looks at a WindowView (window sums for every subject as of one closed
-slot) and returns Anomaly records; it also says, for subjects with open incidents,
-whether they look healthy again. Like river's detectors, they all have the same two
-methods, so the pipeline runs them in a loop and a new one is a copy of a neighbour.
+A detector is built from its event rule (config `events.<TYPE>`), says which window
+counters it needs and which requests the suspects stage should capture as bad, looks at
+a WindowView (window sums for every subject as of one closed slot) and returns Anomaly
+records; it also says, for subjects with open incidents, whether they look healthy
+again. Like river's detectors, they all have the same small API, so the pipeline runs
+them in a loop and a new one is a copy of a neighbour (see docs/development.md).
 
 Evidence is judged on several windows at once, as multi-window burn-rate alerts do:
 a short window fires only on strong evidence (a tiny p-value), the configured window
@@ -16,13 +18,14 @@ HEALTHY_FRACTION of the threshold.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 import numpy as np
 
 from otel_ai.config import EventRule
+from otel_ai.counters import ERRORS, REQUESTS, Counter
 from otel_ai.histogram import percentile, share_above
-from otel_ai.model import Anomaly
+from otel_ai.model import DEPENDENCY, Anomaly, Subject
 from otel_ai.timefmt import format_duration
 from otel_ai.windows import WindowView
 
@@ -39,10 +42,15 @@ COLD_PENALTY = 4.6  # without a trusted baseline, demand 100x stronger evidence
 CONFIRM_SLOTS = 3  # longer windows must still breach over the last 30 s
 TREND_SLOTS = 12
 ROUTE_KIND, DEPENDENCY_KIND = 0, 1
+SUBJECT_NOUNS = {ROUTE_KIND: "routes", DEPENDENCY_KIND: "dependencies"}
 
 
 class Detector(Protocol):
+    """What the pipeline needs from a detector; plugins implement the same."""
+
     event_type: str
+    counters: tuple[Counter, ...]  # what the windows must count for it
+    captures: tuple[Counter, ...]  # requests to capture as bad for suspects (errors and slow ones always are)
 
     def detect(self, view: WindowView) -> list[Anomaly]:
         """Anomalies as of the view's closed slot."""
@@ -50,6 +58,10 @@ class Detector(Protocol):
 
     def healthy(self, view: WindowView, subject_ids: np.ndarray) -> dict[int, bool | None]:
         """For each subject: True healthy, False still breaching, None no data."""
+        ...
+
+    def describe(self) -> str:
+        """One line for `otel-ai check`: what it watches and when it fires."""
         ...
 
 
@@ -75,9 +87,19 @@ def neg_log_binomial_tail(bad: np.ndarray, n: np.ndarray, p0: np.ndarray) -> np.
     return np.where(q > p, n * kl, 0.0)
 
 
-def window_plan(view: WindowView, rule: EventRule) -> list[tuple[int, float]]:
-    """(slots, alpha) pairs from short to long, without duplicates."""
-    plan = [(SHORT_SLOTS, ALPHA_SHORT), (MEDIUM_SLOTS, ALPHA_MEDIUM), (view.slots_for(rule.window), ALPHA_LONG)]
+def rate_surprise(view: WindowView, ids: np.ndarray, bad: np.ndarray, n: np.ndarray, p0: np.ndarray) -> np.ndarray:
+    """How surprising `bad` of `n` requests are for the subjects `ids`, whose usual share
+    is p0, as -ln p. The one statistical test of every share-based detector: a binomial
+    tail today; a model of each subject's own burstiness can replace it here."""
+    return neg_log_binomial_tail(bad, n, p0)
+
+
+def window_plan(view: WindowView, rule: EventRule, short: bool = True) -> list[tuple[int, float]]:
+    """(slots, alpha) pairs from short to long, without duplicates; without the 10 s
+    window when the detector must not fire on a short burst."""
+    plan = [(MEDIUM_SLOTS, ALPHA_MEDIUM), (view.slots_for(rule.window), ALPHA_LONG)]
+    if short:
+        plan.insert(0, (SHORT_SLOTS, ALPHA_SHORT))
     seen: dict[int, float] = {}
     for slots, alpha in plan:
         seen[slots] = min(alpha, seen.get(slots, alpha))
@@ -85,7 +107,7 @@ def window_plan(view: WindowView, rule: EventRule) -> list[tuple[int, float]]:
 
 
 def confidence(neg_log_p: float, bad: int, breach_ratio: float, trend: str) -> tuple[float, dict[str, float]]:
-    """Documented in the README: a weighted mean of four factors in 0..1."""
+    """Documented in docs/detection.md: a weighted mean of four factors in 0..1."""
     factors = {
         "significance": min(1.0, neg_log_p / 27.6),  # 1.0 at p <= 1e-12
         "sample_size": 1.0 - float(np.exp(-bad / 8.0)),  # 0.63 at 8 bad requests, 0.95 at 24
@@ -114,22 +136,68 @@ def trend_of(ends_ns: np.ndarray, values: np.ndarray, threshold: float) -> str:
     return "stable"
 
 
-class RateDetector:
-    """Share of bad requests (errors) per subject against an adaptive threshold."""
+def rule_text(rule: EventRule) -> str:
+    """The common part of every detector's line in `otel-ai check`."""
+    return f"window {format_duration(rule.window)}, minSamples {rule.min_samples}, {rule.severity}"
 
-    event_type = ""
-    subject_kind = ROUTE_KIND
-    adaptive = True  # False: the configured threshold is never lowered by the baseline
-    metric = "error_rate"
+
+def where(subject: Subject) -> str:
+    """How summaries name a subject: 'POST /api/checkout' or 'calls to payments-api'."""
+    return f"calls to {subject.service}" if subject.kind == DEPENDENCY else subject.label()
+
+
+def with_baseline(text: str, anomaly: Anomaly, unit: str = "%") -> str:
+    """'... (threshold 10%)' -> '... (threshold 10%, baseline 0.4%)' when there is one."""
+    return text if anomaly.baseline is None else text[:-1] + f", baseline {anomaly.baseline:g}{unit})"
+
+
+class RateDetector:
+    """The share of bad requests per subject (errors by default) against an adaptive
+    threshold. Subclasses choose the bad counter, the subjects, the unit and the words."""
+
+    event_type: ClassVar[str] = ""
+    Rule: ClassVar[type[EventRule]] = EventRule  # the config fields of events.<TYPE>
+    subject_kind: ClassVar[int] = ROUTE_KIND
+    bad: ClassVar[Counter] = ERRORS  # which requests are bad
+    bad_noun: ClassVar[str] = "server errors"
+    adaptive: ClassVar[bool] = True  # False: the configured threshold is never lowered by the baseline
+    short_window: ClassVar[bool] = True  # False: a 10 s burst alone never fires
+    metric: ClassVar[str] = "error_rate"
+    unit: ClassVar[str] = "%"
+    suspect_keys: ClassVar[tuple[str, ...]] = ()
+    tally_keys: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, rule: EventRule):
         self.rule = rule
         self.static = rule.threshold / 100.0
 
+    @property
+    def counters(self) -> tuple[Counter, ...]:
+        return (REQUESTS, self.bad)
+
+    @property
+    def captures(self) -> tuple[Counter, ...]:
+        return () if self.bad is ERRORS else (self.bad,)
+
+    @property
+    def bad_rule(self) -> str:
+        return "error" if self.bad is ERRORS else self.bad.name
+
+    def describe(self) -> str:
+        lowered = "adaptive below it on a warm baseline" if self.adaptive else "never lowered"
+        return (f"share of {self.bad_noun} on {SUBJECT_NOUNS[self.subject_kind]} >= {self.rule.threshold:g}"
+                f"{self.unit} ({lowered}); {rule_text(self.rule)}")
+
+    # ---- the share, and how it is reported
+
+    def measure(self, share: np.ndarray | float) -> np.ndarray | float:
+        """A share of bad requests in the reported unit."""
+        return 100.0 * share
+
     def thresholds(self, view: WindowView) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(threshold, p0, warm) per subject, as fractions."""
+        """(threshold share, usual share p0, warm) per subject."""
         size = view.size
-        base = view.baselines.error_rate(size)
+        base = view.baselines.rate(self.bad.name, size)
         warm = view.baselines.warm(size)
         if self.adaptive:
             adaptive = np.maximum(3.0 * base, base + 0.02)
@@ -139,15 +207,17 @@ class RateDetector:
         p0 = np.where(warm, np.maximum(base, 0.001), np.maximum(base, 0.01))
         return thr, p0, warm
 
+    # ---- the detector API
+
     def hits(self, view: WindowView) -> list[Hit]:
         thr, p0, warm = self.thresholds(view)
         mine = view.kinds[: view.size] == self.subject_kind
-        base = view.baselines.error_rate(view.size)
-        recent_n, recent_e, _ = view.sums(CONFIRM_SLOTS)
+        base = view.baselines.rate(self.bad.name, view.size)
+        recent_n, recent_e = view.sum(REQUESTS.name, CONFIRM_SLOTS), view.sum(self.bad.name, CONFIRM_SLOTS)
         recent_rate = recent_e / np.maximum(recent_n, 1)
         found: dict[int, Hit] = {}
-        for slots, alpha in window_plan(view, self.rule):
-            n, e, _ = view.sums(slots)
+        for slots, alpha in window_plan(view, self.rule, self.short_window):
+            n, e = view.sum(REQUESTS.name, slots), view.sum(self.bad.name, slots)
             rate = e / np.maximum(n, 1)
             candidate = mine & (n >= self.rule.min_samples) & (e >= MIN_BAD) & (rate >= thr)
             if slots > CONFIRM_SLOTS:
@@ -155,12 +225,13 @@ class RateDetector:
             ids = np.flatnonzero(candidate)
             if ids.shape[0] == 0:
                 continue
-            score = neg_log_binomial_tail(e[ids], n[ids], p0[ids])
+            score = rate_surprise(view, ids, e[ids], n[ids], p0[ids])
             needed = alpha + np.where(warm[ids], 0.0, COLD_PENALTY)
             for sid, s in zip(ids[score >= needed], score[score >= needed]):
                 if sid not in found:  # the shortest window that fires reports
-                    found[int(sid)] = Hit(int(sid), slots, int(n[sid]), int(e[sid]), 100.0 * rate[sid],
-                                          100.0 * thr[sid], 100.0 * base[sid] if warm[sid] else None, float(s))
+                    found[int(sid)] = Hit(int(sid), slots, int(round(n[sid])), int(round(e[sid])),
+                                          float(self.measure(rate[sid])), float(self.measure(thr[sid])),
+                                          float(self.measure(base[sid])) if warm[sid] else None, float(s))
         return list(found.values())
 
     def detect(self, view: WindowView) -> list[Anomaly]:
@@ -168,28 +239,28 @@ class RateDetector:
 
     def healthy(self, view: WindowView, subject_ids: np.ndarray) -> dict[int, bool | None]:
         thr, _, _ = self.thresholds(view)
-        n, e, _ = view.sums(MEDIUM_SLOTS)
+        n, e = view.sum(REQUESTS.name, MEDIUM_SLOTS), view.sum(self.bad.name, MEDIUM_SLOTS)
         out: dict[int, bool | None] = {}
         for sid in subject_ids:
             if sid >= view.size or n[sid] < self.rule.min_samples:
                 out[int(sid)] = None
             else:
-                out[int(sid)] = bool(e[sid] / n[sid] < HEALTHY_FRACTION * thr[sid])
+                out[int(sid)] = bool(self.measure(e[sid] / n[sid]) < HEALTHY_FRACTION * self.measure(thr[sid]))
         return out
 
     def series(self, view: WindowView, sid: int) -> tuple[np.ndarray, np.ndarray]:
-        ends, count, errors, _ = view.slot_series(sid, TREND_SLOTS)
+        count, bad = view.series(REQUESTS.name, sid, TREND_SLOTS), view.series(self.bad.name, sid, TREND_SLOTS)
         with np.errstate(divide="ignore", invalid="ignore"):
-            values = np.where(count > 0, 100.0 * errors / count, np.nan)
-        return ends, values
+            values = np.where(count > 0, self.measure(bad / count), np.nan)
+        return view.slot_ends(TREND_SLOTS), values
 
     def anomaly(self, view: WindowView, hit: Hit) -> Anomaly:
         ends, values = self.series(view, hit.sid)
         trend = trend_of(ends, values, hit.threshold)
         breach = hit.value / max(hit.threshold, 1e-9)
         conf, factors = confidence(hit.neg_log_p, hit.bad, breach, trend)
-        return Anomaly(
-            type=self.event_type, severity=self.rule.severity, subject_id=hit.sid,
+        anomaly = Anomaly(
+            type=self.event_type, severity=self.severity(hit), subject_id=hit.sid,
             subject=view.subjects[hit.sid], metric=self.metric, unit=self.unit,
             value=round(hit.value, 2), threshold=round(hit.threshold, 2),
             baseline=None if hit.baseline is None else round(hit.baseline, 3),
@@ -198,11 +269,23 @@ class RateDetector:
             recent_samples=[(int(t), round(float(v), 2)) for t, v in zip(ends, values) if not np.isnan(v)],
             sample_count=hit.requests, bad_count=hit.bad, event_time_ns=view.end_ns,
             bad_rule=self.bad_rule, slow_threshold_ms=self.slow_threshold(hit),
-            p_value=float(np.exp(-hit.neg_log_p)),
+            p_value=float(np.exp(-hit.neg_log_p)), details=self.details(hit),
+            suspect_keys=self.suspect_keys, tally_keys=self.tally_keys,
         )
+        anomaly.summary = self.summary(anomaly)
+        return anomaly
 
-    unit = "%"
-    bad_rule = "error"
+    # ---- what subclasses usually change
+
+    def severity(self, hit: Hit) -> str:
+        return self.rule.severity
+
+    def details(self, hit: Hit) -> dict:
+        return {}
+
+    def summary(self, anomaly: Anomaly) -> str:
+        text = f"Error rate {anomaly.value:.1f}% on {where(anomaly.subject)} (threshold {anomaly.threshold:g}%)"
+        return with_baseline(text, anomaly)
 
     def slow_threshold(self, hit: Hit) -> float:
         return 0.0
@@ -214,12 +297,23 @@ class LatencyDetector(RateDetector):
 
     metric = "latency_p95"
     unit = "ms"
-    bad_rule = "slow"
     quantile = 0.95
 
     def __init__(self, rule: EventRule, static_ms: float | None = None):
         self.rule = rule
         self.static_ms = static_ms if static_ms is not None else rule.threshold
+
+    @property
+    def counters(self) -> tuple[Counter, ...]:
+        return (REQUESTS,)  # and the latency histograms, which every window keeps
+
+    @property
+    def bad_rule(self) -> str:
+        return "slow"
+
+    def describe(self) -> str:
+        return (f"p95 latency on {SUBJECT_NOUNS[self.subject_kind]} >= {self.static_ms:g} ms (adaptive below it "
+                f"on a warm baseline); {rule_text(self.rule)}")
 
     def latency_thresholds(self, view: WindowView, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(threshold ms, baseline percentile ms or NaN, warm) for the given subjects."""
@@ -233,7 +327,7 @@ class LatencyDetector(RateDetector):
         mine = view.kinds[: view.size] == self.subject_kind
         found: dict[int, Hit] = {}
         for slots, alpha in window_plan(view, self.rule):
-            n, _, _ = view.sums(slots)
+            n = view.sum(REQUESTS.name, slots)
             ids = np.flatnonzero(mine & (n >= self.rule.min_samples))
             if ids.shape[0] == 0:
                 continue
@@ -242,7 +336,7 @@ class LatencyDetector(RateDetector):
             thr, base, warm = self.latency_thresholds(view, ids)
             slow = share_above(hist, thr) * n[ids]
             p0 = np.where(warm, np.maximum(view.baselines.latency_share_above(ids, thr), 0.01), 0.05)
-            score = neg_log_binomial_tail(slow, n[ids], p0)
+            score = rate_surprise(view, ids, slow, n[ids], p0)
             needed = alpha + np.where(warm, 0.0, COLD_PENALTY)
             fire = (value >= thr) & (slow >= MIN_BAD) & (score >= needed)
             if slots > CONFIRM_SLOTS and fire.any():
@@ -251,7 +345,7 @@ class LatencyDetector(RateDetector):
             for j in np.flatnonzero(fire):
                 sid = int(ids[j])
                 if sid not in found:
-                    found[sid] = Hit(sid, slots, int(n[sid]), int(round(slow[j])), float(value[j]), float(thr[j]),
+                    found[sid] = Hit(sid, slots, int(round(n[sid])), int(round(slow[j])), float(value[j]), float(thr[j]),
                                      None if np.isnan(base[j]) else float(base[j]), float(score[j]))
         return list(found.values())
 
@@ -260,7 +354,7 @@ class LatencyDetector(RateDetector):
         out: dict[int, bool | None] = {int(s): None for s in subject_ids}
         if ids.shape[0] == 0:
             return out
-        n, _, _ = view.sums(MEDIUM_SLOTS)
+        n = view.sum(REQUESTS.name, MEDIUM_SLOTS)
         value = percentile(view.hist(MEDIUM_SLOTS, ids), self.quantile)
         thr, _, _ = self.latency_thresholds(view, ids)
         for j, sid in enumerate(ids):
@@ -269,8 +363,11 @@ class LatencyDetector(RateDetector):
         return out
 
     def series(self, view: WindowView, sid: int) -> tuple[np.ndarray, np.ndarray]:
-        ends, count, _, hist = view.slot_series(sid, TREND_SLOTS)
-        return ends, percentile(hist, self.quantile)
+        return view.slot_ends(TREND_SLOTS), percentile(view.hist_series(sid, TREND_SLOTS), self.quantile)
+
+    def summary(self, anomaly: Anomaly) -> str:
+        text = f"p95 latency {anomaly.value:.0f} ms on {where(anomaly.subject)} (threshold {anomaly.threshold:.0f} ms)"
+        return with_baseline(text, anomaly, " ms")
 
     def slow_threshold(self, hit: Hit) -> float:
         return hit.threshold

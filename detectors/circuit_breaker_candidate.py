@@ -2,10 +2,17 @@
 never lowered by the baseline): callers should stop calling it for a while."""
 from __future__ import annotations
 
-from otel_ai.detectors.base import DEPENDENCY_KIND, RateDetector
+from otel_ai.detectors.base import DEPENDENCY_KIND, RateDetector, where, with_baseline
+from otel_ai.model import Anomaly
 
 
 class CircuitBreakerCandidate(RateDetector):
     event_type = "CIRCUIT_BREAKER_CANDIDATE"
     subject_kind = DEPENDENCY_KIND
+    bad_noun = "failing calls"
     adaptive = False
+
+    def summary(self, anomaly: Anomaly) -> str:
+        text = (f"Circuit breaker candidate: {anomaly.value:.1f}% of {where(anomaly.subject)} failing "
+                f"(threshold {anomaly.threshold:g}%)")
+        return with_baseline(text, anomaly)

@@ -5,16 +5,23 @@ when both fire, the error finding is reported."""
 from __future__ import annotations
 
 import numpy as np
+from pydantic import Field
 
 from otel_ai.config import EventRule
-from otel_ai.detectors.base import DEPENDENCY_KIND, LatencyDetector, RateDetector
+from otel_ai.counters import Counter
+from otel_ai.detectors.base import DEPENDENCY_KIND, LatencyDetector, RateDetector, rule_text
 from otel_ai.model import Anomaly
 from otel_ai.windows import WindowView
+
+
+class UpstreamDegradationRule(EventRule):
+    latency_threshold: float = Field(1000.0, alias="latencyThreshold", gt=0)  # ms, the calls' p95
 
 
 class _DependencyErrors(RateDetector):
     event_type = "UPSTREAM_DEGRADATION"
     subject_kind = DEPENDENCY_KIND
+    bad_noun = "failing calls"
 
 
 class _DependencyLatency(LatencyDetector):
@@ -24,10 +31,25 @@ class _DependencyLatency(LatencyDetector):
 
 class UpstreamDegradation:
     event_type = "UPSTREAM_DEGRADATION"
+    Rule = UpstreamDegradationRule
 
-    def __init__(self, rule: EventRule):
+    def __init__(self, rule: UpstreamDegradationRule):
+        self.rule = rule
         self.errors = _DependencyErrors(rule)
-        self.latency = _DependencyLatency(rule, rule.latency_threshold or 1000.0)
+        self.latency = _DependencyLatency(rule, rule.latency_threshold)
+
+    @property
+    def counters(self) -> tuple[Counter, ...]:
+        return self.errors.counters + self.latency.counters
+
+    @property
+    def captures(self) -> tuple[Counter, ...]:
+        return ()
+
+    def describe(self) -> str:
+        return (f"share of failing calls on dependencies >= {self.rule.threshold:g}% or their p95 >= "
+                f"{self.rule.latency_threshold:g} ms (both adaptive below on a warm baseline); "
+                f"{rule_text(self.rule)}")
 
     def detect(self, view: WindowView) -> list[Anomaly]:
         found = {a.subject_id: a for a in self.latency.detect(view)}

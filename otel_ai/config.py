@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, create_model, field_validator, model_validator,
+)
 
 from otel_ai.timefmt import parse_duration
 
@@ -29,12 +31,13 @@ def _duration(value: Any) -> float:
 
 
 class EventRule(_Strict):
+    """The seed's rule of one event type; a detector with more settings extends it (its `Rule`)."""
+
     enabled: bool = True
     threshold: float = Field(gt=0)
     window: float  # seconds
     min_samples: int = Field(alias="minSamples", ge=1)
     severity: Literal["info", "warning", "critical"]
-    latency_threshold: float | None = Field(default=None, alias="latencyThreshold", gt=0)
 
     _parse_window = field_validator("window", mode="before")(_duration)
 
@@ -184,6 +187,9 @@ class Settings(_Strict):
     enabled: bool = True
     min_confidence: float = Field(0.75, alias="minConfidence", ge=0, le=1)
     mode: Literal["shadow", "notify", "active"] = "shadow"
+    # Detectors from other packages, "package.module:ClassName"; declared before `events`,
+    # whose rules are validated by each type's detector.
+    detectors: list[str] = Field(default_factory=list)
     events: dict[str, EventRule]
     budget: Budget = Budget()
     receiver: Receiver = Receiver()
@@ -195,15 +201,47 @@ class Settings(_Strict):
     actions: Actions = Actions()
     slack: Slack = Slack()
 
-    @field_validator("events")
+    @field_validator("detectors")
     @classmethod
-    def _known_types(cls, value: dict[str, EventRule]) -> dict[str, EventRule]:
-        from otel_ai.model import EVENT_TYPES
+    def _loadable(cls, value: list[str]) -> list[str]:
+        from otel_ai.detectors import load_plugin
 
-        unknown = sorted(set(value) - set(EVENT_TYPES))
-        if unknown:
-            raise ValueError(f"unknown event type(s) {unknown}; known: {list(EVENT_TYPES)}")
+        for spec in value:
+            load_plugin(spec)
         return value
+
+    @field_validator("events", mode="before")
+    @classmethod
+    def _detected_types(cls, value: Any, info: ValidationInfo) -> Any:
+        """Every type needs a detector, whose own Rule validates its settings."""
+        if not isinstance(value, dict):
+            return value
+        from otel_ai.detectors import NOT_DETECTORS, detector_classes
+
+        try:
+            classes = detector_classes(info.data.get("detectors", ()))
+        except ValueError:
+            return value  # the detectors field reports it
+        unknown = [name for name in value if name not in classes]
+        if unknown:
+            why = "; ".join(f"{name} is {NOT_DETECTORS[name]}" for name in unknown if name in NOT_DETECTORS)
+            raise ValueError(f"no detector for event type(s) {unknown}{f' ({why})' if why else ''}; "
+                             f"types with a detector: {list(classes)}; add your own with `detectors:`")
+        rules = create_model("Events", __config__=ConfigDict(extra="forbid"),
+                             **{name: (getattr(classes[name], "Rule", EventRule), ...) for name in value})
+        parsed = rules.model_validate(value)
+        return {name: getattr(parsed, name) for name in value}
+
+    @model_validator(mode="after")
+    def _plugins_have_rules(self) -> "Settings":
+        from otel_ai.detectors import load_plugin
+
+        for spec in self.detectors:
+            event_type = load_plugin(spec).event_type
+            if event_type not in self.events:
+                raise ValueError(f"detectors: {spec} detects {event_type}, which has no rule under events "
+                                 f"(add events.{event_type} with threshold, window, minSamples and severity)")
+        return self
 
 
 # Environment names from the seed, mapped onto config keys.

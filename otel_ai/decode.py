@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from otel_ai.proto.otel_ai.v1.otlp_view_pb2 import TraceRequestView
 
+from otel_ai.analysis.redact import PSEUDONYMIZED_KEYS, pseudonym
 from otel_ai.resources import ResourceInfo, ResourceTable, instance_of
 from otel_ai.subjects import SubjectTable
 
@@ -31,6 +32,7 @@ SAMPLE_ONE_IN = 32  # good requests sampled for suspects, by trace id, so whole 
 # Captures are costly (every attribute is read); during an incident most spans are errors,
 # so cap them per subject and batch to keep ingestion as fast as on a quiet day.
 MAX_CAPTURES_PER_SUBJECT = 8
+MAX_MARKED_CAPTURES_PER_SUBJECT = 2  # requests only a capture counter picked (429s, retries, ...)
 
 # Never suspects: they identify the subject, describe the outcome itself, or are
 # unique per request.
@@ -38,16 +40,25 @@ NOT_SUSPECT_KEYS = frozenset({
     "http.route", "http.request.method", "http.method", "rpc.service", "rpc.method", "rpc.system",
     "http.response.status_code", "http.status_code", "rpc.grpc.status_code", "error.type",
     "otel.status_code", "otel.status_description", "otel.scope.name",
-    "url.full", "url.path", "url.query", "http.url", "http.target", "http.user_agent",
-    "user_agent.original", "client.address", "client.port", "net.peer.ip", "net.peer.port",
+    "url.full", "url.path", "url.query", "http.url", "http.target", "client.port", "net.peer.ip", "net.peer.port",
     "net.sock.peer.addr", "net.sock.peer.port", "network.peer.address", "network.peer.port",
     "server.port", "net.host.port", "db.statement", "db.query.text", "code.lineno", "thread.id",
     "thread.name", "process.pid", "process.command_line", "process.command_args",
     "process.executable.path", "http.request.body.size", "http.response.body.size",
     "http.request_content_length", "http.response_content_length", "telemetry.sdk.name",
     "telemetry.sdk.version", "telemetry.sdk.language", "telemetry.auto.version",
-    "process.runtime.version", "process.runtime.description", "exception.stacktrace",
+    "process.runtime.version", "process.runtime.description", "exception.stacktrace", "http.request.resend_count",
 })
+# Who sent the request: suspects of rate limits and auth failures. Thousands of values
+# are normal, so they skip the interning cap (the capture rings bound them), and old
+# semantic-convention names are read as the new ones. Addresses and user ids are
+# kept only as pseudonyms.
+CLIENT_KEYS = {
+    "client.address": "client.address", "http.client_ip": "client.address",
+    "user_agent.original": "user_agent.original", "http.user_agent": "user_agent.original",
+    "enduser.id": "enduser.id",
+}
+MAX_CLIENT_PAIRS = 50_000
 MAX_VALUE_CHARS = 128
 MAX_VALUES_PER_KEY = 256  # more distinct values than this: the key is high-cardinality
 MAX_KEYS = 512
@@ -70,6 +81,7 @@ class Capture:
     pairs: tuple  # interned (key, value) tuples
     exceptions: tuple  # ((type, message), ...)
     span_id: bytes = b""  # for span links from the incident trace to this request
+    marks: tuple = ()  # names of the capture counters that picked it (e.g. "throttled")
 
 
 @dataclass(slots=True)
@@ -106,6 +118,9 @@ class SpanBatch:
     captures: list[Capture] = field(default_factory=list)
     max_end_ns: int = 0
     median_end_ns: int = 0
+    # Masks that counters (otel_ai.counters) derive from the columns, by counter name,
+    # so that decode (captures) and the windows compute each one once per batch.
+    derived: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.subject_id.shape[0])
@@ -238,6 +253,10 @@ class Decoder:
         self._unrouted: dict[tuple[str, str, str], int] = {}
         self.resources = ResourceTable()
         self._resource_cache: dict[bytes, tuple[ResourceInfo, int] | None] = {}
+        # Counters (otel_ai.counters) whose requests the enabled detectors need captured as
+        # bad, like errors: one numpy mask per batch each.
+        self.capture_marks: tuple = ()
+        self._client_pairs: dict[tuple[str, str], tuple[str, str]] = {}
 
     def _resource(self, resource) -> tuple[ResourceInfo, int] | None:
         """The resource's service, interned suspect pairs and id, cached by its bytes:
@@ -422,8 +441,9 @@ class Decoder:
         return batch
 
     def _capture(self, batch, keep, kind, sid, end, duration_ms, error, spans, trace_ids, resources) -> None:
-        """Second pass, over the few spans suspects need: all errors, the slow ones and a
-        1-in-SAMPLE_ONE_IN sample by trace id."""
+        """Second pass, over the few spans suspects need: all errors, the slow ones, those
+        the capture counters mark (429s, 401/403s, retries) and a 1-in-SAMPLE_ONE_IN
+        sample by trace id."""
         known = self.slow_threshold_ms
         slow_thr = np.full(sid.shape[0], np.inf)
         inside = sid < known.shape[0]
@@ -435,11 +455,25 @@ class Decoder:
             sample_byte = np.array([t[-1] if t else 0 for t in trace_ids], dtype=np.int16)
         sampled = sample_byte < (256 // SAMPLE_ONE_IN)
         slow = (duration_ms > slow_thr) & ~error
-        interesting = keep & (error | slow | sampled)
+        marks = []
+        for counter in self.capture_marks:
+            rows = counter.rows(batch)
+            if rows.any():
+                marked = np.zeros(keep.shape[0], dtype=bool)
+                marked[keep] = rows
+                marks.append((counter.name, marked))
+        usual = keep & (error | slow | sampled)
+        only_marked = np.zeros_like(usual)
+        for _, marked in marks:
+            only_marked |= marked & ~usual
+        interesting = usual | only_marked
         if not interesting.any():
             return
         is_client = kind == SPAN_KIND_CLIENT
-        chosen = _first_per_group(interesting, sid, MAX_CAPTURES_PER_SUBJECT)
+        # Marked requests have their own cap, so they never crowd out the errors and the sample.
+        chosen = _first_per_group(usual, sid, MAX_CAPTURES_PER_SUBJECT)
+        if only_marked.any():
+            chosen = chosen | _first_per_group(only_marked, sid, MAX_MARKED_CAPTURES_PER_SUBJECT)
         dependency_name = self.subjects.subjects
         block_starts, blocks = resources
         starts = np.asarray(block_starts)
@@ -461,7 +495,7 @@ class Decoder:
             if chosen[i]:
                 batch.captures.append(Capture(int(sid[i]), int(end[i]), float(duration_ms[i]), err, bool(slow[i]),
                                               bool(sampled[i]), trace_ids[i], self._pairs(span, resource_pairs, ()),
-                                              exceptions, span.span_id))
+                                              exceptions, span.span_id, _marks_of(marks, i)))
         server_idx = np.flatnonzero(chosen & ~is_client)
         for i in server_idx:
             span = spans[i]
@@ -482,12 +516,18 @@ class Decoder:
             exceptions = (_exceptions(span) + tuple(child_exceptions)) if err else ()
             pairs = self._pairs(span, resource_pairs, extra, skip_service=True)
             batch.captures.append(Capture(int(sid[i]), int(end[i]), dur, err, bool(slow[i]), bool(sampled[i]),
-                                          trace_ids[i], pairs, exceptions, span.span_id))
+                                          trace_ids[i], pairs, exceptions, span.span_id, _marks_of(marks, i)))
 
     def _pairs(self, span, resource_pairs: tuple, extra, skip_service: bool = False) -> tuple:
         intern = self.pairs.intern
         out = [p for p in resource_pairs if not (skip_service and p[0] == "service.name")]
         for key, value in span.attributes.items():
+            client_key = CLIENT_KEYS.get(key)
+            if client_key is not None:
+                text = _value_text(value)
+                if text:
+                    out.append(self._client_pair(client_key, text))
+                continue
             if key in NOT_SUSPECT_KEYS:
                 continue
             text = _value_text(value)
@@ -501,6 +541,21 @@ class Decoder:
             if pair is not None and pair not in out:
                 out.append(pair)
         return tuple(out)
+
+
+    def _client_pair(self, key: str, text: str) -> tuple[str, str]:
+        """The shared (key, value) of a client attribute, pseudonymized where it names a
+        person or an address; the cache is cleared when full, so it stays bounded."""
+        found = self._client_pairs.get((key, text))
+        if found is None:
+            if len(self._client_pairs) >= MAX_CLIENT_PAIRS:
+                self._client_pairs.clear()
+            found = self._client_pairs[(key, text)] = (key, pseudonym(text) if key in PSEUDONYMIZED_KEYS else text)
+        return found
+
+
+def _marks_of(marks: list[tuple[str, np.ndarray]], row: int) -> tuple:
+    return tuple(name for name, marked in marks if marked[row])
 
 
 def id64(ids: list[bytes]) -> np.ndarray:

@@ -3,8 +3,10 @@ verification, flap reopening, persistence, and fan-out to exporters.
 
 One incident per (subject, type) episode. While it is open, new detections update it.
 It resolves only after the subject has looked healthy for `recoveryPeriod` of event
-time (or had no traffic at all for `staleAfter`); a breach within `cooldown` of
-resolving reopens the same incident instead of paging anew.
+time (or had no traffic at all for `staleAfter`); the first healthy look emits a
+"recovering" change (the seed's RECOVERY_SIGNAL), a breach during verification an
+"updated" one. A breach within `cooldown` of resolving reopens the same incident
+instead of paging anew.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from otel_ai.timefmt import NS_PER_S, rfc3339
 
 log = logging.getLogger(__name__)
 
+RECOVERY = "recovery"  # context key while recovery is being verified
 MATERIAL_CHANGE = 0.2  # relative change of the metric that is worth a new snapshot
 MAX_RELATED = 5
 BUDGET_SUBJECT = Subject(SYSTEM, "otel-ai", "", "ai-budget")
@@ -43,20 +46,6 @@ def incident_id(event_type: str, subject: Subject, opened_at_ns: int) -> str:
     """Deterministic, so a replay yields the same ids."""
     raw = f"{event_type}|{subject.kind}|{subject.service}|{subject.method}|{subject.route}|{opened_at_ns}"
     return "inc_" + hashlib.sha256(raw.encode()).hexdigest()[:16]
-
-
-def summarize(anomaly: Anomaly) -> str:
-    s = anomaly.subject
-    where = f"calls to {s.service}" if s.kind == DEPENDENCY else f"{s.label()}"
-    if anomaly.metric == "error_rate":
-        text = f"Error rate {anomaly.value:.1f}% on {where} (threshold {anomaly.threshold:g}%)"
-        if anomaly.type == "CIRCUIT_BREAKER_CANDIDATE":
-            text = f"Circuit breaker candidate: {anomaly.value:.1f}% of {where} failing (threshold {anomaly.threshold:g}%)"
-    else:
-        text = f"p95 latency {anomaly.value:.0f} ms on {where} (threshold {anomaly.threshold:.0f} ms)"
-    if anomaly.baseline is not None:
-        text = text[:-1] + f", baseline {anomaly.baseline:g}{' ms' if anomaly.unit == 'ms' else '%'})"
-    return text
 
 
 def related_entry(incident: Incident) -> dict:
@@ -101,9 +90,10 @@ class IncidentManager:
         self.event_time_ns = max(self.event_time_ns, now)
         incident = self.active.get(key)
         if incident is not None:
+            relapsed = RECOVERY in incident.context  # it was shown as recovering: correct that now
             incident.last_breach_ns = now
             incident.healthy_since_ns = None
-            if self._worth_update(incident, anomaly):
+            if relapsed or self._worth_update(incident, anomaly):
                 self._fill(incident, anomaly, attribute(anomaly))
                 self._emit(incident, "updated", now)
             return incident
@@ -140,14 +130,14 @@ class IncidentManager:
 
     def _fill(self, incident: Incident, anomaly: Anomaly, found: Attribution) -> None:
         incident.severity = anomaly.severity
-        incident.summary = summarize(anomaly)
+        incident.summary = anomaly.summary  # worded by the detector that knows its type
         incident.confidence = anomaly.confidence
         incident.below_min_confidence = anomaly.confidence < self.settings.min_confidence
         incident.data = {
             "metric": anomaly.metric, "current_value": anomaly.value, "threshold": anomaly.threshold,
             "baseline_value": anomaly.baseline, "window": anomaly.window, "trend": anomaly.trend,
             "unit": anomaly.unit, "breach_ratio": anomaly.breach_ratio, "p_value": anomaly.p_value,
-            "confidence_factors": anomaly.confidence_factors,
+            "confidence_factors": anomaly.confidence_factors, **anomaly.details,
         }
         incident.context = {
             "recent_samples": [{"timestamp": rfc3339(t), "value": v} for t, v in anomaly.recent_samples],
@@ -157,6 +147,8 @@ class IncidentManager:
             "new_versions": found.new_versions,
             "suspect_sample": {"bad": found.bad_requests, "good": found.good_requests},
         }
+        if found.bad_values:
+            incident.context["bad_request_values"] = found.bad_values
         if found.suspects or not incident.suspects:
             incident.suspects = found.suspects
 
@@ -179,6 +171,11 @@ class IncidentManager:
                     incident.healthy_since_ns = event_time_ns
                 if event_time_ns - incident.healthy_since_ns >= recovery_ns and event_time_ns - incident.last_breach_ns >= recovery_ns:
                     self._resolve(key, incident, event_time_ns, "recovered")
+                elif RECOVERY not in incident.context:
+                    # RECOVERY_SIGNAL: back below threshold, verification starts; shown, never paged.
+                    incident.context = {**incident.context, RECOVERY: {
+                        "verifying_since": rfc3339(event_time_ns), "verify_for_s": self.rules.recovery_period}}
+                    self._emit(incident, "recovering", event_time_ns)
             elif event_time_ns - incident.last_breach_ns >= stale_ns:
                 self._resolve(key, incident, event_time_ns, "no traffic")
 

@@ -17,7 +17,9 @@ SYSTEM = "system"  # otel-ai's own alerts, e.g. COST_ALERT for the AI budget
 
 SEVERITIES = ("info", "warning", "critical")
 
-# The seed's full list of event types; the core detectors emit the first four.
+# The seed's full list of event types. Detectors (detectors/) emit the span-based ones;
+# COST_ALERT comes from the AI budget and RECOVERY_SIGNAL is the "recovering" change of
+# an open incident, not an incident of its own.
 EVENT_TYPES = (
     "ERROR_RATE_SPIKE",
     "LATENCY_ANOMALY",
@@ -51,14 +53,16 @@ class Subject:
 
 @dataclass(slots=True)
 class Anomaly:
-    """One detector's finding for one subject at one event time (a window close)."""
+    """One detector's finding for one subject at one event time (a window close). The
+    detector fills in everything its type knows: the metric, the summary text, and how
+    the suspects stage tells its bad requests from good ones."""
 
     type: str
     severity: str
     subject_id: int
     subject: Subject
-    metric: str  # error_rate | latency_p95
-    unit: str  # % | ms
+    metric: str  # error_rate, latency_p95, http_429_rate, retry_amplification, ...
+    unit: str  # % | ms | x
     value: float
     threshold: float
     baseline: float | None
@@ -71,10 +75,16 @@ class Anomaly:
     sample_count: int
     bad_count: int
     event_time_ns: int
-    # How the suspects stage tells a bad request from a good one.
-    bad_rule: str  # "error" or "slow"
+    # What the suspects stage counts as a bad request: "error", "slow" (slower than
+    # slow_threshold_ms), or the name of a counter whose requests are captured as bad
+    # (e.g. "throttled", "auth_failures", "retries").
+    bad_rule: str
     slow_threshold_ms: float = 0.0
     p_value: float = 1.0
+    summary: str = ""
+    details: dict[str, Any] = field(default_factory=dict)  # type-specific numbers, added to incident.data
+    suspect_keys: tuple[str, ...] = ()  # keys this type asks about first when suspects tie
+    tally_keys: tuple[str, ...] = ()  # keys whose values among bad requests are counted (distinct, top)
 
 
 @dataclass(slots=True)

@@ -49,14 +49,18 @@ class Pipeline:
         w = settings.windows
         self.slot_ns = int(w.slot * NS_PER_S)
         self.subjects = SubjectTable(settings.limits.max_routes_per_service, settings.limits.max_subjects)
+        self.detectors: list[Detector] = build_detectors(settings) if settings.enabled else []
+        # Windows count, and decode captures, only what some enabled detector needs.
+        counters = {c.name: c for d in self.detectors for c in d.counters}
         self.decoder = Decoder(self.subjects)
+        self.decoder.capture_marks = tuple({c.name: c for d in self.detectors for c in d.captures}.values())
         longest = max([r.window for r in settings.events.values()] + [300.0])
-        self.windows = WindowStore(self.slot_ns, int(np.ceil(longest / w.slot)) + 1, settings.limits.max_subjects)
-        self.baselines = Baselines(w.slot)
+        self.windows = WindowStore(self.slot_ns, int(np.ceil(longest / w.slot)) + 1, counters.values(),
+                                   settings.limits.max_subjects)
+        self.baselines = Baselines(w.slot, counters)
         self.clock = EventClock(int(w.allowed_lateness * NS_PER_S), int(w.max_clock_skew * NS_PER_S),
                                 int(w.max_span_age * NS_PER_S), use_wall_clock and w.wall_clock_advance)
         self.use_wall_clock = use_wall_clock
-        self.detectors: list[Detector] = build_detectors(settings) if settings.enabled else []
         self.captures = CaptureStore()
         self.incidents = IncidentManager(settings, store, exporters, self.metrics)
         latency_rule = settings.events.get("LATENCY_ANOMALY")
@@ -172,8 +176,7 @@ class Pipeline:
             if sid is not None:
                 frozen[sid] = True
         pos = lagged % self.windows.ring
-        self.baselines.learn(self.windows.count[:size, pos], self.windows.errors[:size, pos],
-                             self.windows.hist[:size, pos, :], frozen)
+        self.baselines.learn(self.windows.slot(pos, size), self.windows.hist[:size, pos, :], frozen)
         # Requests slower than baseline p95 + 50 ms are kept for latency suspects.
         warm = self.baselines.warm(size)
         slow = np.full(size, float(self._cold_slow_ms))

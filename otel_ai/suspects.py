@@ -1,11 +1,14 @@
 """What the failing (or slow) requests of an incident share: ranked key=value suspects,
 exemplar trace ids, top exceptions, and versions first seen shortly before onset.
 
-Per subject it keeps three small rings of captured requests (errors, slow ones, and an
-unbiased 1-in-N trace sample), for at most MAX_SUBJECTS recently active subjects, so
-memory is bounded whatever the traffic. A suspect's score is bad_share - good_share:
-the share of bad requests carrying the pair minus the share of good ones. Ties go to
-the more specific key (a version before a pod, a pod before its node).
+Per subject it keeps four small rings of captured requests (errors, slow ones, those a
+detector marked as bad (429s, 401/403s, retries), and an unbiased 1-in-N trace
+sample), for at most MAX_SUBJECTS recently active subjects, so memory is bounded
+whatever the traffic. What counts as bad is the anomaly's bad_rule, set by its
+detector. A suspect's score is bad_share - good_share: the share of bad requests
+carrying the pair minus the share of good ones. Ties go to the keys the detector asks
+about first (the caller of a retry storm), then to the more specific key (a version
+before a pod, a pod before its node).
 """
 from __future__ import annotations
 
@@ -36,6 +39,7 @@ KEY_PRIORITY = (
 class SubjectCaptures:
     bad: deque = field(default_factory=lambda: deque(maxlen=BAD_RING))
     slow: deque = field(default_factory=lambda: deque(maxlen=SLOW_RING))
+    marked: deque = field(default_factory=lambda: deque(maxlen=BAD_RING))
     sampled: deque = field(default_factory=lambda: deque(maxlen=SAMPLE_RING))
     versions: dict = field(default_factory=dict)  # service.version -> first seen (ns)
 
@@ -49,6 +53,8 @@ class Attribution:
     bad_requests: int
     good_requests: int
     exemplar_span_ids: list[str] = field(default_factory=list)  # aligned with exemplar_trace_ids
+    # Per key the detector tallies: how many bad requests, how many distinct values, the top ones.
+    bad_values: list[dict] = field(default_factory=list)
 
 
 class CaptureStore:
@@ -71,6 +77,8 @@ class CaptureStore:
                 subjects.move_to_end(capture.subject_id)
             if capture.error:
                 entry.bad.append(capture)
+            elif capture.marks:
+                entry.marked.append(capture)
             elif capture.slow:
                 entry.slow.append(capture)
             if capture.sampled and not capture.error:
@@ -100,18 +108,24 @@ class CaptureStore:
             pool = _unique(_between(entry.slow, since, until) + sampled + _between(entry.bad, since, until))
             bad = [c for c in pool if c.duration_ms > limit]
             good = [c for c in sampled if c.duration_ms <= limit]
-        else:
+        elif anomaly.bad_rule == "error":
             bad = _between(entry.bad, since, until)
             good = sampled
+        else:  # a capture counter's name: a retried call may also be an error
+            rule = anomaly.bad_rule
+            pool = _unique(_between(entry.marked, since, until) + _between(entry.bad, since, until) + sampled)
+            bad = [c for c in pool if rule in c.marks]
+            good = [c for c in sampled if rule not in c.marks]
         exemplars = sorted(bad, key=lambda c: -c.end_ns)[:5]
         return Attribution(
-            suspects=rank_suspects(bad, good),
+            suspects=rank_suspects(bad, good, anomaly.suspect_keys),
             exemplar_trace_ids=[c.trace_id.hex() for c in exemplars],
             exemplar_span_ids=[c.span_id.hex() for c in exemplars],
             top_errors=_top_errors(bad),
             new_versions=self._new_versions(entry, anomaly.event_time_ns),
             bad_requests=len(bad),
             good_requests=len(good),
+            bad_values=[_tally(bad, key) for key in anomaly.tally_keys],
         )
 
     @staticmethod
@@ -137,7 +151,7 @@ def _unique(captures: list[Capture]) -> list[Capture]:
     return out
 
 
-def rank_suspects(bad: list[Capture], good: list[Capture]) -> list[dict]:
+def rank_suspects(bad: list[Capture], good: list[Capture], ask_first: tuple[str, ...] = ()) -> list[dict]:
     if not bad:
         return []
     bad_counts = Counter(pair for c in bad for pair in set(c.pairs))
@@ -150,10 +164,17 @@ def rank_suspects(bad: list[Capture], good: list[Capture]) -> list[dict]:
         score = bad_share - good_share
         if bad_share >= MIN_BAD_SHARE and score >= MIN_SCORE:
             ranked.append((pair, score, bad_share, good_share))
-    priority = {key: i for i, key in enumerate(KEY_PRIORITY)}
+    priority = {key: i for i, key in enumerate(dict.fromkeys(ask_first + KEY_PRIORITY))}
     ranked.sort(key=lambda r: (-round(r[1], 6), priority.get(r[0][0], len(priority)), r[0]))
     return [{"key": k, "value": v, "score": round(score, 3), "bad_share": round(b, 3), "good_share": round(g, 3)}
             for (k, v), score, b, g in ranked[:TOP_SUSPECTS]]
+
+
+def _tally(bad: list[Capture], key: str) -> dict:
+    values = Counter(value for c in bad for k, value in c.pairs if k == key)
+    total = max(len(bad), 1)
+    return {"key": key, "bad_requests": len(bad), "distinct": len(values),
+            "top": [{"value": v, "share": round(n / total, 3)} for v, n in values.most_common(3)]}
 
 
 def _top_errors(bad: list[Capture]) -> list[dict]:

@@ -425,11 +425,11 @@ def test_unicode_digit_status_code_does_not_crash(tmp_path: Path, text: str) -> 
 # ---------------------------------------------------------------- cardinality
 
 def window_row_bytes(pipeline: Pipeline) -> int:
-    return pipeline.windows.ring * (np.dtype(np.int32).itemsize + BINS * np.dtype(np.uint32).itemsize)
+    return pipeline.windows.ring * (len(pipeline.windows.values) + BINS) * np.dtype(np.float32).itemsize
 
 
 def window_bytes(pipeline: Pipeline) -> int:
-    return pipeline.windows.count.nbytes + pipeline.windows.hist.nbytes
+    return sum(v.nbytes for v in pipeline.windows.values.values()) + pipeline.windows.hist.nbytes
 
 
 def feed_routes(pipeline: Pipeline, routes: list[tuple[str, str]], batch: int = 5000) -> int:
@@ -458,8 +458,8 @@ def test_100k_routes_in_one_service_are_capped(tmp_path: Path) -> None:
     assert pipeline.subjects.overflowed == n - limits.max_routes_per_service
     # Nothing is lost: the extra routes are counted in the overflow subject.
     overflow = pipeline.subjects.lookup(next(s for s in api if s.route == OVERFLOW_ROUTE))
-    assert pipeline.windows.count.sum() == n
-    assert pipeline.windows.count[overflow].sum() == n - limits.max_routes_per_service
+    assert pipeline.windows.values["requests"].sum() == n
+    assert pipeline.windows.values["requests"][overflow].sum() == n - limits.max_routes_per_service
     # Window memory follows the subject count, not the route count.
     assert pipeline.windows.rows <= 2 * len(pipeline.subjects)
     assert window_bytes(pipeline) <= 2 * len(pipeline.subjects) * window_row_bytes(pipeline)
@@ -482,8 +482,8 @@ def test_100k_routes_across_many_services_are_capped(tmp_path: Path) -> None:
     assert max(per_service.values()) <= limits.max_routes_per_service + 1
     assert sum(s.service == OVERFLOW_SERVICE for s in subjects) == 1
     assert all(s.kind == ROUTE for s in subjects)
-    assert pipeline.windows.count.sum() == n  # every span counted somewhere
-    assert pipeline.windows.count[0].sum() > 0  # the global overflow took the rest
+    assert pipeline.windows.values["requests"].sum() == n  # every span counted somewhere
+    assert pipeline.windows.values["requests"][0].sum() > 0  # the global overflow took the rest
     bound = 2 * limits.max_subjects * window_row_bytes(pipeline)
     assert window_bytes(pipeline) <= bound
 
@@ -515,8 +515,8 @@ def test_missing_service_name_is_counted_as_unknown_service(tmp_path: Path) -> N
         "otel_ai_spans_received_total", {"transport": "test"}) == 3
     unknown = {s.route: i for i, s in enumerate(pipeline.subjects.subjects) if s.service == "unknown_service"}
     assert set(unknown) == {"/a", "/b"}
-    assert pipeline.windows.count[unknown["/a"]].sum() == 2
-    assert pipeline.windows.count[unknown["/b"]].sum() == 1
+    assert pipeline.windows.values["requests"][unknown["/a"]].sum() == 2
+    assert pipeline.windows.values["requests"][unknown["/b"]].sum() == 1
 
 
 def test_empty_service_name_is_unknown_service(tmp_path: Path) -> None:

@@ -251,7 +251,7 @@ def _check_consume_and_feed(store: IncidentStore, request: ExportTraceServiceReq
     assert synchronous.feed(body, "fuzz") == result
     synchronous.flush()
     synchronous.flush()
-    counted = int(synchronous.windows.count.sum())
+    counted = int(synchronous.windows.values["requests"].sum())
     assert counted <= len(all_spans) - result.rejected_spans
     assert len(synchronous.subjects) <= SETTINGS.limits.max_subjects
 

@@ -9,7 +9,9 @@ that capped size, and secrets are replaced with typed markers such as
 """
 from __future__ import annotations
 
+import hashlib
 import re
+import secrets
 from collections import Counter
 from collections.abc import Iterable
 from typing import Any
@@ -28,6 +30,16 @@ DEFAULT_ALLOW_KEYS: tuple[str, ...] = (
     "rpc.service", "dependency.failed", "dependency.slow", "service.instance.id",
     "exception.type",
 )
+
+# Who sent a request (addresses, user ids) leaves the process only as a keyed hash:
+# stable within one otel-ai process, so suspects and distinct counts still work, but not
+# reversible (every IPv4 address could be tried against a plain hash; the key never
+# leaves the process). Decode hashes them when it captures a request; the redactor
+# hashes any that reach it raw.
+PSEUDONYMIZED_KEYS = frozenset({"client.address", "http.client_ip", "source.address", "enduser.id", "user.id"})
+PSEUDONYM_PREFIX = "hash:"
+_PSEUDONYM_KEY = secrets.token_bytes(16)
+_PSEUDONYM = re.compile(r"^hash:[0-9a-f]{12}$")
 
 MAX_NODES = 10_000
 MAX_DEPTH = 20
@@ -203,6 +215,13 @@ def _find_spans(s: str) -> list[tuple[int, int, str]]:
     return merged
 
 
+def pseudonym(value: str) -> str:
+    """'203.0.113.77' -> 'hash:1f0c9a…' (12 hex digits of a keyed BLAKE2b)."""
+    if _PSEUDONYM.match(value):
+        return value
+    return PSEUDONYM_PREFIX + hashlib.blake2b(value.encode(), key=_PSEUDONYM_KEY, digest_size=6).hexdigest()
+
+
 def _truncation(dropped: int) -> str:
     return f"…[truncated {dropped} chars]"
 
@@ -220,6 +239,7 @@ class Redactor:
             raise ValueError("max_value_chars must be >= 0")
         self.deny_keys = tuple(key.lower() for key in deny_keys)
         self.allow_keys = frozenset(allow_keys)
+        self._pair_keys = self.allow_keys | PSEUDONYMIZED_KEYS  # values judged by their key alone
         self.max_value_chars = max_value_chars
         self.counts: Counter[str] = Counter()
 
@@ -275,11 +295,14 @@ class Redactor:
         return "".join(parts)
 
     def pair(self, key: str, value: Any) -> str:
-        """Value of attribute `key`: deny-listed key -> REDACTED; allow-listed key ->
-        str(value) capped only, no pattern redaction; otherwise text(str(value))."""
+        """Value of attribute `key`: deny-listed key -> REDACTED; an address or user id
+        -> its pseudonym; allow-listed key -> str(value) capped only, no pattern
+        redaction; otherwise text(str(value))."""
         if self._denied(key):
             self.counts["key"] += 1
             return REDACTED
+        if key in PSEUDONYMIZED_KEYS:
+            return pseudonym(str(value))
         if key in self.allow_keys:
             return self._cap(str(value))
         return self.text(str(value))
@@ -316,9 +339,9 @@ class Redactor:
                         budget[0] -= 1
                         self.counts["key"] += 1
                         new_value: Any = REDACTED
-                    elif key in self.allow_keys and isinstance(value, str):
+                    elif key in self._pair_keys and isinstance(value, str):
                         budget[0] -= 1
-                        new_value = self._cap(value)
+                        new_value = self.pair(key, value)
                     else:
                         new_value = self._walk(value, depth + 1, budget)
                     base_key = new_key = self.text(key)
