@@ -95,11 +95,14 @@ def rate_surprise(view: WindowView, ids: np.ndarray, bad: np.ndarray, n: np.ndar
 
 
 def window_plan(view: WindowView, rule: EventRule, short: bool = True) -> list[tuple[int, float]]:
-    """(slots, alpha) pairs from short to long, without duplicates; without the 10 s
-    window when the detector must not fire on a short burst."""
+    """(slots, alpha) pairs from short to long, without duplicates. Detectors that must
+    not fire on a short burst (short=False) get neither the 10 s window nor a window
+    longer than the history seen so far, which would hold only its last part."""
     plan = [(MEDIUM_SLOTS, ALPHA_MEDIUM), (view.slots_for(rule.window), ALPHA_LONG)]
     if short:
         plan.insert(0, (SHORT_SLOTS, ALPHA_SHORT))
+    else:
+        plan = [(slots, alpha) for slots, alpha in plan if slots <= view.seen_slots]
     seen: dict[int, float] = {}
     for slots, alpha in plan:
         seen[slots] = min(alpha, seen.get(slots, alpha))
@@ -202,9 +205,12 @@ class RateDetector:
         if self.adaptive:
             adaptive = np.maximum(3.0 * base, base + 0.02)
             thr = np.where(warm, np.maximum(np.minimum(self.static, adaptive), base + 0.02), self.static)
+            p0 = np.where(warm, np.maximum(base, 0.001), np.maximum(base, 0.01))
         else:
             thr = np.maximum(self.static, np.where(warm, base + 0.1, 0.0))
-        p0 = np.where(warm, np.maximum(base, 0.001), np.maximum(base, 0.01))
+            # The threshold is the point: a share must be significantly above half of it (and
+            # above the baseline), so a few requests that happen to reach it do not fire.
+            p0 = np.maximum(base, self.static / 2)
         return thr, p0, warm
 
     # ---- the detector API

@@ -10,7 +10,7 @@ import numpy as np
 from pydantic import Field
 
 from otel_ai.config import EventRule
-from otel_ai.counters import RETRIES
+from otel_ai.counters import Counter, Retries
 from otel_ai.detectors.base import DEPENDENCY_KIND, Hit, RateDetector, rule_text, where
 from otel_ai.model import Anomaly
 from otel_ai.windows import WindowView
@@ -24,12 +24,15 @@ class RetryStorm(RateDetector):
     event_type = "RETRY_STORM"
     Rule = RetryStormRule
     subject_kind = DEPENDENCY_KIND
-    bad = RETRIES
     bad_noun = "retried calls"
     metric = "calls_per_request"
     unit = "x"
     suspect_keys = ("service.name",)
     tally_keys = ("service.name",)
+
+    def __init__(self, rule: RetryStormRule):
+        super().__init__(rule)
+        self.bad = Counter("retries", select=Retries())  # remembers recent calls: one per pipeline
 
     def describe(self) -> str:
         return (f"calls per request to a dependency >= {self.rule.threshold:g}x its usual number, critical from "

@@ -8,6 +8,7 @@ something new defines its own Counter next to it; it only reads SpanBatch column
 """
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from typing import Callable
 
@@ -18,6 +19,9 @@ from otel_ai.decode import SPAN_KIND_CLIENT, SpanBatch
 GRPC_RESOURCE_EXHAUSTED = 8
 GRPC_PERMISSION_DENIED = 7
 GRPC_UNAUTHENTICATED = 16
+REPEAT_WINDOW_NS = 5_000_000_000  # a repeat of a call this soon after it is a retry
+REPEAT_BATCHES = 8  # recent batches whose calls are remembered for that
+_MIX = np.uint64(0x9E3779B97F4A7C15)  # (parent span, dependency) -> one 64-bit key
 
 
 @dataclass(frozen=True)
@@ -52,29 +56,43 @@ def auth_failed(batch: SpanBatch) -> np.ndarray:
     return (status == 401) | (status == 403) | (grpc == GRPC_UNAUTHENTICATED) | (grpc == GRPC_PERMISSION_DENIED)
 
 
-def retried(batch: SpanBatch) -> np.ndarray:
-    """CLIENT spans that retry a call: `http.request.resend_count` > 0, or a repeat of an
-    earlier call from the same parent span to the same dependency within the batch (the
-    only sign of a retry from instrumentations without resend_count)."""
-    out = batch.resend_count > 0
-    calls = np.flatnonzero((batch.kind == SPAN_KIND_CLIENT) & (batch.parent_span_id != 0))
-    if calls.shape[0] < 2:
+class Retries:
+    """Selects CLIENT spans that retry a call: `http.request.resend_count` > 0, or a repeat
+    of a call from the same parent span to the same dependency within REPEAT_WINDOW_NS,
+    also across batches (a retry chain often straddles two exports). Stateful: the sorted
+    call keys of the last few batches are kept, so each pipeline needs its own, fed every
+    batch once (decode asks first; Counter.rows caches the answer on the batch)."""
+
+    def __init__(self, window_ns: int = REPEAT_WINDOW_NS, batches: int = REPEAT_BATCHES):
+        self.window_ns = window_ns
+        self._recent: deque[tuple[int, np.ndarray]] = deque(maxlen=batches)  # (max end ns, sorted keys)
+
+    def __call__(self, batch: SpanBatch) -> np.ndarray:
+        out = batch.resend_count > 0
+        calls = np.flatnonzero((batch.kind == SPAN_KIND_CLIENT) & (batch.parent_span_id != 0))
+        if calls.shape[0] == 0:
+            return out
+        with np.errstate(over="ignore"):
+            keys = batch.parent_span_id[calls] ^ (batch.subject_id[calls].astype(np.uint64) * _MIX)
+        order = np.lexsort((batch.start_ns[calls], keys))
+        ordered = keys[order]
+        repeat = np.zeros(calls.shape[0], dtype=bool)
+        repeat[order[1:]] = ordered[1:] == ordered[:-1]
+        horizon = batch.max_end_ns - self.window_ns
+        for end_ns, seen in self._recent:
+            if end_ns >= horizon:
+                found = np.minimum(np.searchsorted(seen, keys), seen.shape[0] - 1)
+                repeat |= seen[found] == keys
+        self._recent.append((batch.max_end_ns, np.unique(keys)))
+        if repeat.any():
+            out = out.copy()
+            out[calls[repeat]] = True
         return out
-    parent, dependency = batch.parent_span_id[calls], batch.subject_id[calls]
-    order = np.lexsort((batch.start_ns[calls], dependency, parent))
-    parent, dependency = parent[order], dependency[order]
-    repeat = np.zeros(calls.shape[0], dtype=bool)
-    repeat[1:] = (parent[1:] == parent[:-1]) & (dependency[1:] == dependency[:-1])
-    if repeat.any():
-        out = out.copy()
-        out[calls[order[repeat]]] = True
-    return out
 
 
 REQUESTS = Counter("requests")
 ERRORS = Counter("errors", select=lambda b: b.error)
 THROTTLED = Counter("throttled", select=throttled)
 AUTH_FAILURES = Counter("auth_failures", select=auth_failed)
-RETRIES = Counter("retries", select=retried)
 # Sum of durations: busy time / slot length is the mean concurrency (Little's law).
 BUSY_MS = Counter("busy_ms", amount=lambda b: b.duration_ms)

@@ -6,9 +6,9 @@ detector marked as bad (429s, 401/403s, retries), and an unbiased 1-in-N trace
 sample), for at most MAX_SUBJECTS recently active subjects, so memory is bounded
 whatever the traffic. What counts as bad is the anomaly's bad_rule, set by its
 detector. A suspect's score is bad_share - good_share: the share of bad requests
-carrying the pair minus the share of good ones. Ties go to the keys the detector asks
-about first (the caller of a retry storm), then to the more specific key (a version
-before a pod, a pod before its node).
+carrying the pair minus the share of good ones. Pairs of the keys the detector asks
+about (the caller of a retry storm, the client of a rate limit) rank first; ties go to
+the more specific key (a version before a pod, a pod before its node).
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ SAMPLE_RING = 192
 MAX_SUBJECTS = 2000
 MAX_VERSIONS = 16
 LOOKBACK_NS = 300 * 1_000_000_000
+MARKED_LOOKBACK_NS = 60 * 1_000_000_000
 TOP_SUSPECTS = 5
 MIN_BAD_SHARE = 0.2
 MIN_SCORE = 0.1
@@ -113,7 +114,11 @@ class CaptureStore:
             good = sampled
         else:  # a capture counter's name: a retried call may also be an error
             rule = anomaly.bad_rule
-            pool = _unique(_between(entry.marked, since, until) + _between(entry.bad, since, until) + sampled)
+            # These have a usual rate (mistyped passwords, a second call to a cache): the bad
+            # requests are those of the last minute, where the surge outweighs the usual ones.
+            recent = until - MARKED_LOOKBACK_NS
+            pool = _unique(_between(entry.marked, recent, until) + _between(entry.bad, recent, until)
+                           + _between(entry.sampled, recent, until))
             bad = [c for c in pool if rule in c.marks]
             good = [c for c in sampled if rule not in c.marks]
         exemplars = sorted(bad, key=lambda c: -c.end_ns)[:5]
@@ -164,8 +169,10 @@ def rank_suspects(bad: list[Capture], good: list[Capture], ask_first: tuple[str,
         score = bad_share - good_share
         if bad_share >= MIN_BAD_SHARE and score >= MIN_SCORE:
             ranked.append((pair, score, bad_share, good_share))
-    priority = {key: i for i, key in enumerate(dict.fromkeys(ask_first + KEY_PRIORITY))}
-    ranked.sort(key=lambda r: (-round(r[1], 6), priority.get(r[0][0], len(priority)), r[0]))
+    # The keys that answer the anomaly's own question (who is limited, who retries) come
+    # first when they distinguish at all; then the rest, by score.
+    priority = {key: i for i, key in enumerate(KEY_PRIORITY)}
+    ranked.sort(key=lambda r: (r[0][0] not in ask_first, -round(r[1], 6), priority.get(r[0][0], len(priority)), r[0]))
     return [{"key": k, "value": v, "score": round(score, 3), "bad_share": round(b, 3), "good_share": round(g, 3)}
             for (k, v), score, b, g in ranked[:TOP_SUSPECTS]]
 

@@ -20,6 +20,7 @@ from otel_ai.decode import SpanBatch
 from otel_ai.histogram import BINS, bin_index
 
 OPEN_SLOTS = 18  # how far ahead of the watermark a span may end and still be counted
+EARLY_SLOTS = 3  # slots opened before the first data's median time
 
 
 @dataclass(slots=True)
@@ -37,6 +38,7 @@ class WindowStore:
         self.history_slots = history_slots
         self.ring = history_slots + OPEN_SLOTS
         self.first_open_slot: int | None = None
+        self.first_slot: int | None = None  # the oldest slot with history (start, or after a gap)
         self._capacity = 0
         by_name = {REQUESTS.name: REQUESTS}
         for counter in counters:
@@ -60,8 +62,11 @@ class WindowStore:
         self._capacity = new
 
     def start_at(self, event_ns: int) -> None:
+        """Open the slots, a little before the first data's time (event_ns), so that its
+        earlier spans (and those of the next few batches) are not late."""
         if self.first_open_slot is None:
-            self.first_open_slot = event_ns // self.slot_ns
+            self.first_slot = event_ns // self.slot_ns
+            self.first_open_slot = self.first_slot - EARLY_SLOTS
 
     def _open(self, end_ns: np.ndarray) -> tuple[np.ndarray, np.ndarray, int, int]:
         """(slot of each row, rows inside the open slots, late count, too-early count)."""
@@ -83,9 +88,7 @@ class WindowStore:
         n = len(batch)
         if n == 0:
             return AddResult(0, 0, 0)
-        # Start a little before the first batch's median, so that its earlier spans
-        # (and those of the next few batches) are not late.
-        self.start_at(batch.median_end_ns - 3 * self.slot_ns)
+        self.start_at(batch.median_end_ns)
         slot, inside, late, too_early = self._open(batch.end_ns)
         counted = int(inside.sum())
         if counted == 0:
@@ -110,7 +113,7 @@ class WindowStore:
         Counters no detector asked for are ignored."""
         if subject_id.shape[0] == 0:
             return AddResult(0, 0, 0)
-        self.start_at(int(np.median(end_ns)) - 3 * self.slot_ns)
+        self.start_at(int(np.median(end_ns)))
         slot, inside, late, too_early = self._open(end_ns)
         if not inside.any():
             return AddResult(0, late, too_early)
@@ -153,7 +156,7 @@ class WindowStore:
         for values in self.values.values():
             values[:] = 0
         self.hist[:] = 0
-        self.first_open_slot = slot
+        self.first_open_slot = self.first_slot = slot
 
     def positions(self, last_slot: int, slots: int) -> np.ndarray:
         """Ring cells of the `slots` closed slots ending with last_slot (oldest first)."""
@@ -178,6 +181,7 @@ class WindowView:
         self.kinds = kinds  # per subject: 0 route, 1 dependency
         self.slot_s = store.slot_ns / 1e9
         self.end_ns = (closed_slot + 1) * store.slot_ns
+        self.seen_slots = closed_slot - store.first_slot + 1  # closed slots with history
         self._sums: dict[tuple[str, int], np.ndarray] = {}
 
     def slots_for(self, seconds: float) -> int:

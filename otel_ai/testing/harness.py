@@ -38,14 +38,15 @@ class RunResult:
 
 
 def run_generator(generator, duration_s: float, settings: Settings | None = None,
-                  data_dir: str | Path | None = None) -> RunResult:
+                  data_dir: str | Path | None = None, interval_s: float = 1.0) -> RunResult:
+    """Feed `duration_s` of generated traffic, one export per `interval_s` of event time."""
     settings = settings or load_settings(env={})
     recorder = RecordingExporter()
     with tempfile.TemporaryDirectory(prefix="otel-ai-harness-") as tmp:
         store = IncidentStore(Path(data_dir or tmp) / "incidents.db")
         pipeline = Pipeline(settings, store, [recorder], use_wall_clock=False)
         spans = 0
-        for request in generator.serialized_batches(duration_s):
+        for request in generator.serialized_batches(duration_s, interval_s):
             body = request
             spans += pipeline.feed(body).spans
         pipeline.flush()

@@ -2,13 +2,18 @@
 
 Every fault preset also carries the two steady benign noises (a low-traffic flaky
 route and a steadily 5 %-flaky route), so a detector must stay quiet on those while
-it finds the fault. Faults start at ``warmup_s``.
+it finds the fault. Faults start at ``warmup_s``. The behaviour faults (rate limits,
+retries, credential stuffing, saturation) are presets too, with their look-alikes
+running alongside.
 """
 from __future__ import annotations
 
-from otel_ai.testing.traffic import FAULT_KINDS, Fault, Noise, TrafficGenerator
+from otel_ai.testing.traffic import (
+    BEHAVIOUR_FAULT_KINDS, BEHAVIOUR_NOISE_KINDS, FAULT_KINDS, Fault, Noise, TrafficGenerator,
+)
 
 SCENARIOS: tuple[str, ...] = FAULT_KINDS
+BEHAVIOUR_SCENARIOS: tuple[str, ...] = BEHAVIOUR_FAULT_KINDS
 BENIGN = "benign"
 
 # Routes the recurring 4xx bursts cycle through (route ids "service:METHOD TEMPLATE").
@@ -38,6 +43,13 @@ def benign_noise(duration_s: float = 1800.0, warmup_s: float = 600.0) -> list[No
     return noise
 
 
+def lookalike_noise() -> list[Noise]:
+    """The behaviour faults' benign look-alikes, from the start: a tenant's 429 bursts at
+    its low limit, retries at their usual rate, a login route with its usual failed
+    passwords. (A surge the shop absorbs is benign_noise's traffic_surge.)"""
+    return [Noise(kind) for kind in BEHAVIOUR_NOISE_KINDS]
+
+
 def benign(seed: int = 1, duration_s: float = 1800.0, warmup_s: float = 600.0, **kw) -> TrafficGenerator:
     return TrafficGenerator(seed=seed, noise=benign_noise(duration_s, warmup_s), **kw)
 
@@ -51,8 +63,11 @@ def scenario(name: str, seed: int = 1, warmup_s: float = 600, **kw) -> TrafficGe
     """
     if name == BENIGN:
         return benign(seed, warmup_s=warmup_s, **kw)
+    if name in BEHAVIOUR_SCENARIOS:
+        return TrafficGenerator(seed=seed, faults=[Fault(name, start_s=float(warmup_s))],
+                                noise=steady_noise() + lookalike_noise(), **kw)
     if name not in SCENARIOS:
-        raise ValueError(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS + (BENIGN,))}")
+        raise ValueError(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS + BEHAVIOUR_SCENARIOS + (BENIGN,))}")
     return TrafficGenerator(seed=seed, faults=[_PRESETS.get(name, lambda t: Fault(name, start_s=t))(float(warmup_s))],
                             noise=steady_noise(), **kw)
 

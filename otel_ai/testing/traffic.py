@@ -261,9 +261,11 @@ class _CallRT:
     """A compiled call step: static client-span bytes plus what varies."""
 
     __slots__ = ("p", "dep", "route", "head", "attrs", "url_key", "url_prefix", "url_suffix", "code_attr",
-                 "path_prefix", "path_suffix", "name", "up_exc_service")
+                 "path_prefix", "path_suffix", "name", "up_exc_service", "retries", "resend_count")
 
     def __init__(self):
+        self.retries = 0  # a retry policy of the behaviour block (0: none)
+        self.resend_count = False  # its retries carry http.request.resend_count (new semconv callers)
         self.dep = None
         self.route = None
         self.url_key = None
@@ -328,6 +330,7 @@ class TrafficGenerator:
         self._tick = 0  # next 1 s tick to generate
         self._now_ns = self.start_ns
         self.spans_generated = 0
+        self._behaviour = _Behaviour(self)
         self.ground_truth: list[GroundTruth] = self._ground_truth()
 
     # ------------------------------------------------------------------ public
@@ -505,6 +508,8 @@ class TrafficGenerator:
     def _resolve(self, f: Fault) -> Fault:
         f = dataclasses.replace(f, params=dict(f.params))
         k = f.kind
+        if k in BEHAVIOUR_FAULT_KINDS:
+            return _resolve_behaviour_fault(f)
         if k not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {k!r}")
         p = f.params
@@ -556,6 +561,8 @@ class TrafficGenerator:
     @staticmethod
     def _resolve_noise(n: Noise) -> Noise:
         n = dataclasses.replace(n, params=dict(n.params))
+        if n.kind in BEHAVIOUR_NOISE_KINDS:
+            return _resolve_behaviour_noise(n)
         if n.kind not in NOISE_KINDS:
             raise ValueError(f"unknown noise kind {n.kind!r}")
         if n.kind == "4xx_burst":
@@ -616,7 +623,7 @@ class TrafficGenerator:
             rt.extra = None
             rt.ver_err = rt.pod_err = rt.tenant_err = None
         for n in self.noise:
-            if not self._active(n.start_s, n.duration_s, t):
+            if not self._active(n.start_s, n.duration_s, t) or n.kind in BEHAVIOUR_NOISE_KINDS:
                 continue
             if n.kind == "traffic_surge":
                 rate_factor *= n.params.get("factor", 5.0)
@@ -635,7 +642,7 @@ class TrafficGenerator:
         for d in self._deps.values():
             d.lat_mult = lat
         for f in self.faults:
-            if not self._active(f.start_s, f.params.get("duration_s"), t):
+            if not self._active(f.start_s, f.params.get("duration_s"), t) or f.kind in BEHAVIOUR_FAULT_KINDS:
                 continue
             k, p = f.kind, f.params
             if k == "bad_deploy":
@@ -664,6 +671,7 @@ class TrafficGenerator:
                 elif k == "slow_database":
                     lo, hi = p["slow_ms"]
                     d.slow = (lo * 1e6, (hi - lo) * 1e6)
+        self._behaviour.update(t)
         return rate_factor
 
     # ------------------------------------------------------------------ generation
@@ -687,6 +695,7 @@ class TrafficGenerator:
                     start = base + int(rnd() * 1e9)
                     tenant = pick[int(rnd() * ntp)]
                     self._serve(rt, start, self._randbytes(16), None, tenant, clients[int(rnd() * 200)], None)
+            self._behaviour.generate(base, t)
             self._tick += 1
 
     def _poisson(self, lam: float) -> int:
@@ -703,8 +712,10 @@ class TrafficGenerator:
         return n
 
     def _serve(self, rt: _RouteRT, start: int, trace_id: bytes, parent: bytes | None, tenant: str,
-               client_attr: bytes, path: str | None) -> tuple[int, int]:
-        """Simulate one server request and its subtree; returns (end_ns, status code)."""
+               client_attr: bytes, path: str | None, answer: int = 0, more_attrs: bytes = b"") -> tuple[int, int]:
+        """Simulate one server request and its subtree; returns (end_ns, status code).
+        answer: a 4xx code to refuse it with (rate limit, failed login); more_attrs: encoded
+        span attributes to add (e.g. enduser.id)."""
         rnd = self._random
         pods = rt.pods
         pod = pods[int(rnd() * len(pods))]
@@ -715,7 +726,10 @@ class TrafficGenerator:
         err = None
         extra_spans = None
         p4 = rt.p4xx
-        if p4 and rnd() < p4:
+        if answer:
+            code = answer
+            end = start + int(own * 0.3) + 1000
+        elif p4 and rnd() < p4:
             code = (400, 404, 429)[int(rnd() * 3)] if p4 > rt.route.not_found else 404
             end = start + int(own * 0.3) + 1000
         else:
@@ -741,6 +755,8 @@ class TrafficGenerator:
                 cursor += 40_000
                 if c.route is not None:
                     cursor, up = self._call_route(c, cursor, trace_id, span_id, tenant, pod)
+                elif c.retries:
+                    cursor, up = self._behaviour.retrying_call(c, cursor, trace_id, span_id, pod)
                 else:
                     cursor, up = self._call_dep(c, cursor, trace_id, span_id, pod)
                 if up:
@@ -775,7 +791,7 @@ class TrafficGenerator:
             parts.append(b"\x22\x08")
             parts.append(parent)
         parts += (rt.head, _TIMES.pack(0x39, start, 0x41, end), rt.static, path_attr, rt.code_attr[code],
-                  client_attr, self._tenant_attr[tenant])
+                  client_attr, self._tenant_attr[tenant], more_attrs)
         if err is not None:
             parts.append(err.event(end - 5_000))
             parts.append(err.status)
@@ -819,7 +835,8 @@ class TrafficGenerator:
         self.spans_generated += 1
         return end, up
 
-    def _call_dep(self, c: _CallRT, start: int, trace_id: bytes, parent: bytes, pod: Pod) -> tuple[int, int]:
+    def _call_dep(self, c: _CallRT, start: int, trace_id: bytes, parent: bytes, pod: Pod,
+                  more_attrs: bytes = b"") -> tuple[int, int]:
         rnd = self._random
         d = c.dep
         up = 0
@@ -842,7 +859,7 @@ class TrafficGenerator:
                 dur = int(d.slow[0] + rnd() * d.slow[1])
         end = start + dur
         parts = [b"\x0a\x10", trace_id, b"\x12\x08", self._randbytes(8), b"\x22\x08", parent, c.head,
-                 _TIMES.pack(0x39, start, 0x41, end), c.attrs]
+                 _TIMES.pack(0x39, start, 0x41, end), c.attrs, more_attrs]
         if c.url_key is not None:
             url = c.url_prefix if c.path_prefix is None else c.url_prefix + _id_value(rnd, c.path_prefix)
             parts.append(_str_attr_fast(c.url_key, url + c.url_suffix))
@@ -910,8 +927,10 @@ class TrafficGenerator:
             if n.kind == "low_traffic_flaky":
                 direct[n.route] = n.params.get("per_min", 3.0) / 60.0
         rates = topo.effective_rates(direct)
-        out: list[GroundTruth] = []
+        out: list[GroundTruth] = self._behaviour.ground_truth()
         for f in self.faults:
+            if f.kind in BEHAVIOUR_FAULT_KINDS:
+                continue
             own, dep = self._fault_effects(f)
             memo: dict[str, tuple[float, float]] = {}
 
@@ -964,6 +983,233 @@ class TrafficGenerator:
             for name, (rate, er, sr) in dep_seen.items():
                 if rate >= GT_MIN_RATE and (er / rate >= GT_MIN_ERR or sr / rate >= GT_MIN_SLOW):
                     out.append(GroundTruth(f.kind, onset, [("dependency", name, "", "")], set(DEPENDENCY_TYPES), None))
+        return out
+
+
+# =========================================================================== behaviour faults
+# Faults for the detectors of client and caller behaviour (RATE_LIMIT_BREACH, RETRY_STORM,
+# SECURITY_ANOMALY, CAPACITY_WARNING) and the benign look-alikes each must stay quiet on.
+# Kept apart from the shop's own faults: they add traffic (a tenant's job, an attacker, a
+# login route) and behaviour (retry policies, queueing), and leave the default topology,
+# the other faults and the random stream of scenarios without them unchanged.
+#
+# Faults (Fault.kind):
+#   rate_limit_breach    service/route, target tenant: a job of the tenant sends
+#                        params extra_rate req/s over its quota; params rejected of them get 429
+#   retry_storm          service (the caller), target dependency: params timeout_share of
+#                        calls time out after timeout_ms and the caller retries each up to
+#                        params retries times, without backoff
+#   credential_stuffing  one client (params address, user_agent) tries params rate logins/s
+#                        with other people's user names on POST /login; params success share works
+#   capacity_saturation  service/route, target tenant: the tenant adds params load x the
+#                        route's rate at onset, growing by params ramp_per_min x per minute; the
+#                        route queues (usual utilization params utilization)
+# Look-alikes (Noise.kind):
+#   rate_limited_bursts  a tenant with a low limit bursts params extra_rate req/s for
+#                        params burst_s every params every_s; all of the burst gets 429
+#   normal_retries       params share of calls to a dependency fail once and are retried
+#   login_failures       POST /login with its usual failed-password rate (params share of
+#                        logins start with 1-3 failed attempts)
+
+BEHAVIOUR_FAULT_KINDS = ("rate_limit_breach", "retry_storm", "credential_stuffing", "capacity_saturation")
+BEHAVIOUR_NOISE_KINDS = ("rate_limited_bursts", "normal_retries", "login_failures")
+LOGIN_ROUTE = Route("frontend", "POST", "/login", 4.0, 25.0, 0.4, calls=(Call("session-cache", 1.0, "SET"),))
+LOGIN_ROUTE_ID = topo.route_id(LOGIN_ROUTE.service, LOGIN_ROUTE.key)
+_USERS = 5000  # distinct enduser.id values of the shop's customers
+_BEHAVIOUR_DEFAULTS = {
+    "rate_limit_breach": ("orders", "GET /api/orders", "initech", {"extra_rate": 8.0, "rejected": 0.9}),
+    "retry_storm": ("orders", None, "shipping", {"timeout_share": 0.9, "timeout_ms": 200.0, "retries": 5}),
+    "credential_stuffing": ("frontend", "POST /login", None,
+                            {"rate": 20.0, "success": 0.01, "address": "203.0.113.77", "user_agent": "Go-http-client/1.1"}),
+    "capacity_saturation": ("checkout", "GET /api/cart", "globex",
+                            {"load": 2.5, "ramp_per_min": 0.25, "utilization": 0.2}),
+}
+_LOOKALIKE_DEFAULTS = {
+    "rate_limited_bursts": ("orders:GET /api/orders", {"tenant": "hooli", "extra_rate": 6.0, "burst_s": 20.0,
+                                                       "every_s": 240.0}),
+    "normal_retries": (None, {"dependency": "payment-gateway", "share": 0.03}),
+    "login_failures": (LOGIN_ROUTE_ID, {"share": 0.06, "rate": LOGIN_ROUTE.rate}),
+}
+
+
+def _resolve_behaviour_fault(f: Fault) -> Fault:
+    service, route, target, params = _BEHAVIOUR_DEFAULTS[f.kind]
+    f.service, f.route, f.target = f.service or service, f.route or route, f.target or target
+    for key, value in params.items():
+        f.params.setdefault(key, value)
+    if f.kind == "retry_storm":
+        if f.target not in topo.DEPENDENCY_BY_NAME:
+            raise ValueError(f"unknown dependency {f.target!r}")
+        if not any(c.target == f.target for r in topo.ROUTES if r.service == f.service for c in r.calls):
+            raise ValueError(f"{f.service} never calls {f.target}")
+    elif f.kind != "credential_stuffing" and topo.route_id(f.service, f.route) not in topo.ROUTE_BY_ID:
+        raise ValueError(f"unknown route {f.service}:{f.route}")
+    return f
+
+
+def _resolve_behaviour_noise(n: Noise) -> Noise:
+    route, params = _LOOKALIKE_DEFAULTS[n.kind]
+    n.route = n.route or route
+    for key, value in params.items():
+        n.params.setdefault(key, value)
+    if n.route is not None and n.route not in topo.ROUTE_BY_ID and n.route != LOGIN_ROUTE_ID:
+        raise ValueError(f"unknown route id {n.route!r} (want 'service:METHOD TEMPLATE')")
+    return n
+
+
+class _Behaviour:
+    """The behaviour faults and look-alikes of one generator: the traffic they add each
+    tick, the retry policies they switch on, and their ground truth. Without any, it
+    does nothing and draws nothing from the random stream."""
+
+    def __init__(self, gen: TrafficGenerator):
+        self.gen = gen
+        self.faults = [f for f in gen.faults if f.kind in BEHAVIOUR_FAULT_KINDS]
+        self.noise = [n for n in gen.noise if n.kind in BEHAVIOUR_NOISE_KINDS]
+        self.login = None
+        kinds = {x.kind for x in (*self.faults, *self.noise)}
+        if kinds & {"credential_stuffing", "login_failures"}:
+            self.login = gen._compile_route(LOGIN_ROUTE_ID, LOGIN_ROUTE)
+            self.login.calls = [gen._compile_call(self.login, c) for c in LOGIN_ROUTE.calls]
+            self.login.code_attr[401] = _attr("http.response.status_code", 401)
+            self.login.rate = self.login.direct_rate
+            self.login.own_err, self.login.own_exc, self.login.p4xx = LOGIN_ROUTE.base_err, self.login.base_exc, 0.0
+            self.login.extra = self.login.ver_err = self.login.pod_err = self.login.tenant_err = None
+            self.login.lat_mult = 1.0
+            self._user_key = _keyfield("enduser.id")
+        self._attackers = {id(f): gen._client_attrs("new", f.params["address"], f.params["user_agent"])
+                           for f in self.faults if f.kind == "credential_stuffing"}
+        self._resend = [_attr("http.request.resend_count", i) for i in range(16)]
+
+    def _on(self, item, t: float) -> bool:
+        duration = item.params.get("duration_s") if isinstance(item, Fault) else item.duration_s
+        return self.gen._active(item.start_s, duration, t)
+
+    # ---- per tick: state, then traffic
+
+    def update(self, t: float) -> None:
+        """Retry policies and queueing for the tick starting at t (after the shop's state)."""
+        if not (self.faults or self.noise):
+            return
+        gen = self.gen
+        self._retry(None, None, 0)
+        for n in self.noise:
+            if n.kind == "normal_retries" and self._on(n, t):
+                gen._deps[n.params["dependency"]].err_p = n.params["share"]
+                self._retry(None, n.params["dependency"], 1)
+        for f in self.faults:
+            if not self._on(f, t):
+                continue
+            p = f.params
+            if f.kind == "retry_storm":
+                dep = gen._deps[f.target]
+                dep.timeout_p, dep.timeout_ns = p["timeout_share"], int(p["timeout_ms"] * 1e6)
+                self._retry(f.service, f.target, p["retries"])
+            elif f.kind == "capacity_saturation":
+                rt = gen._routes[topo.route_id(f.service, f.route)]
+                u0 = p["utilization"]
+                load = 1.0 + self._extra_load(f, t)
+                rt.lat_mult *= (1.0 - u0) / max(1.0 - min(u0 * load, 0.97), 0.03)
+
+    def _retry(self, caller: str | None, dependency: str | None, retries: int) -> None:
+        """Set the retry policy of the calls from `caller` (None: any) to `dependency` (None: any)."""
+        for rt in self.gen._routes.values():
+            if caller is None or rt.service.name == caller:
+                for c in rt.calls:
+                    if c.dep is not None and dependency in (None, c.dep.name):
+                        c.retries = retries
+                        c.resend_count = rt.semconv != "old"
+
+    @staticmethod
+    def _extra_load(f: Fault, t: float) -> float:
+        """The tenant's added traffic, as a multiple of the route's own rate."""
+        return f.params["load"] + f.params["ramp_per_min"] * (t - f.start_s) / 60.0
+
+    def generate(self, base: int, t: float) -> None:
+        """The tick's extra requests, after the shop's own."""
+        gen = self.gen
+        scale = gen.rate_scale
+        if self.login is not None:
+            share = next((n.params["share"] for n in self.noise if n.kind == "login_failures"), 0.05)
+            rate = next((n.params["rate"] for n in self.noise if n.kind == "login_failures"), LOGIN_ROUTE.rate)
+            for _ in range(gen._poisson(rate * scale)):
+                self._user_login(base, share)
+        for n in self.noise:
+            if n.kind == "rate_limited_bursts" and self._on(n, t) and (t - n.start_s) % n.params["every_s"] < n.params["burst_s"]:
+                self._tenant_requests(gen._routes[n.route], base, n.params["tenant"], n.params["extra_rate"] * scale, 1.0)
+        for f in self.faults:
+            if not self._on(f, t):
+                continue
+            p = f.params
+            if f.kind == "rate_limit_breach":
+                self._tenant_requests(gen._routes[topo.route_id(f.service, f.route)], base, f.target,
+                                      p["extra_rate"] * scale, p["rejected"])
+            elif f.kind == "capacity_saturation":
+                rt = gen._routes[topo.route_id(f.service, f.route)]
+                self._tenant_requests(rt, base, f.target, rt.direct_rate * self._extra_load(f, t) * scale, 0.0)
+            elif f.kind == "credential_stuffing":
+                for _ in range(gen._poisson(p["rate"] * scale)):
+                    answer = 0 if gen._random() < p["success"] else 401
+                    self._login(base + int(gen._random() * 1e9), self._attackers[id(f)], self._stranger(), answer)
+
+    def _tenant_requests(self, rt: _RouteRT, base: int, tenant: str, rate: float, refused: float) -> None:
+        gen = self.gen
+        clients = gen._public_clients[rt.semconv]
+        for _ in range(gen._poisson(rate)):
+            answer = 429 if refused and gen._random() < refused else 0
+            gen._serve(rt, base + int(gen._random() * 1e9), gen._randbytes(16), None, tenant,
+                       clients[int(gen._random() * 200)], None, answer)
+
+    def _user_login(self, base: int, failing_share: float) -> None:
+        """A customer logs in, after 1-3 mistyped passwords for a few of them, a second apart."""
+        gen = self.gen
+        client = gen._public_clients["new"][int(gen._random() * 200)]
+        user = f"user-{int(gen._random() * _USERS)}"
+        start = base + int(gen._random() * 1e9)
+        failures = 1 + int(gen._random() * 3) if gen._random() < failing_share else 0
+        for attempt in range(failures + 1):
+            self._login(start + attempt * 1_000_000_000, client, user, 401 if attempt < failures else 0)
+
+    def _stranger(self) -> str:
+        """A user name from a leaked list: almost never one of the shop's customers."""
+        return f"leaked-{self.gen._randbytes(4).hex()}"
+
+    def _login(self, start: int, client_attr: bytes, user: str, answer: int) -> None:
+        gen = self.gen
+        tenant = gen._tenant_pick[int(gen._random() * len(gen._tenant_pick))]
+        gen._serve(self.login, start, gen._randbytes(16), None, tenant, client_attr, None, answer,
+                   _str_attr_fast(self._user_key, user))
+
+    def retrying_call(self, c: _CallRT, start: int, trace_id: bytes, parent: bytes, pod: Pod) -> tuple[int, int]:
+        """A call under a retry policy: failed attempts are retried at once, each a CLIENT
+        span of the same parent (with http.request.resend_count from new-semconv callers)."""
+        gen = self.gen
+        end, up = gen._call_dep(c, start, trace_id, parent, pod)
+        for attempt in range(1, c.retries + 1):
+            if not up:
+                break
+            end, up = gen._call_dep(c, end + 50_000, trace_id, parent, pod,
+                                    self._resend[min(attempt, 15)] if c.resend_count else b"")
+        return end, up
+
+    # ---- ground truth
+
+    def ground_truth(self) -> list[GroundTruth]:
+        from otel_ai.analysis.redact import pseudonym  # what otel-ai shows for an address
+
+        out = []
+        for f in self.faults:
+            onset = self.gen.start_ns + int(round(f.start_s * 1e9))
+            if f.kind == "retry_storm":
+                out.append(GroundTruth(f.kind, onset, [("dependency", f.target, "", "")], {"RETRY_STORM"},
+                                       ("service.name", f.service)))
+            elif f.kind == "credential_stuffing":
+                out.append(GroundTruth(f.kind, onset, [topo.subject_of(LOGIN_ROUTE)], {"SECURITY_ANOMALY"},
+                                       ("client.address", pseudonym(f.params["address"]))))
+            else:
+                route = topo.ROUTE_BY_ID[topo.route_id(f.service, f.route)]
+                kind = "RATE_LIMIT_BREACH" if f.kind == "rate_limit_breach" else "CAPACITY_WARNING"
+                out.append(GroundTruth(f.kind, onset, [topo.subject_of(route)], {kind}, ("tenant.id", f.target)))
         return out
 
 
