@@ -64,6 +64,11 @@ class Detector(Protocol):
         """One line for `otel-ai check`: what it watches and when it fires."""
         ...
 
+    @staticmethod
+    def summary(anomaly: Anomaly) -> str:
+        """The incident's one-line summary, in the words of its type."""
+        ...
+
 
 @dataclass(slots=True)
 class Hit:
@@ -289,7 +294,8 @@ class RateDetector:
     def details(self, hit: Hit) -> dict:
         return {}
 
-    def summary(self, anomaly: Anomaly) -> str:
+    @staticmethod
+    def summary(anomaly: Anomaly) -> str:
         text = f"Error rate {anomaly.value:.1f}% on {where(anomaly.subject)} (threshold {anomaly.threshold:g}%)"
         return with_baseline(text, anomaly)
 
@@ -371,7 +377,8 @@ class LatencyDetector(RateDetector):
     def series(self, view: WindowView, sid: int) -> tuple[np.ndarray, np.ndarray]:
         return view.slot_ends(TREND_SLOTS), percentile(view.hist_series(sid, TREND_SLOTS), self.quantile)
 
-    def summary(self, anomaly: Anomaly) -> str:
+    @staticmethod
+    def summary(anomaly: Anomaly) -> str:
         text = f"p95 latency {anomaly.value:.0f} ms on {where(anomaly.subject)} (threshold {anomaly.threshold:.0f} ms)"
         return with_baseline(text, anomaly, " ms")
 

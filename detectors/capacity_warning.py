@@ -151,7 +151,8 @@ class CapacityWarning:
                 out[int(sid)] = bool(not loaded[sid] or now["rho"][sid] < HEALTHY_FRACTION * self.threshold)
         return out
 
-    def summary(self, anomaly: Anomaly) -> str:
+    @staticmethod
+    def summary(anomaly: Anomaly) -> str:
         d = anomaly.details
         load = d["request_rate_per_s"] / max(d["baseline_request_rate_per_s"], 1e-9)
         text = (f"Capacity warning on {where(anomaly.subject)}: about {anomaly.value:.0f}% utilized "

@@ -12,7 +12,8 @@ class CircuitBreakerCandidate(RateDetector):
     bad_noun = "failing calls"
     adaptive = False
 
-    def summary(self, anomaly: Anomaly) -> str:
+    @staticmethod
+    def summary(anomaly: Anomaly) -> str:
         text = (f"Circuit breaker candidate: {anomaly.value:.1f}% of {where(anomaly.subject)} failing "
                 f"(threshold {anomaly.threshold:g}%)")
         return with_baseline(text, anomaly)

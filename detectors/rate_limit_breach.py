@@ -21,7 +21,8 @@ class RateLimitBreach(RateDetector):
     suspect_keys = ("tenant.id", "enduser.id", "client.address", "user_agent.original")
     tally_keys = ("tenant.id", "client.address")
 
-    def summary(self, anomaly: Anomaly) -> str:
+    @staticmethod
+    def summary(anomaly: Anomaly) -> str:
         text = (f"Rate limit breach: {anomaly.value:.1f}% of {where(anomaly.subject)} refused with 429 "
                 f"(threshold {anomaly.threshold:g}%)")
         return with_baseline(text, anomaly)

@@ -61,7 +61,8 @@ class RetryStorm(RateDetector):
         return {"amplification": round(self._amplification(hit), 2),
                 "retried_calls": hit.bad, "calls": hit.requests}
 
-    def summary(self, anomaly: Anomaly) -> str:
+    @staticmethod
+    def summary(anomaly: Anomaly) -> str:
         usual = f"usual {anomaly.baseline:.2f}, " if anomaly.baseline is not None else ""
         return (f"Retry storm on {where(anomaly.subject)}: {anomaly.value:.1f} calls per request, "
                 f"{anomaly.details['amplification']:.1f}x amplification ({usual}threshold {anomaly.threshold:.2f})")

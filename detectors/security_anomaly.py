@@ -21,7 +21,8 @@ class SecurityAnomaly(RateDetector):
     suspect_keys = ("client.address", "user_agent.original", "enduser.id", "tenant.id")
     tally_keys = ("enduser.id", "client.address")
 
-    def summary(self, anomaly: Anomaly) -> str:
+    @staticmethod
+    def summary(anomaly: Anomaly) -> str:
         text = (f"Security anomaly: {anomaly.value:.1f}% of {where(anomaly.subject)} refused with 401/403 "
                 f"(threshold {anomaly.threshold:g}%)")
         return with_baseline(text, anomaly)

@@ -51,6 +51,12 @@ class UpstreamDegradation:
                 f"{self.rule.latency_threshold:g} ms (both adaptive below on a warm baseline); "
                 f"{rule_text(self.rule)}")
 
+    @staticmethod
+    def summary(anomaly: Anomaly) -> str:
+        if anomaly.metric == LatencyDetector.metric:
+            return LatencyDetector.summary(anomaly)
+        return RateDetector.summary(anomaly)
+
     def detect(self, view: WindowView) -> list[Anomaly]:
         found = {a.subject_id: a for a in self.latency.detect(view)}
         found.update({a.subject_id: a for a in self.errors.detect(view)})

@@ -45,10 +45,8 @@ def run_check(args) -> int:
         line(mark, text)
 
     print("\nEvent detection", file=out)
-    for event_type, rule in settings.events.items():
-        mark = OK if rule.enabled else WARN
-        line(mark, f"{event_type}: threshold {rule.threshold:g}, window {rule.window:g}s, minSamples {rule.min_samples}, "
-                   f"{rule.severity}{'' if rule.enabled else ' (disabled)'}")
+    for mark, text in _detector_checks(settings):
+        line(mark, text)
     line(*_pipeline_self_test(settings))
 
     print("\nStorage and ports", file=out)
@@ -154,6 +152,21 @@ def _slack_checks(settings, data_dir: Path) -> list[tuple[str, str]]:
         store.close()
         dead = counts.get("dead", 0)
         results.append((WARN if dead else OK, f"outbox: {counts.get('pending', 0)} pending, {dead} undeliverable"))
+    return results
+
+
+def _detector_checks(settings) -> list[tuple[str, str]]:
+    """The detectors that really run, each with what it watches; disabled rules as warnings."""
+    from otel_ai.detectors import BUILT_IN, build_detectors
+
+    if not settings.enabled:
+        return [(WARN, "no detector runs: AI events are disabled")]
+    results = []
+    for detector in build_detectors(settings):
+        cls = type(detector)
+        origin = "" if cls is BUILT_IN.get(detector.event_type) else f" [{cls.__module__}:{cls.__name__}]"
+        results.append((OK, f"{detector.event_type}{origin}: {detector.describe()}"))
+    results += [(WARN, f"{name}: disabled") for name, rule in settings.events.items() if not rule.enabled]
     return results
 
 

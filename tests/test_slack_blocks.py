@@ -174,7 +174,7 @@ def test_top_suspects_show_shares_of_failing_and_healthy_requests():
     message = render_incident(snapshot_of("SECURITY_ANOMALY"))
     [suspects] = [t for t in section_texts(message) if t.startswith("*🔎 Top suspects:*")]
     lines = suspects.splitlines()
-    assert lines[1] == "• `client.address=203.0.113.77` — 96% of failing vs 1% of healthy requests"
+    assert lines[1] == "• `client.address=hash:5b1f0c2a9e7d` — 96% of failing vs 1% of healthy requests"
     assert len(lines) == 1 + 3
 
 

@@ -2,9 +2,10 @@
 
 Every incident gets an answer in the same schema as Claude's (AnalysisAnswer), even with
 no ANTHROPIC_API_KEY, with the daily AI budget spent or with the API down. The analyzer
-weighs the evidence the pipeline already collected (suspects: what failing requests
-share that healthy ones don't; versions first seen before onset; top errors; the metric;
-related open incidents) against a fixed list of cause families. Each family becomes a
+weighs the evidence the pipeline already collected (suspects: what bad requests share
+that healthy ones don't; the values counted among bad requests; versions first seen
+before onset; top errors; the metric and its type-specific numbers; related open
+incidents) against the cause families of the incident's type. Each family becomes a
 hypothesis with a verdict and the numbers it rests on, so a reader can check every claim,
 and the same incident always yields the same answer: no clock, no randomness, stable order.
 
@@ -55,7 +56,16 @@ DEPENDENCY_KEYS = ("dependency.failed", "dependency.slow")
 INSTANCE_KEYS = ("k8s.pod.name", "service.instance.id", "k8s.node.name", "host.name")
 TENANT_KEYS = ("tenant.id",)
 LOCATION_KEYS = ("cloud.availability_zone", "cloud.region")
-CLIENT_KEYS = ("tenant.id", "client.address", "source.address", "enduser.id", "user.id")
+CLIENT_KEYS = ("tenant.id", "client.address", "source.address", "enduser.id", "user.id", "user_agent.original")
+CALLER_KEYS = ("service.name",)
+# Credential stuffing: at least this many distinct accounts, most refused requests for a new one.
+STUFFING_MIN_ACCOUNTS = 10
+STUFFING_MIN_ACCOUNT_SHARE = 0.5
+SPREAD_MAX_TOP_SHARE = 0.5  # no single value on more than this share of bad requests: spread out
+ONE_SOURCE_SHARE = 0.9  # one value on at least this share of bad requests: a single source
+SPREAD_SCORE = 0.4
+ONE_SOURCE_SCORE = 0.5
+RECOVERED_SCORE = 0.5
 DEPENDENCY_INCIDENT_TYPES = ("CIRCUIT_BREAKER_CANDIDATE", "UPSTREAM_DEGRADATION")
 
 INSTANCE_NOUNS = {"k8s.pod.name": "Pod", "service.instance.id": "Instance", "k8s.node.name": "Node",
@@ -99,6 +109,29 @@ class RelatedDependency:
 
 
 @dataclass(frozen=True, slots=True)
+class BadValues:
+    """How one key's values spread over the captured bad requests (context.bad_request_values)."""
+
+    key: str
+    bad_requests: int
+    distinct: int
+    top: tuple[tuple[str, float], ...]  # (value, share of bad requests), most common first
+
+    def line(self, noun: str) -> str:
+        text = f"{self.distinct} distinct {self.key} among {self.bad_requests} captured {noun}"
+        if self.top:
+            value, share = self.top[0]
+            text += f"; the most common, {self.key}={value}, is on {_share(share)} of them"
+        return text
+
+
+BAD_NOUNS = {
+    "http_429_rate": "requests refused with 429", "auth_failure_rate": "requests refused with 401/403",
+    "calls_per_request": "retried calls", "utilization_estimate": "slow requests",
+}
+
+
+@dataclass(frozen=True, slots=True)
 class Evidence:
     """The incident's evidence, parsed, sanitised and in a stable order."""
 
@@ -115,10 +148,22 @@ class Evidence:
     related_dependencies: tuple[RelatedDependency, ...]
     metric_fact: str
     user_impact: str
+    metric: str = ""
+    bad_values: tuple[BadValues, ...] = ()  # values counted among the bad requests, per key
+    details: tuple[tuple[str, float], ...] = ()  # the type's own numbers (data fields), sorted
 
     @property
     def bad_noun(self) -> str:
+        noun = BAD_NOUNS.get(self.metric)
+        if noun:
+            return noun
         return f"{'slow' if self.latency else 'failing'} {'calls' if self.on_dependency else 'requests'}"
+
+    def detail(self, key: str) -> float | None:
+        return next((v for k, v in self.details if k == key), None)
+
+    def counted(self, key: str) -> BadValues | None:
+        return next((b for b in self.bad_values if b.key == key), None)
 
     @property
     def problem(self) -> str:
@@ -189,6 +234,22 @@ def _parse_top_errors(raw: Any) -> tuple[tuple[str, str, int], ...]:
     return tuple(errors)
 
 
+def _parse_bad_values(raw: Any) -> tuple[BadValues, ...]:
+    found = []
+    for item in raw if isinstance(raw, list) else []:
+        if not isinstance(item, dict) or "key" not in item:
+            continue
+        top = tuple((_clip(t.get("value", "")), _number(t.get("share")) or 0.0)
+                    for t in item.get("top", []) if isinstance(t, dict))
+        found.append(BadValues(_clip(item["key"]), int(_number(item.get("bad_requests")) or 0),
+                               int(_number(item.get("distinct")) or 0), top))
+    return tuple(found)
+
+
+def _parse_details(data: dict) -> tuple[tuple[str, float], ...]:
+    return tuple(sorted((str(k), float(v)) for k, v in data.items() if _number(v) is not None))
+
+
 def _parse_related(incident: Incident, related: list[dict]) -> tuple[RelatedDependency, ...]:
     own = (incident.type, incident.subject.service, incident.subject.route, str(incident.subject.kind))
     found = set()
@@ -240,6 +301,9 @@ def _describe_metric(incident: Incident) -> tuple[str, str]:
         if on_dependency:
             return fact + trend, f"Calls to {service} fail at {_percent(value)}{counts}"
         return fact + trend, f"About {_percent(value)} of {label} requests fail{counts}"
+    describe = METRIC_WORDS.get(metric)
+    if describe is not None:
+        return describe(data, value, threshold, baseline, label, service, trend, _window_counts(context))
     if metric.startswith("latency") or unit == "ms":
         numbers = f"{value:.0f} ms" + (f" vs {threshold:.0f} ms threshold" if threshold is not None else "")
         numbers += f", baseline {baseline:.0f} ms" if baseline is not None else ""
@@ -250,9 +314,52 @@ def _describe_metric(incident: Incident) -> tuple[str, str]:
     return fact + trend, f"{label}: {fact}"
 
 
-def _caller(suspects: tuple[Suspect, ...]) -> str:
-    """A dependency's captures are its callers' CLIENT spans, which carry the caller's service.name."""
-    return next((s.value for s in suspects if s.key == "service.name"), "the calling service")
+def _share_of_requests(what: str):
+    """Words for a share-of-requests metric: 429s, 401/403s."""
+    def describe(data, value, threshold, baseline, label, service, trend, counts) -> tuple[str, str]:
+        fact = f"{what} share {_percent(value)}"
+        fact += f" vs threshold {_percent(threshold)}" if threshold is not None else ""
+        fact += f", baseline {_percent(baseline)}" if baseline is not None else ""
+        return fact + trend, f"{_percent(value)} of {label} requests are refused with {what}{counts}"
+    return describe
+
+
+def _calls_per_request(data, value, threshold, baseline, label, service, trend, counts) -> tuple[str, str]:
+    amplification = _number(data.get("amplification"))
+    usual = f"usual {baseline:.2f}" if baseline is not None else "usually 1"
+    times = f", {amplification:.1f}x amplification" if amplification is not None else ""
+    fact = f"{value:.1f} calls per request to {service} ({usual}{times})"
+    return fact + trend, f"Retries multiply the calls to {service}: {value:.1f} per request ({usual})"
+
+
+def _utilization(data, value, threshold, baseline, label, service, trend, counts) -> tuple[str, str]:
+    mean, usual = _number(data.get("latency_mean_ms")), _number(data.get("baseline_latency_mean_ms"))
+    rate, usual_rate = _number(data.get("request_rate_per_s")), _number(data.get("baseline_request_rate_per_s"))
+    fact = f"about {value:.0f}% utilized"
+    if None not in (mean, usual, rate, usual_rate) and usual_rate:
+        fact += (f": mean latency {mean:.0f} ms vs {usual:.0f} ms usual at {rate / usual_rate:.1f}x the usual "
+                 f"load ({rate:.1f} vs {usual_rate:.1f} requests/s)")
+    eta = _number(data.get("time_to_saturation_s"))
+    until = "" if eta is None else f"; saturation in about {_ago(eta)} at this trend"
+    return fact + until + trend, f"Requests to {label} slow down under load, errors not yet up ({fact}){until}"
+
+
+METRIC_WORDS = {
+    "http_429_rate": _share_of_requests("429"),
+    "auth_failure_rate": _share_of_requests("401/403"),
+    "calls_per_request": _calls_per_request,
+    "utilization_estimate": _utilization,
+}
+
+
+def _caller(suspects: tuple[Suspect, ...], bad_values: tuple[BadValues, ...]) -> str:
+    """A dependency's captures are its callers' CLIENT spans, which carry the caller's service.name:
+    a service.name suspect, else the one service that sent (nearly) all bad calls."""
+    found = next((s.value for s in suspects if s.key == "service.name"), None)
+    if found is None:
+        found = next((b.top[0][0] for b in bad_values if b.key == "service.name" and b.top
+                      and b.top[0][1] >= ONE_SOURCE_SHARE), None)
+    return found or "the calling service"
 
 
 def _gather_evidence(incident: Incident, related: list[dict]) -> Evidence:
@@ -262,10 +369,11 @@ def _gather_evidence(incident: Incident, related: list[dict]) -> Evidence:
     metric_fact, user_impact = _describe_metric(incident)
     exemplars = context.get("exemplar_trace_ids") if isinstance(context.get("exemplar_trace_ids"), list) else []
     suspects = _parse_suspects(incident.suspects)
+    bad_values = _parse_bad_values(context.get("bad_request_values"))
     on_dependency = str(incident.subject.kind) == DEPENDENCY
     return Evidence(
         service=_clip(incident.subject.service),
-        owner=_caller(suspects) if on_dependency else _clip(incident.subject.service),
+        owner=_caller(suspects, bad_values) if on_dependency else _clip(incident.subject.service),
         label=_subject_label(incident),
         on_dependency=on_dependency,
         latency=str(data.get("metric", "")).startswith("latency") or data.get("unit") == "ms",
@@ -277,6 +385,9 @@ def _gather_evidence(incident: Incident, related: list[dict]) -> Evidence:
         related_dependencies=_parse_related(incident, related),
         metric_fact=metric_fact,
         user_impact=user_impact,
+        metric=str(data.get("metric", "")),
+        bad_values=bad_values,
+        details=_parse_details(data),
     )
 
 
@@ -565,6 +676,226 @@ CAUSE_FAMILIES: tuple[Callable[[Evidence], Finding], ...] = (
 )
 
 
+# --------------------------------------------------------------------------- families of the behaviour types
+
+def _spread(ev: Evidence, keys: tuple[str, ...]) -> BadValues | None:
+    """The first counted key whose values spread over the bad requests: no one value dominates."""
+    for key in keys:
+        counted = ev.counted(key)
+        if counted and counted.distinct >= 3 and counted.top and counted.top[0][1] <= SPREAD_MAX_TOP_SHARE:
+            return counted
+    return None
+
+
+def _client_over_limit(ev: Evidence) -> Finding:
+    hypothesis = f"One client (tenant, user, address or agent) sends more than its limit to {ev.label}"
+    members = _members(ev, CLIENT_KEYS)
+    best = _supported_suspect(ev, CLIENT_KEYS)
+    if best is None:
+        return _unsupported(hypothesis, ev, members,
+                            f"no tenant, user, address or agent is over-represented among {ev.bad_noun}")
+    cause = Cause(
+        text=f"{best.pair} sends more requests to {ev.label} than its limit allows",
+        score=best.score,
+        evidence=(_share_line(ev, best), ev.metric_fact) + _exemplar_line(ev),
+        actions=(f"Contact {best.pair} or slow it down at the source; raise its quota only if the traffic is legitimate",
+                 f"Keep the limit on {ev.label} enforced meanwhile: it protects the other clients"),
+        headline=f"{_share_line(ev, best)}: contact or slow down that client, and keep the limit.",
+        rollback_note="the refusals follow one client, not a version",
+    )
+    return Finding(hypothesis, SUPPORTED, _family_facts(ev, members), cause)
+
+
+def _limit_too_low(ev: Evidence) -> Finding:
+    hypothesis = f"The limit on {ev.label} is too low for its current traffic: many clients are refused alike"
+    concentrated = _supported_suspect(ev, CLIENT_KEYS)
+    if concentrated is not None:
+        return Finding(hypothesis, CONTRADICTED,
+                       (f"the refusals concentrate on one client: {_share_line(ev, concentrated)}",))
+    spread = _spread(ev, ("tenant.id", "client.address"))
+    if spread is None:
+        return Finding(hypothesis, INSUFFICIENT, (ev.metric_fact, "how the refusals spread over clients is not known"))
+    line = spread.line(ev.bad_noun)
+    cause = Cause(
+        text=f"The rate limit on {ev.label} (or a pool it shares) is too low for current traffic, or a change lowered it",
+        score=SPREAD_SCORE,
+        evidence=(line, ev.metric_fact),
+        actions=(f"Check the rate limiter's configuration for {ev.label} and any recent change to it",
+                 f"Compare request volume on {ev.label} with its baseline; raise the limit if the growth is legitimate"),
+        headline=f"{line}: the limit itself is too low for current traffic.",
+    )
+    return Finding(hypothesis, SUPPORTED, (line,), cause)
+
+
+def _many_accounts(ev: Evidence) -> BadValues | None:
+    """The enduser.id count when the refused requests try many accounts, else None."""
+    accounts = ev.counted("enduser.id")
+    if accounts is None or accounts.distinct < max(STUFFING_MIN_ACCOUNTS, STUFFING_MIN_ACCOUNT_SHARE * accounts.bad_requests):
+        return None
+    return accounts
+
+
+def _credential_stuffing(ev: Evidence) -> Finding:
+    hypothesis = "Credential stuffing: many accounts tried from few clients"
+    accounts = ev.counted("enduser.id")
+    if accounts is None or accounts.bad_requests < MIN_BAD_SAMPLE:
+        return Finding(hypothesis, INSUFFICIENT, (f"the {ev.bad_noun} carry no enduser.id to count accounts by",))
+    facts = (accounts.line(ev.bad_noun),)
+    if _many_accounts(ev) is None:
+        verdict = CONTRADICTED if accounts.distinct <= 2 else INSUFFICIENT
+        return Finding(hypothesis, verdict, facts + (f"the refusals are for {accounts.distinct} account(s), not a list",))
+    source = _supported_suspect(ev, ("client.address", "user_agent.original", "tenant.id"))
+    if source is not None:
+        facts += (_share_line(ev, source),)
+        block = (f"Block or throttle {source.pair} at the edge (its raw value is on the exemplar traces; "
+                 "otel-ai keeps addresses only as hashes)")
+    else:
+        block = "Find the clients behind the refused requests on the exemplar traces and block or throttle them at the edge"
+    cause = Cause(
+        text=f"Credential stuffing on {ev.label}: {accounts.distinct} accounts tried"
+             + (f", mostly from {source.pair}" if source else ""),
+        score=min(1.0, ONE_SOURCE_SCORE + (source.score * 0.4 if source else 0.0)),
+        evidence=facts + (ev.metric_fact,) + _exemplar_line(ev),
+        actions=(block,
+                 "Protect the targeted accounts: require MFA or reset passwords of accounts that logged in from it",
+                 f"Review authentication logs for {ev.label} around onset",
+                 "Keep all security controls (auth, rate limits, WAF rules) in force while investigating"),
+        headline=f"{accounts.line(ev.bad_noun)}: credential stuffing; block the source and protect those accounts.",
+        rollback_note="an attack is not fixed by a rollback; contain the client instead",
+    )
+    return Finding(hypothesis, SUPPORTED, facts, cause)
+
+
+def _one_client_refused(ev: Evidence) -> Finding:
+    hypothesis = "One client is refused again and again: hostile, or deployed with wrong or expired credentials"
+    members = _members(ev, CLIENT_KEYS)
+    best = _supported_suspect(ev, CLIENT_KEYS)
+    if best is None:
+        return _unsupported(hypothesis, ev, members,
+                            f"no tenant, user, address or agent is over-represented among {ev.bad_noun}")
+    if _many_accounts(ev) is not None:  # one client trying many accounts: the credential stuffing cause
+        return Finding(hypothesis, SUPPORTED, _family_facts(ev, members) + ("it tries many accounts: credential stuffing",))
+    cause = Cause(
+        text=f"{best.pair} keeps failing authentication on {ev.label}: wrong or expired credentials, or a probe",
+        score=best.score,
+        evidence=(_share_line(ev, best), ev.metric_fact) + _exemplar_line(ev),
+        actions=(f"Block or throttle {best.pair} at the edge",
+                 f"Review authentication and access logs for {ev.label} around onset",
+                 "Rotate any credentials the client used if compromise is confirmed",
+                 "Keep all security controls (auth, rate limits, WAF rules) in force while investigating"),
+        headline=f"{_share_line(ev, best)}: block or throttle that client and review the auth logs.",
+        rollback_note="the refusals follow one client, not a version",
+    )
+    return Finding(hypothesis, SUPPORTED, _family_facts(ev, members), cause)
+
+
+def _retrying_caller(ev: Evidence) -> Finding:
+    hypothesis = f"One caller retries its calls to {ev.service} without backoff or budget"
+    best = _supported_suspect(ev, CALLER_KEYS)
+    callers = ev.counted("service.name")
+    if best is not None:
+        name, facts, score = best.value, (_share_line(ev, best),), best.score
+    elif callers and callers.top and callers.top[0][1] >= ONE_SOURCE_SHARE:
+        name, facts, score = callers.top[0][0], (callers.line(ev.bad_noun),), ONE_SOURCE_SCORE
+    elif callers and _spread(ev, ("service.name",)):
+        return Finding(hypothesis, CONTRADICTED, (f"the retries come from several callers alike: "
+                                                  f"{callers.line(ev.bad_noun)}",))
+    else:
+        return Finding(hypothesis, INSUFFICIENT, (f"which service sent the {ev.bad_noun} is not known",))
+    cause = Cause(
+        text=f"{name} retries its calls to {ev.service} without backoff: {ev.metric_fact}",
+        score=score,
+        evidence=facts + (ev.metric_fact,) + _common_evidence(ev, ev.service),
+        actions=(f"Cap {name}'s retries to {ev.service}: exponential backoff with jitter and a retry budget",
+                 f"Open a circuit breaker on {name}'s calls to {ev.service} while it fails",
+                 f"Check that {name}'s timeout for {ev.service} is longer than {ev.service}'s usual latency"),
+        headline=f"{facts[0]}: cap {name}'s retries and fail fast on {ev.service}.",
+    )
+    return Finding(hypothesis, SUPPORTED, facts, cause)
+
+
+def _struggling_dependency(ev: Evidence) -> Finding:
+    hypothesis = f"{ev.service} fails or slows down, and the retries multiply the load on it"
+    related = tuple(r.fact() for r in ev.related_dependencies if r.service == ev.service)
+    timeouts = [e for e in ev.top_errors if "timeout" in f"{e[0]} {e[1]}".lower() or "timed out" in e[1].lower()]
+    if not related and not timeouts:
+        return Finding(hypothesis, INSUFFICIENT, (f"no open incident on {ev.service} and no timeout among the errors "
+                                                  f"of the {ev.bad_noun}",))
+    facts = related + tuple(_error_line(e) for e in timeouts[:1])
+    cause = _dependency_cause(ev, ev.service, bool(timeouts), RELATED_ONLY_SCORE + (RELATED_INCIDENT_BONUS if related else 0),
+                              facts, f"{ev.service} is struggling and retries pile onto it")
+    return Finding(hypothesis, SUPPORTED, facts, cause)
+
+
+def _client_brings_load(ev: Evidence) -> Finding:
+    hypothesis = f"One client's traffic brings the extra load on {ev.label}"
+    members = _members(ev, CLIENT_KEYS)
+    best = _supported_suspect(ev, CLIENT_KEYS)
+    if best is None:
+        return _unsupported(hypothesis, ev, members, f"no tenant, user or client is over-represented among {ev.bad_noun}")
+    cause = Cause(
+        text=f"{best.pair} brings the extra load that saturates {ev.label}",
+        score=best.score,
+        evidence=(_share_line(ev, best), ev.metric_fact) + _exemplar_line(ev),
+        actions=(f"Rate-limit or shed {best.pair}'s traffic on {ev.label} until capacity is added",
+                 f"Scale out {ev.service} meanwhile: more replicas or higher concurrency limits"),
+        headline=f"{_share_line(ev, best)}: throttle that client and scale out {ev.service}.",
+        rollback_note="the load comes from one client, not from a version",
+    )
+    return Finding(hypothesis, SUPPORTED, _family_facts(ev, members), cause)
+
+
+def _capacity_short(ev: Evidence) -> Finding:
+    hypothesis = f"{ev.service} is short of capacity for its current load"
+    rate, usual = ev.detail("request_rate_per_s"), ev.detail("baseline_request_rate_per_s")
+    if rate is None or not usual:
+        return Finding(hypothesis, INSUFFICIENT, ("request volume against baseline is not in the evidence",))
+    load = rate / usual
+    fact = f"request rate {rate:.1f}/s is {load:.1f}x the usual {usual:.1f}/s"
+    if load < 1.2:
+        return Finding(hypothesis, CONTRADICTED, (fact + ": the load did not rise",))
+    eta = ev.detail("time_to_saturation_s")
+    cause = Cause(
+        text=f"{ev.service} runs short of capacity at {load:.1f}x its usual load on {ev.label}",
+        score=SPREAD_SCORE + (0.1 if eta is not None else 0.0),
+        evidence=(fact, ev.metric_fact),
+        actions=(f"Scale out {ev.service}: more replicas, or higher concurrency and connection-pool limits",
+                 f"Check the autoscaler's limits and the CPU and memory limits of {ev.service}"),
+        headline=f"{ev.metric_fact}: scale out {ev.service}.",
+        rollback_note="a capacity warning is about load, not a version change",
+    )
+    return Finding(hypothesis, SUPPORTED, (fact,), cause)
+
+
+def _recovered(ev: Evidence) -> Finding:
+    hypothesis = f"The problem on {ev.label} has cleared"
+    value, threshold = ev.detail("current_value"), ev.detail("threshold")
+    if value is None or not threshold:
+        return Finding(hypothesis, INSUFFICIENT, (ev.metric_fact,))
+    if value >= threshold:
+        return Finding(hypothesis, CONTRADICTED, (f"still at or above its threshold: {ev.metric_fact}",))
+    cause = Cause(
+        text=f"The problem on {ev.label} has cleared: {ev.metric_fact}",
+        score=RECOVERED_SCORE + 0.4 * (1.0 - value / threshold),
+        evidence=(ev.metric_fact,) + _exemplar_line(ev),
+        actions=(f"Confirm what fixed {ev.label} (rollback, dependency recovery, traffic drop) and record it",
+                 "Keep watching for a relapse during the cooldown before closing related incidents"),
+        headline=f"{ev.label} is back under its threshold ({ev.metric_fact}).",
+        rollback_note="the problem has cleared; nothing to roll back",
+    )
+    return Finding(hypothesis, SUPPORTED, (ev.metric_fact,), cause)
+
+
+# The cause families of each type; the first four types use CAUSE_FAMILIES.
+TYPE_FAMILIES: dict[str, tuple[Callable[[Evidence], Finding], ...]] = {
+    "RATE_LIMIT_BREACH": (_client_over_limit, _limit_too_low, _new_deploy),
+    "SECURITY_ANOMALY": (_credential_stuffing, _one_client_refused, _new_deploy),
+    "RETRY_STORM": (_retrying_caller, _struggling_dependency, _new_deploy),
+    "CAPACITY_WARNING": (_client_brings_load, _capacity_short, _new_deploy),
+    "RECOVERY_SIGNAL": (_recovered,),
+}
+
+
 # --------------------------------------------------------------------------- ranking
 
 def _probability(score: float) -> int:
@@ -612,7 +943,7 @@ def _exemplar_action(ev: Evidence) -> tuple[str, ...]:
     return (f"Inspect exemplar trace {first}" + (f" (also {', '.join(rest)})" if rest else ""),)
 
 
-def _rollback_reasoning(ev: Evidence, deploy: Finding, ranked: list[tuple[Cause, int]], rollback: bool) -> str:
+def _rollback_reasoning(ev: Evidence, deploy: Finding | None, ranked: list[tuple[Cause, int]], rollback: bool) -> str:
     top, probability = ranked[0] if ranked else (None, 0)
     if top is not None and top.rollback_note:
         if rollback:
@@ -620,9 +951,9 @@ def _rollback_reasoning(ev: Evidence, deploy: Finding, ranked: list[tuple[Cause,
         if top.new_deploy:
             return f"{top.rollback_note}, but at only {probability}% probability; confirm before rolling back."
         return f"No rollback: {top.rollback_note}."
-    if deploy.verdict == SUPPORTED and top is not None:
+    if deploy is not None and deploy.verdict == SUPPORTED and top is not None:
         return f"No rollback for now: the leading cause is {top.text}; the version correlation is weaker."
-    if deploy.verdict == CONTRADICTED:
+    if deploy is not None and deploy.verdict == CONTRADICTED:
         return f"No rollback: {deploy.facts[-1]}, so the {ev.problem} do not follow the version."
     if ev.new_versions:
         version, seconds = ev.new_versions[0]
@@ -640,9 +971,11 @@ def _confidence(probability: float, incident: Incident) -> float:
     return round(min(MAX_OFFLINE_CONFIDENCE, probability * detection), 1)
 
 
-def _diagnose(incident: Incident, reason: str, related: list[dict]) -> AnalysisAnswer:
+def _diagnose(incident: Incident, reason: str, related: list[dict],
+              families: tuple[Callable[[Evidence], Finding], ...]) -> AnalysisAnswer:
     ev = _gather_evidence(incident, related)
-    findings = [family(ev) for family in CAUSE_FAMILIES]
+    findings = [family(ev) for family in families]
+    deploy = next((f for family, f in zip(families, findings) if family is _new_deploy), None)
     ranked = _rank([f.cause for f in findings if f.cause is not None])
     enough = bool(ranked)
     actions: list[str] = []
@@ -662,7 +995,7 @@ def _diagnose(incident: Incident, reason: str, related: list[dict]) -> AnalysisA
         root_causes=[RootCause(cause=c.text, probability=p, evidence=list(c.evidence)) for c, p in ranked],
         actions=_dedupe(actions),
         rollback_needed=rollback,
-        rollback_reasoning=_rollback_reasoning(ev, findings[0], ranked if enough else [], rollback),
+        rollback_reasoning=_rollback_reasoning(ev, deploy, ranked if enough else [], rollback),
         user_impact=ev.user_impact,
         confidence=_confidence(top_probability, incident),
     )
@@ -672,7 +1005,7 @@ def _diagnose(incident: Incident, reason: str, related: list[dict]) -> AnalysisA
 
 @dataclass(frozen=True, slots=True)
 class Playbook:
-    """A short answer for incident types that are not about which requests fail."""
+    """A short answer for otel-ai's own alerts, which are not about requests (COST_ALERT)."""
 
     headline: str
     cause: str
@@ -681,10 +1014,6 @@ class Playbook:
     actions: tuple[str, ...]
     user_impact: str
     rollback_reasoning: str
-
-
-def _first_suspect(ev: Evidence, keys: tuple[str, ...]) -> Suspect | None:
-    return next((s for s in ev.suspects if s.key in keys), None)
 
 
 def _cost_alert(incident: Incident, ev: Evidence) -> Playbook:
@@ -705,89 +1034,8 @@ def _cost_alert(incident: Incident, ev: Evidence) -> Playbook:
     )
 
 
-def _recovery_signal(incident: Incident, ev: Evidence) -> Playbook:
-    return Playbook(
-        headline=f"{ev.label} has recovered ({ev.metric_fact}).",
-        cause=f"The earlier problem on {ev.label} has cleared",
-        probability=80, facts=(ev.metric_fact,),
-        actions=(f"Confirm what fixed {ev.label} (rollback, dependency recovery, traffic drop) and record it",
-                 "Keep watching for a relapse during the cooldown before closing related incidents"),
-        user_impact=f"Users of {ev.label} should no longer be affected: {ev.metric_fact}.",
-        rollback_reasoning="The service has recovered; no rollback is needed.",
-    )
-
-
-def _capacity_warning(incident: Incident, ev: Evidence) -> Playbook:
-    return Playbook(
-        headline=f"{ev.label} is nearing its capacity ({ev.metric_fact}): scale out.",
-        cause=f"{ev.service} is nearing its capacity limit",
-        probability=70, facts=(ev.metric_fact,),
-        actions=(f"Scale out {ev.service}: more replicas or higher resource limits",
-                 f"Check whether traffic to {ev.service} is surging or a resource (memory, connections) is leaking"),
-        user_impact=f"No failures yet; requests to {ev.label} will slow or fail if usage keeps rising ({ev.metric_fact}).",
-        rollback_reasoning="A capacity warning is about load, not a version change; no rollback indicated.",
-    )
-
-
-def _rate_limit_breach(incident: Incident, ev: Evidence) -> Playbook:
-    client = _first_suspect(ev, CLIENT_KEYS)
-    who = client.pair if client else "a client"
-    facts = (ev.metric_fact,) + ((_share_line(ev, client),) if client else ())
-    if client:
-        first_action = f"Rate-limit or contact {who} and confirm the traffic is intended"
-    else:
-        first_action = f"Find the client behind the rejected requests on {ev.label} (by tenant or API key) and contact it"
-    return Playbook(
-        headline=f"{who[0].upper()}{who[1:]} exceeds its rate limit on {ev.label} ({ev.metric_fact}).",
-        cause=f"{who[0].upper()}{who[1:]} sends more requests to {ev.label} than its rate limit allows",
-        probability=70 if client else 50, facts=facts,
-        actions=(first_action,
-                 "Keep the limit enforced; raise that client's quota only if the traffic is legitimate"),
-        user_impact=f"Requests of {who} above the limit are rejected; other clients stay protected while it holds.",
-        rollback_reasoning="Rate-limit breaches come from client traffic, not a deploy; no rollback indicated.",
-    )
-
-
-def _retry_storm(incident: Incident, ev: Evidence) -> Playbook:
-    dependency = _first_suspect(ev, DEPENDENCY_KEYS)
-    target = ev.service if ev.on_dependency else (dependency.value if dependency else ev.service)
-    facts = (ev.metric_fact,) + ((_share_line(ev, dependency),) if dependency else ())
-    return Playbook(
-        headline=f"Retries multiply load on {target} ({ev.metric_fact}): cap retries and fail fast.",
-        cause=f"Retries on calls to {target} amplify load on a struggling service",
-        probability=70, facts=facts,
-        actions=(f"Cap retries to {target}: exponential backoff with jitter and a retry budget",
-                 f"Open a circuit breaker on calls to {target} while it fails"),
-        user_impact=f"Retries multiply load on {target} and delay responses ({ev.metric_fact}).",
-        rollback_reasoning="A retry storm needs retry limits, not a rollback, unless a deploy changed retry policy.",
-    )
-
-
-def _security_anomaly(incident: Incident, ev: Evidence) -> Playbook:
-    client = _first_suspect(ev, CLIENT_KEYS)
-    who = client.pair if client else "the suspect client"
-    facts = (ev.metric_fact,) + ((_share_line(ev, client),) if client else ())
-    # Containment only: an offline rule must never suggest weakening auth, WAF or rate limits.
-    return Playbook(
-        headline=f"Suspicious traffic on {ev.label} ({ev.metric_fact}): block {who} and review auth logs.",
-        cause=f"Suspicious traffic from {who}: an attack, leaked credentials or a misconfigured client",
-        probability=60 if client else 40, facts=facts,
-        actions=(f"Block or throttle {who} at the edge",
-                 f"Review authentication and access logs for {ev.label} around onset",
-                 "Rotate any credentials the suspect client used if compromise is confirmed",
-                 "Keep all security controls (auth, rate limits, WAF rules) in force while investigating"),
-        user_impact=f"Possible unauthorised access attempts on {ev.label}: {ev.metric_fact}.",
-        rollback_reasoning="A security anomaly is not fixed by a rollback; contain the client instead.",
-    )
-
-
 TYPE_PLAYBOOKS: dict[str, Callable[[Incident, Evidence], Playbook]] = {
     "COST_ALERT": _cost_alert,
-    "RECOVERY_SIGNAL": _recovery_signal,
-    "CAPACITY_WARNING": _capacity_warning,
-    "RATE_LIMIT_BREACH": _rate_limit_breach,
-    "RETRY_STORM": _retry_storm,
-    "SECURITY_ANOMALY": _security_anomaly,
 }
 
 
@@ -823,4 +1071,4 @@ def analyze_offline(incident: Incident, reason: str, related: list[dict] | None 
     playbook = TYPE_PLAYBOOKS.get(incident.type)
     if playbook is not None:
         return _playbook_answer(incident, why, related or [], playbook)
-    return _diagnose(incident, why, related or [])
+    return _diagnose(incident, why, related or [], TYPE_FAMILIES.get(incident.type, CAUSE_FAMILIES))

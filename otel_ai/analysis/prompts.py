@@ -63,24 +63,33 @@ TYPE_GUIDES: dict[str, TypeGuide] = {
         "partial outage or saturation of the dependency, throttling, a slow query, a zone problem", 1536),
     "RATE_LIMIT_BREACH": TypeGuide(
         "Who is being rate limited, and is the limit or the caller wrong?",
-        "429 share, tenant or client suspects, request volume against baseline",
-        "one tenant or client bursting, a retry loop, a limit set too low after a change", 1536),
+        "the 429 share against its threshold and baseline, tenant, user, address or agent suspects, and how the "
+        "refused requests spread over tenants and addresses (bad_request_values: one value, or many alike)",
+        "one tenant or client bursting, a retry loop, a limit set too low or lowered by a change", 1536),
     "COST_ALERT": TypeGuide(
         "Why did spending cross its budget, and what should the team change?",
         "spend against limit, number of analyses, incident volume",
         "an incident storm, a noisy detector threshold, a budget set too low", 1024),
     "RETRY_STORM": TypeGuide(
-        "Are retries multiplying load on a struggling dependency?",
-        "calls per request against baseline, the dependency's errors and latency, which callers retry",
-        "retries without backoff or budget, a dependency timeout shorter than its latency", 1536),
+        "Are retries multiplying load on a struggling dependency, and who retries?",
+        "calls per request against the usual number (amplification), which caller sends the retried calls "
+        "(service.name suspect or bad_request_values), the dependency's own incidents, timeouts among the errors, "
+        "versions first seen before onset",
+        "retries without backoff or budget, a client timeout shorter than the dependency's latency, a deploy that "
+        "changed the retry policy", 1536),
     "SECURITY_ANOMALY": TypeGuide(
         "Is this an attack, a misconfiguration or a broken client?",
-        "401/403 share, client, tenant or address suspects, the routes targeted",
-        "credential stuffing, a leaked or expired key, a client deployed with wrong credentials", 1536),
+        "the 401/403 share against baseline, client address and user agent suspects (addresses and user ids are "
+        "keyed hashes), how many distinct enduser.id the refused requests carry (many accounts from few clients "
+        "is credential stuffing)",
+        "credential stuffing, a leaked or expired key, a client deployed with wrong credentials, a deploy that "
+        "broke auth", 1536),
     "CAPACITY_WARNING": TypeGuide(
         "Is the service running out of capacity, and how soon?",
-        "request rate against baseline, latency trend, pods or nodes affected",
-        "a traffic surge, a lost replica, a resource leak, an autoscaler limit", 1536),
+        "utilization estimated from latency under load, request rate and mean latency against their baselines, "
+        "concurrency against its highest sustained level, the time to saturation, which tenant brings the load",
+        "a traffic surge or one tenant's job, a lost replica, a resource leak, an autoscaler limit, a slower "
+        "version", 1536),
     "RECOVERY_SIGNAL": TypeGuide(
         "Has the route really recovered, and what should be followed up?",
         "the metric's trend back under threshold, what changed at recovery time",
@@ -187,6 +196,7 @@ class PromptLibrary:
                 for x in incident.suspects[:MAX_SUSPECTS]
             ],
             "versions_first_seen_before_onset": ctx.get("new_versions", []),
+            "bad_request_values": ctx.get("bad_request_values", []),
             "top_errors": [
                 {"type": r.text(str(e.get("type", ""))), "message": r.text(str(e.get("message", ""))),
                  "count": e.get("count")}

@@ -212,14 +212,27 @@ def _resolved_after(snapshot: dict) -> str | None:
     return _duration((resolved - opened) / NS_PER_S)
 
 
+def _recovering(snapshot: dict) -> str | None:
+    """While recovery is verified (the "recovering" change): back below threshold, not yet resolved."""
+    recovery = _dict(_dict(snapshot.get("context")).get("recovery"))
+    if not recovery:
+        return None
+    verify_for = recovery.get("verify_for_s")
+    return f"🩹 Recovering, verifying for {_duration(verify_for)}" if _is_number(verify_for) else "🩹 Recovering"
+
+
 def _status_text(snapshot: dict) -> str:
     status = snapshot.get("status")
     if status == "resolved":
         after = _resolved_after(snapshot)
         return f"✅ Resolved after {after}" if after else "✅ Resolved"
+    recovering = _recovering(snapshot)
     if status == "acknowledged":
         who = snapshot.get("acknowledged_by")
-        return f"Acknowledged by {_mention(who)}" if who else "Acknowledged"
+        text = f"Acknowledged by {_mention(who)}" if who else "Acknowledged"
+        return f"{text} · {recovering}" if recovering else text
+    if recovering:
+        return recovering
     reopened = snapshot.get("reopen_count")
     if _is_number(reopened) and reopened > 0:
         return f"Open (reopened {reopened}×)"
