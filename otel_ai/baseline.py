@@ -64,7 +64,9 @@ class Baselines:
             if name in slot:
                 s = sums[:size]
                 s[live] = s[live] * self.decay + slot[name][live]
-        self.slots[:size][live] = self.slots[:size][live] * self.decay + 1.0
+        # Slots count from a subject's first traffic on, so its usual rate is not diluted.
+        counted = live & (self.sums["requests"][:size] > 0)
+        self.slots[:size][counted] = self.slots[:size][counted] * self.decay + 1.0
         active = live & (requests > 0)
         if active.any():
             h = self.hist[:size]
