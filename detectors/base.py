@@ -159,6 +159,12 @@ def with_baseline(text: str, anomaly: Anomaly, unit: str = "%") -> str:
     return text if anomaly.baseline is None else text[:-1] + f", baseline {anomaly.baseline:g}{unit})"
 
 
+def share_summary(title: str, anomaly: Anomaly, what: str) -> str:
+    """'<title>: 36.4% of GET /x <what> (threshold 25%, baseline 5.1%)'."""
+    text = f"{title}: {anomaly.value:.1f}% of {where(anomaly.subject)} {what} (threshold {anomaly.threshold:g}%)"
+    return with_baseline(text, anomaly)
+
+
 class RateDetector:
     """The share of bad requests per subject (errors by default) against an adaptive
     threshold. Subclasses choose the bad counter, the subjects, the unit and the words."""

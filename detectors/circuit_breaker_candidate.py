@@ -2,7 +2,7 @@
 never lowered by the baseline): callers should stop calling it for a while."""
 from __future__ import annotations
 
-from otel_ai.detectors.base import DEPENDENCY_KIND, RateDetector, where, with_baseline
+from otel_ai.detectors.base import DEPENDENCY_KIND, RateDetector, share_summary
 from otel_ai.model import Anomaly
 
 
@@ -14,6 +14,4 @@ class CircuitBreakerCandidate(RateDetector):
 
     @staticmethod
     def summary(anomaly: Anomaly) -> str:
-        text = (f"Circuit breaker candidate: {anomaly.value:.1f}% of {where(anomaly.subject)} failing "
-                f"(threshold {anomaly.threshold:g}%)")
-        return with_baseline(text, anomaly)
+        return share_summary("Circuit breaker candidate", anomaly, "failing")

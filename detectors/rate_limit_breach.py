@@ -6,7 +6,7 @@ a page. Suspects say who is being limited: tenant, user, client address, user ag
 from __future__ import annotations
 
 from otel_ai.counters import THROTTLED
-from otel_ai.detectors.base import ROUTE_KIND, RateDetector, where, with_baseline
+from otel_ai.detectors.base import ROUTE_KIND, RateDetector, share_summary
 from otel_ai.model import Anomaly
 
 
@@ -23,6 +23,4 @@ class RateLimitBreach(RateDetector):
 
     @staticmethod
     def summary(anomaly: Anomaly) -> str:
-        text = (f"Rate limit breach: {anomaly.value:.1f}% of {where(anomaly.subject)} refused with 429 "
-                f"(threshold {anomaly.threshold:g}%)")
-        return with_baseline(text, anomaly)
+        return share_summary("Rate limit breach", anomaly, "refused with 429")

@@ -7,7 +7,7 @@ stuffing). Addresses and user ids are only ever seen as keyed hashes."""
 from __future__ import annotations
 
 from otel_ai.counters import AUTH_FAILURES
-from otel_ai.detectors.base import ROUTE_KIND, RateDetector, where, with_baseline
+from otel_ai.detectors.base import ROUTE_KIND, RateDetector, share_summary
 from otel_ai.model import Anomaly
 
 
@@ -23,6 +23,4 @@ class SecurityAnomaly(RateDetector):
 
     @staticmethod
     def summary(anomaly: Anomaly) -> str:
-        text = (f"Security anomaly: {anomaly.value:.1f}% of {where(anomaly.subject)} refused with 401/403 "
-                f"(threshold {anomaly.threshold:g}%)")
-        return with_baseline(text, anomaly)
+        return share_summary("Security anomaly", anomaly, "refused with 401/403")

@@ -9,8 +9,8 @@ import time
 import pytest
 
 from otel_ai.analysis.redact import pseudonym
-from otel_ai.testing.harness import run_generator
-from otel_ai.testing.scenarios import BEHAVIOUR_SCENARIOS, benign_noise, lookalike_noise, scenario
+from otel_ai.testing.harness import run_generator, run_scenarios
+from otel_ai.testing.scenarios import BEHAVIOUR_SCENARIOS, benign_noise, lookalike_noise
 from otel_ai.testing.traffic import TrafficGenerator
 
 WARMUP_S = 600.0
@@ -20,11 +20,7 @@ NEW_TYPES = {"RATE_LIMIT_BREACH", "RETRY_STORM", "SECURITY_ANOMALY", "CAPACITY_W
 
 @pytest.fixture(scope="module")
 def runs():
-    results = {}
-    for name in BEHAVIOUR_SCENARIOS:
-        generator = scenario(name, seed=7, warmup_s=WARMUP_S)
-        results[name] = (generator, run_generator(generator, WARMUP_S + AFTER_ONSET_S))
-    return results
+    return run_scenarios(BEHAVIOUR_SCENARIOS, WARMUP_S, AFTER_ONSET_S)
 
 
 def found(runs, name):

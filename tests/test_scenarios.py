@@ -7,7 +7,7 @@ import statistics
 
 import pytest
 
-from otel_ai.testing.harness import run_generator
+from otel_ai.testing.harness import run_generator, run_scenarios
 from otel_ai.testing.scenarios import SCENARIOS, scenario
 
 WARMUP_S = 600.0
@@ -16,11 +16,7 @@ AFTER_ONSET_S = 150.0
 
 @pytest.fixture(scope="module")
 def runs():
-    results = {}
-    for name in SCENARIOS:
-        generator = scenario(name, seed=7, warmup_s=WARMUP_S)
-        results[name] = (generator, run_generator(generator, WARMUP_S + AFTER_ONSET_S))
-    return results
+    return run_scenarios(SCENARIOS, WARMUP_S, AFTER_ONSET_S)
 
 
 def _matches(incident, subject) -> bool:

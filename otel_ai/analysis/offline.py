@@ -687,23 +687,52 @@ def _spread(ev: Evidence, keys: tuple[str, ...]) -> BadValues | None:
     return None
 
 
-def _client_over_limit(ev: Evidence) -> Finding:
-    hypothesis = f"One client (tenant, user, address or agent) sends more than its limit to {ev.label}"
+def _one_client(ev: Evidence, hypothesis: str, text: Callable[[Suspect], str],
+                actions: Callable[[Suspect], tuple[str, ...]], advice: str, rollback_note: str) -> Finding:
+    """A family whose cause is one client (tenant, user, address or agent) that sets the bad requests apart."""
     members = _members(ev, CLIENT_KEYS)
     best = _supported_suspect(ev, CLIENT_KEYS)
     if best is None:
         return _unsupported(hypothesis, ev, members,
                             f"no tenant, user, address or agent is over-represented among {ev.bad_noun}")
     cause = Cause(
-        text=f"{best.pair} sends more requests to {ev.label} than its limit allows",
-        score=best.score,
-        evidence=(_share_line(ev, best), ev.metric_fact) + _exemplar_line(ev),
-        actions=(f"Contact {best.pair} or slow it down at the source; raise its quota only if the traffic is legitimate",
-                 f"Keep the limit on {ev.label} enforced meanwhile: it protects the other clients"),
-        headline=f"{_share_line(ev, best)}: contact or slow down that client, and keep the limit.",
-        rollback_note="the refusals follow one client, not a version",
-    )
+        text=text(best), score=best.score, evidence=(_share_line(ev, best), ev.metric_fact) + _exemplar_line(ev),
+        actions=actions(best), headline=f"{_share_line(ev, best)}: {advice}.", rollback_note=rollback_note)
     return Finding(hypothesis, SUPPORTED, _family_facts(ev, members), cause)
+
+
+def _client_over_limit(ev: Evidence) -> Finding:
+    return _one_client(
+        ev, f"One client (tenant, user, address or agent) sends more than its limit to {ev.label}",
+        lambda best: f"{best.pair} sends more requests to {ev.label} than its limit allows",
+        lambda best: (f"Contact {best.pair} or slow it down at the source; raise its quota only if the traffic is "
+                      "legitimate", f"Keep the limit on {ev.label} enforced meanwhile: it protects the other clients"),
+        "contact or slow down that client, and keep the limit", "the refusals follow one client, not a version")
+
+
+def _one_client_refused(ev: Evidence) -> Finding:
+    hypothesis = "One client is refused again and again: hostile, or deployed with wrong or expired credentials"
+    if _many_accounts(ev) is not None and _supported_suspect(ev, CLIENT_KEYS) is not None:
+        # One client trying many accounts: that is the credential stuffing cause.
+        facts = _family_facts(ev, _members(ev, CLIENT_KEYS))
+        return Finding(hypothesis, SUPPORTED, facts + ("it tries many accounts: credential stuffing",))
+    return _one_client(
+        ev, hypothesis,
+        lambda best: f"{best.pair} keeps failing authentication on {ev.label}: wrong or expired credentials, or a probe",
+        lambda best: (f"Block or throttle {best.pair} at the edge",
+                      f"Review authentication and access logs for {ev.label} around onset",
+                      "Rotate any credentials the client used if compromise is confirmed",
+                      "Keep all security controls (auth, rate limits, WAF rules) in force while investigating"),
+        "block or throttle that client and review the auth logs", "the refusals follow one client, not a version")
+
+
+def _client_brings_load(ev: Evidence) -> Finding:
+    return _one_client(
+        ev, f"One client's traffic brings the extra load on {ev.label}",
+        lambda best: f"{best.pair} brings the extra load that saturates {ev.label}",
+        lambda best: (f"Rate-limit or shed {best.pair}'s traffic on {ev.label} until capacity is added",
+                      f"Scale out {ev.service} meanwhile: more replicas or higher concurrency limits"),
+        f"throttle that client and scale out {ev.service}", "the load comes from one client, not from a version")
 
 
 def _limit_too_low(ev: Evidence) -> Finding:
@@ -766,29 +795,6 @@ def _credential_stuffing(ev: Evidence) -> Finding:
     return Finding(hypothesis, SUPPORTED, facts, cause)
 
 
-def _one_client_refused(ev: Evidence) -> Finding:
-    hypothesis = "One client is refused again and again: hostile, or deployed with wrong or expired credentials"
-    members = _members(ev, CLIENT_KEYS)
-    best = _supported_suspect(ev, CLIENT_KEYS)
-    if best is None:
-        return _unsupported(hypothesis, ev, members,
-                            f"no tenant, user, address or agent is over-represented among {ev.bad_noun}")
-    if _many_accounts(ev) is not None:  # one client trying many accounts: the credential stuffing cause
-        return Finding(hypothesis, SUPPORTED, _family_facts(ev, members) + ("it tries many accounts: credential stuffing",))
-    cause = Cause(
-        text=f"{best.pair} keeps failing authentication on {ev.label}: wrong or expired credentials, or a probe",
-        score=best.score,
-        evidence=(_share_line(ev, best), ev.metric_fact) + _exemplar_line(ev),
-        actions=(f"Block or throttle {best.pair} at the edge",
-                 f"Review authentication and access logs for {ev.label} around onset",
-                 "Rotate any credentials the client used if compromise is confirmed",
-                 "Keep all security controls (auth, rate limits, WAF rules) in force while investigating"),
-        headline=f"{_share_line(ev, best)}: block or throttle that client and review the auth logs.",
-        rollback_note="the refusals follow one client, not a version",
-    )
-    return Finding(hypothesis, SUPPORTED, _family_facts(ev, members), cause)
-
-
 def _retrying_caller(ev: Evidence) -> Finding:
     hypothesis = f"One caller retries its calls to {ev.service} without backoff or budget"
     best = _supported_suspect(ev, CALLER_KEYS)
@@ -825,24 +831,6 @@ def _struggling_dependency(ev: Evidence) -> Finding:
     cause = _dependency_cause(ev, ev.service, bool(timeouts), RELATED_ONLY_SCORE + (RELATED_INCIDENT_BONUS if related else 0),
                               facts, f"{ev.service} is struggling and retries pile onto it")
     return Finding(hypothesis, SUPPORTED, facts, cause)
-
-
-def _client_brings_load(ev: Evidence) -> Finding:
-    hypothesis = f"One client's traffic brings the extra load on {ev.label}"
-    members = _members(ev, CLIENT_KEYS)
-    best = _supported_suspect(ev, CLIENT_KEYS)
-    if best is None:
-        return _unsupported(hypothesis, ev, members, f"no tenant, user or client is over-represented among {ev.bad_noun}")
-    cause = Cause(
-        text=f"{best.pair} brings the extra load that saturates {ev.label}",
-        score=best.score,
-        evidence=(_share_line(ev, best), ev.metric_fact) + _exemplar_line(ev),
-        actions=(f"Rate-limit or shed {best.pair}'s traffic on {ev.label} until capacity is added",
-                 f"Scale out {ev.service} meanwhile: more replicas or higher concurrency limits"),
-        headline=f"{_share_line(ev, best)}: throttle that client and scale out {ev.service}.",
-        rollback_note="the load comes from one client, not from a version",
-    )
-    return Finding(hypothesis, SUPPORTED, _family_facts(ev, members), cause)
 
 
 def _capacity_short(ev: Evidence) -> Finding:

@@ -54,6 +54,17 @@ def run_generator(generator, duration_s: float, settings: Settings | None = None
     return RunResult(recorder.opened(), recorder.changes, spans, pipeline)
 
 
+def run_scenarios(names, warmup_s: float, after_onset_s: float, seed: int = 7) -> dict[str, tuple]:
+    """name -> (generator, RunResult) for preset scenarios whose fault starts at warmup_s."""
+    from otel_ai.testing.scenarios import scenario
+
+    results = {}
+    for name in names:
+        generator = scenario(name, seed=seed, warmup_s=warmup_s)
+        results[name] = (generator, run_generator(generator, warmup_s + after_onset_s))
+    return results
+
+
 def wait_for(what: str, check, timeout_s: float = 20.0, every_s: float = 0.1):
     """Poll check() until it returns something truthy, and return that; TimeoutError naming
     `what` otherwise. For tests of things that happen on other threads or processes."""
