@@ -198,10 +198,8 @@ class _Search:
         path = path + [self._hop(edge, name, total_name.replace("latency", "call"), self.total, calls)]
         callee = int(self.snap.c[edge])
         dependency = self.snap.subjects[int(self.snap.b[edge])].service
-        if callee == NONE:
-            own_hop = self._hop(edge, f"{name} (call)", own_name, self.own, calls)
-            self._record(("dependency", dependency), edge, calls, depth + 1, path + [own_hop], None,
-                         self._caller_service(edge))
+        if callee == NONE:  # the call is all the dependency's own time: the hop above says it
+            self._record(("dependency", dependency), edge, calls, depth + 1, path, None, self._caller_service(edge))
             return
         own_hop = self._hop(edge, f"{name} (network)", own_name.replace("own", "overhead"), self.own, calls)
         callee_service = self.snap.subjects[callee].service
