@@ -205,7 +205,7 @@ def test_stats_after_a_long_gap_decay_instead_of_replaying_empty_slots():
     stats.roll_to(first + 10_000)  # a day without data
     assert 0 < stats.baseline[1, COUNT] < 0.1
     assert stats.window(first + 10_000, RECENT_SLOTS)[1, COUNT] == 0
-    assert stats.nbytes() == stats.rows * (RECENT_SLOTS + 1) * 7 * 8
+    assert stats.nbytes() == stats.rows * (RECENT_SLOTS * 4 + 8) * 7
 
 
 @pytest.mark.parametrize("slots", [1, 3, RECENT_SLOTS])
@@ -215,3 +215,50 @@ def test_window_never_reaches_outside_the_ring(slots):
     for s in range(RECENT_SLOTS + 4):
         stats.add(observations([1], [s], [1.0], [1.0]))
     assert stats.window(first + RECENT_SLOTS + 3, slots)[1, COUNT] == slots
+
+
+# ----------------------------------------------------------------------------- memory
+
+def in_flight_traces(first: int, traces: int, routes: int, end_ms: int) -> SpanBatch:
+    """`traces` 6-span traces (gateway -> api -> leaf, each with its client call), spread
+    over `routes` route subjects, all ending after end_ms: none is complete yet."""
+    hop = np.arange(6)
+    trace = np.repeat(np.arange(first, first + traces, dtype=np.uint64), 6)
+    kind = np.tile(np.where(hop % 2 == 0, SERVER, CLIENT), traces).astype(np.int8)
+    route = (np.arange(first, first + traces) * 3) % routes + 1
+    subject = np.where(kind == SERVER, np.repeat(route, 6) + np.tile(hop // 2, traces), routes + 1 + np.tile(hop, traces))
+    start = T0 + (end_ms + np.tile(hop, traces)) * MS
+    end = start + (100 - np.tile(hop, traces) * 10) * MS
+    return SpanBatch(
+        subject_id=subject.astype(np.int32), end_ns=end, duration_ms=(end - start) / 1e6,
+        error=np.zeros(trace.shape[0], bool), client_error=np.zeros(trace.shape[0], bool), kind=kind,
+        service_id=np.tile(hop // 2, traces).astype(np.int32), resource_id=np.tile(hop // 2 + 1, traces).astype(np.int32),
+        start_ns=start, weight=np.ones(trace.shape[0], np.float32), trace_key=trace,
+        span_id=np.tile(hop + 1, traces).astype(np.uint64), parent_span_id=np.tile(hop, traces).astype(np.uint64),
+    )
+
+
+def test_100k_traces_in_flight_over_10k_routes_stay_within_the_caps():
+    from otel_ai.graph.join import MAX_SPANS
+    from otel_ai.graph.service_graph import ServiceGraph
+    from otel_ai.graph.components import MAX_COMPONENTS
+    from otel_ai.resources import ResourceTable
+    from otel_ai.subjects import SubjectTable
+
+    graph = ServiceGraph(SLOT, SubjectTable(), ResourceTable())
+    join_cap = MAX_SPANS * 64
+    stats_cap = MAX_COMPONENTS * (RECENT_SLOTS * 4 + 8) * 7
+    for first in range(0, 100_000, 10_000):
+        graph.add(in_flight_traces(first, 10_000, 10_000, end_ms=60_000))
+    graph.close_slot(T0 // SLOT)  # nothing has ended yet: all 600,000 spans wait
+    assert len(graph.join) == 600_000 and graph.join.nbytes() <= join_cap
+    for first in range(100_000, 200_000, 10_000):  # 100k more: past the cap, the oldest go
+        graph.add(in_flight_traces(first, 10_000, 10_000, end_ms=61_000))
+    assert len(graph.join) == MAX_SPANS and graph.join.dropped == 200_000 and graph.join.nbytes() <= join_cap
+    graph.close_slot(T0 // SLOT + 100)  # everything ends: joined, counted, released
+    assert len(graph.join) == 0
+    assert 40_000 <= len(graph.components) <= MAX_COMPONENTS and graph.components.overflowed == 0
+    assert graph.stats.nbytes() <= stats_cap and graph.components.nbytes() <= MAX_COMPONENTS * 130
+    print(f"\njoin cap {join_cap / 2**20:.0f} MiB, stats cap {stats_cap / 2**20:.1f} MiB; "
+          f"state after 200k traces over 10k routes: {graph.nbytes() / 2**20:.1f} MiB, "
+          f"{len(graph.components)} components")

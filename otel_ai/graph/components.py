@@ -11,10 +11,11 @@ A component is one of:
   minus the callee's server span: the wire, the callee's queue, its load balancer. For
   an uninstrumented callee (a database, an external API) it is the whole call.
 
-Ids are keyed by one uint64 per component (kind and up to three 20-bit fields), so a
-batch of observations is interned with one ``np.unique`` and a dict lookup per distinct
-component, never per span. The table is capped: past ``max_components`` new components
-share id 0, ``(other components)``.
+Ids are keyed by one uint64 per component (kind and up to three 20-bit fields). Routes
+and pods are looked up in dense arrays indexed by their subject or resource id; edges,
+with three fields, are interned with one ``np.unique`` and a dict lookup per distinct
+edge: never Python per span. The table is capped: past ``max_components`` new
+components share id 0, ``(other components)``.
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ NONE = _MASK  # no callee route (uninstrumented callee) or an id too large to ke
 SERVICE_FLAG = 1 << (FIELD_BITS - 1)  # caller field holds a service id: the calling route is unknown
 MAX_ID = SERVICE_FLAG - 1
 OVERFLOW = 0
-MAX_COMPONENTS = 32_768
+MAX_COMPONENTS = 65_536
 
 
 def _field(ids: np.ndarray) -> np.ndarray:
@@ -59,10 +60,32 @@ class ComponentTable:
         self._ids: dict[int, int] = {}
         self._keys: list[int] = [0]  # id 0: the overflow component
         self._arrays = np.zeros(0, dtype=np.uint64)
+        self._dense = {ROUTE: np.zeros(0, dtype=np.int32), POD: np.zeros(0, dtype=np.int32)}  # id + 1; 0 unknown
         self.overflowed = 0
 
     def __len__(self) -> int:
         return len(self._keys)
+
+    def route_ids(self, route: np.ndarray) -> np.ndarray:
+        return self._dense_ids(ROUTE, route, route_keys)
+
+    def pod_ids(self, resource: np.ndarray) -> np.ndarray:
+        return self._dense_ids(POD, resource, pod_keys)
+
+    def _dense_ids(self, kind: int, index: np.ndarray, keys_of) -> np.ndarray:
+        index = np.where((index >= 0) & (index <= MAX_ID), index, MAX_ID + 1)
+        table = self._dense[kind]
+        top = int(index.max(initial=-1)) + 1
+        if top > table.shape[0]:
+            table = self._dense[kind] = np.concatenate((table, np.zeros(max(top, 2 * table.shape[0]) - table.shape[0],
+                                                                         dtype=np.int32)))
+        found = table[index] - 1
+        missing = found < 0
+        if missing.any():
+            new = np.unique(index[missing])
+            table[new] = self.ids(keys_of(new)) + 1
+            found = table[index] - 1
+        return found
 
     def ids(self, keys: np.ndarray) -> np.ndarray:
         """Dense id per key (int32), interning new components while there is room."""

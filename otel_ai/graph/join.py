@@ -31,12 +31,13 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from otel_ai.decode import SPAN_KIND_CLIENT, SPAN_KIND_SERVER, SpanBatch
-from otel_ai.graph.components import ComponentTable, edge_keys, pod_keys, route_keys
+from otel_ai.graph.components import ComponentTable, edge_keys
 
 MAX_SPANS = 1_000_000
 ORPHAN_WAIT_NS = 30 * 1_000_000_000
 _SPAN_MIX = np.uint64(0xD6E8FEB86659FD93)
-_REL_LIMIT = (1 << 40) - 1  # ns (~18 min): longer spans are clipped when their children are laid out
+_REL_BITS = 40
+_REL_LIMIT = (1 << _REL_BITS) - 1  # ns (~18 min): longer spans are clipped when their children are laid out
 _GROUP_SHIFT = 41
 
 
@@ -93,20 +94,23 @@ class _Rows:
         return sum(getattr(self, f.name).nbytes for f in fields(_Rows))
 
 
+# The SpanBatch columns the join keeps, in _rows_of's order.
+_BATCH_COLUMNS = ("trace_key", "span_id", "parent_span_id", "kind", "subject_id", "service_id", "resource_id",
+                  "start_ns", "end_ns", "error", "weight")
+
+
 def _span_keys(trace_key: np.ndarray, span_id: np.ndarray) -> np.ndarray:
-    with np.errstate(over="ignore"):
-        return trace_key ^ (span_id * _SPAN_MIX)
+    return trace_key ^ (span_id * _SPAN_MIX)  # uint64 arrays wrap silently
 
 
-def _rows_of(batch: SpanBatch) -> _Rows:
-    n = len(batch)
-    pkey = _span_keys(batch.trace_key, batch.parent_span_id)
-    pkey[batch.parent_span_id == 0] = 0
+def _rows_of(trace_key, span_id, parent_span_id, kind, subject, service, resource, start, end, error, weight) -> _Rows:
+    n = trace_key.shape[0]
+    pkey = _span_keys(trace_key, parent_span_id)
+    pkey[parent_span_id == 0] = 0
     return _Rows(
-        skey=_span_keys(batch.trace_key, batch.span_id), pkey=pkey, kind=batch.kind, subject=batch.subject_id,
-        service=batch.service_id, resource=batch.resource_id, start=batch.start_ns, end=batch.end_ns,
-        error=batch.error, weight=batch.weight, done=np.zeros(n, dtype=bool), self_ns=np.zeros(n, dtype=np.int64),
-        origin=np.zeros(n, dtype=bool), callee=np.full(n, -1, dtype=np.int32),
+        skey=_span_keys(trace_key, span_id), pkey=pkey, kind=kind, subject=subject, service=service,
+        resource=resource, start=start, end=end, error=error, weight=weight, done=np.zeros(n, dtype=bool),
+        self_ns=np.zeros(n, dtype=np.int64), origin=np.zeros(n, dtype=bool), callee=np.full(n, -1, dtype=np.int32),
     )
 
 
@@ -125,8 +129,8 @@ class TraceJoin:
         self.components = components
         self.max_spans = max_spans
         self.orphan_wait_ns = orphan_wait_ns
-        self._rows = _rows_of(_EMPTY_BATCH)
-        self._pending: list[_Rows] = []
+        self._rows = _rows_of(*(getattr(_EMPTY_BATCH, name) for name in _BATCH_COLUMNS))
+        self._pending: list[tuple] = []  # the kept columns of batches not merged yet
         self._pending_rows = 0
         self.dropped = 0  # spans pushed out by the cap before they were joined
         self.orphans = 0  # spans whose parent never came (counted with an unknown caller)
@@ -135,21 +139,21 @@ class TraceJoin:
         return len(self._rows) + self._pending_rows
 
     def nbytes(self) -> int:
-        return self._rows.nbytes() + sum(p.nbytes() for p in self._pending)
+        return self._rows.nbytes() + sum(column.nbytes for columns in self._pending for column in columns)
 
     def add(self, batch: SpanBatch) -> None:
         """Queue a batch's spans; the work happens in advance()."""
         if len(batch) == 0:
             return
-        rows = _rows_of(batch)
-        self._pending.append(rows)
-        self._pending_rows += len(rows)
+        self._pending.append(tuple(getattr(batch, name) for name in _BATCH_COLUMNS))
+        self._pending_rows += len(batch)
         if len(self) > self.max_spans:
             self._merge()
 
     def _merge(self) -> None:
         if self._pending:
-            self._rows = _Rows.concat([self._rows, *self._pending])
+            arriving = _rows_of(*(np.concatenate(column) for column in zip(*self._pending)))
+            self._rows = _Rows.concat([self._rows, arriving])
             self._pending, self._pending_rows = [], 0
         excess = len(self._rows) - self.max_spans
         if excess > 0:
@@ -167,7 +171,9 @@ class TraceJoin:
             return _no_observations()
         order = np.argsort(rows.skey)
         sorted_keys = rows.skey[order]
-        at = np.minimum(np.searchsorted(sorted_keys, rows.pkey), n - 1)
+        asking = np.argsort(rows.pkey)  # sorted queries: searchsorted walks memory in order
+        at = np.empty(n, dtype=np.intp)
+        at[asking] = np.minimum(np.searchsorted(sorted_keys, rows.pkey[asking]), n - 1)
         has_parent = (rows.pkey != 0) & (sorted_keys[at] == rows.pkey)
         parent = np.where(has_parent, order[at], 0)
         ready = np.flatnonzero(~rows.done & (rows.end < cutoff_ns))
@@ -199,7 +205,8 @@ class TraceJoin:
             limit = np.minimum(rows.end[up] - p_start, _REL_LIMIT)
             c_start = np.clip(rows.start[child] - p_start, 0, limit)
             c_end = np.clip(rows.end[child] - p_start, 0, limit)
-            order = np.lexsort((c_start, up))
+            # one sort on (parent row, child start): rows < 2**22 and starts < 2**40 fit an int64
+            order = np.argsort((up.astype(np.int64) << _REL_BITS) | c_start) if n < 1 << 22 else np.lexsort((c_start, up))
             up, child, c_start, c_end = up[order], child[order], c_start[order], c_end[order]
             first = np.ones(up.shape[0], dtype=bool)
             first[1:] = up[1:] != up[:-1]
@@ -225,19 +232,21 @@ class TraceJoin:
 
     def _server_observations(self, rows: _Rows, ready: np.ndarray) -> Observations:
         server = ready[rows.kind[ready] == SPAN_KIND_SERVER]
-        keys = np.concatenate((route_keys(rows.subject[server]), pod_keys(rows.resource[server])))
-        return self._observations(rows, np.concatenate((server, server)), keys)
+        ids = np.concatenate((self.components.route_ids(rows.subject[server]),
+                              self.components.pod_ids(rows.resource[server])))
+        return self._observations(rows, np.concatenate((server, server)), ids)
 
     def _edge_observations(self, rows: _Rows, client: np.ndarray, parent: np.ndarray, parent_done: np.ndarray) -> Observations:
         up = parent[client]
         from_route = parent_done[client] & (rows.kind[up] == SPAN_KIND_SERVER)
         caller = np.where(from_route, rows.subject[up], -1)
         keys = edge_keys(caller, rows.service[client], rows.subject[client], rows.callee[client])
-        return self._observations(rows, client, keys)
+        return self._observations(rows, client, self.components.ids(keys))
 
-    def _observations(self, rows: _Rows, index: np.ndarray, keys: np.ndarray) -> Observations:
+    @staticmethod
+    def _observations(rows: _Rows, index: np.ndarray, ids: np.ndarray) -> Observations:
         return Observations(
-            component=self.components.ids(keys), end_ns=rows.end[index],
+            component=ids, end_ns=rows.end[index],
             total_ms=(rows.end[index] - rows.start[index]) / 1e6, self_ms=rows.self_ns[index] / 1e6,
             error=rows.error[index], origin=rows.origin[index], weight=rows.weight[index],
         )

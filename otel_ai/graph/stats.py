@@ -7,9 +7,9 @@ at all while ``frozen`` (set by the pipeline while incidents are open, so that a
 never becomes the normal it is compared with).
 
 Every field is a weighted sum (weights are sampling's adjusted counts), so windows and
-baselines add up and means and variances come out of them exactly. Memory is
-components x (RECENT_SLOTS + 1) x 7 float64: 560 bytes per component, 18 MB at the
-ComponentTable's default cap of 32,768 components.
+baselines add up and means and variances come out of them. Memory per component: the
+ring in float32 (a slot's sums need no more) and the baseline in float64, 308 bytes;
+20 MB at the ComponentTable's default cap of 65,536 components.
 """
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ class ComponentStats:
     def __init__(self, slot_ns: int):
         self.slot_ns = slot_ns
         self.decay = 0.5 ** (slot_ns / 1e9 / HALF_LIFE_S)
-        self.recent = np.zeros((0, RECENT_SLOTS, N_FIELDS))
+        self.recent = np.zeros((0, RECENT_SLOTS, N_FIELDS), dtype=np.float32)
         self.baseline = np.zeros((0, N_FIELDS))
         self.cell_slot = np.full(RECENT_SLOTS, -1, dtype=np.int64)  # the slot each ring cell holds
         self.newest_slot: int | None = None
@@ -67,7 +67,7 @@ class ComponentStats:
         if size <= self.rows:
             return
         grow = max(size, 2 * self.rows, 64) - self.rows
-        self.recent = np.concatenate((self.recent, np.zeros((grow, RECENT_SLOTS, N_FIELDS))))
+        self.recent = np.concatenate((self.recent, np.zeros((grow, RECENT_SLOTS, N_FIELDS), dtype=np.float32)))
         self.baseline = np.concatenate((self.baseline, np.zeros((grow, N_FIELDS))))
 
     def roll_to(self, slot: int) -> None:
@@ -104,20 +104,25 @@ class ComponentStats:
         self.late += int((~inside).sum())
         if not inside.any():
             return
-        comp = obs.component[inside]
-        self._ensure(int(comp.max()) + 1)
+        comp, slot = obs.component[inside], slot[inside]
+        size = int(comp.max()) + 1
+        self._ensure(size)
         w = obs.weight[inside].astype(np.float64)
         total, own = obs.total_ms[inside], obs.self_ms[inside]
         values = (w, w * obs.error[inside], w * obs.origin[inside], w * total, w * total * total, w * own, w * own * own)
-        cells, where = np.unique(comp.astype(np.int64) * RECENT_SLOTS + slot[inside] % RECENT_SLOTS, return_inverse=True)
-        flat = self.recent.reshape(-1, N_FIELDS)
-        for field, value in enumerate(values):
-            flat[cells, field] += np.bincount(where.reshape(-1), weights=value, minlength=cells.shape[0])
+        # An advance's observations end within a few slots: one bincount per field over
+        # (slot, component) cells of just those slots.
+        first = int(slot.min())
+        spread = int(slot.max()) - first + 1
+        cells = (slot - first) * size + comp
+        sums = np.stack([np.bincount(cells, weights=v, minlength=spread * size) for v in values], axis=-1)
+        for offset in range(spread):
+            self.recent[:size, (first + offset) % RECENT_SLOTS, :] += sums[offset * size:(offset + 1) * size]
 
     def window(self, last_slot: int, slots: int) -> np.ndarray:
         """(components, N_FIELDS) sums over the `slots` slots ending with last_slot."""
         cells = np.flatnonzero((self.cell_slot > last_slot - slots) & (self.cell_slot <= last_slot))
-        return self.recent[:, cells, :].sum(axis=1)
+        return self.recent[:, cells, :].sum(axis=1, dtype=np.float64)
 
     def snapshot(self, last_slot: int, slots: int, table: ComponentTable, subjects: list[Subject],
                  services: list[str], resources: list[ResourceInfo]) -> GraphSnapshot:
