@@ -23,19 +23,22 @@ def steady_noise() -> list[Noise]:
     return [Noise("low_traffic_flaky"), Noise("steady_flaky")]
 
 
+def recurring(kind: str, first_s: float, every_s: float, lasting_s: float, until_s: float,
+              routes: tuple = (None,), params: dict | None = None) -> list[Noise]:
+    """A noise every `every_s` from `first_s`, each lasting `lasting_s` and over by `until_s`,
+    cycling through `routes`."""
+    out, t = [], first_s
+    while t + lasting_s <= until_s:
+        out.append(Noise(kind, start_s=t, duration_s=lasting_s, route=routes[len(out) % len(routes)],
+                         params=dict(params or {})))
+        t += every_s
+    return out
+
+
 def benign_noise(duration_s: float = 1800.0, warmup_s: float = 600.0) -> list[Noise]:
     """All four noise kinds: steady ones from 0, 4xx bursts and surges recurring after warmup."""
-    noise = steady_noise()
-    t, i = warmup_s, 0
-    while t + 120 <= duration_s:
-        noise.append(Noise("4xx_burst", start_s=t, duration_s=120.0, route=_BURST_ROUTES[i % len(_BURST_ROUTES)]))
-        t += 420.0
-        i += 1
-    t = warmup_s + 180.0
-    while t + 180 <= duration_s:
-        noise.append(Noise("traffic_surge", start_s=t, duration_s=180.0))
-        t += 540.0
-    return noise
+    return (steady_noise() + recurring("4xx_burst", warmup_s, 420.0, 120.0, duration_s, _BURST_ROUTES)
+            + recurring("traffic_surge", warmup_s + 180.0, 540.0, 180.0, duration_s))
 
 
 def benign(seed: int = 1, duration_s: float = 1800.0, warmup_s: float = 600.0, **kw) -> TrafficGenerator:
@@ -89,17 +92,8 @@ def deep_background_noise() -> list[Noise]:
 
 def deep_benign_noise(duration_s: float = 6 * 3600.0, warmup_s: float = 600.0) -> list[Noise]:
     """The background plus recurring 4xx bursts on the gateway and traffic surges."""
-    noise = deep_background_noise()
-    t, i = warmup_s, 0
-    while t + 120 <= duration_s:
-        noise.append(Noise("4xx_burst", start_s=t, duration_s=120.0, route=_DEEP_4XX_ROUTES[i % len(_DEEP_4XX_ROUTES)]))
-        t += 900.0
-        i += 1
-    t = warmup_s + 300.0
-    while t + 180 <= duration_s:
-        noise.append(Noise("traffic_surge", start_s=t, duration_s=180.0, params={"factor": 3.0}))
-        t += 1800.0
-    return noise
+    return (deep_background_noise() + recurring("4xx_burst", warmup_s, 900.0, 120.0, duration_s, _DEEP_4XX_ROUTES)
+            + recurring("traffic_surge", warmup_s + 300.0, 1800.0, 180.0, duration_s, params={"factor": 3.0}))
 
 
 def deep_scenario(name: str, seed: int = 1, warmup_s: float = 600, **kw) -> TrafficGenerator:
