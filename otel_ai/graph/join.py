@@ -171,9 +171,7 @@ class TraceJoin:
             return _no_observations()
         order = np.argsort(rows.skey)
         sorted_keys = rows.skey[order]
-        asking = np.argsort(rows.pkey)  # sorted queries: searchsorted walks memory in order
-        at = np.empty(n, dtype=np.intp)
-        at[asking] = np.minimum(np.searchsorted(sorted_keys, rows.pkey[asking]), n - 1)
+        at = np.minimum(np.searchsorted(sorted_keys, rows.pkey), n - 1)
         has_parent = (rows.pkey != 0) & (sorted_keys[at] == rows.pkey)
         parent = np.where(has_parent, order[at], 0)
         ready = np.flatnonzero(~rows.done & (rows.end < cutoff_ns))
