@@ -67,7 +67,7 @@ class Candidate:
     pod: str | None = None
     version: str | None = None
     dependency: str | None = None
-    operation: str | None = None  # the route where the change is largest
+    operation: str | None = None  # the route where the change is largest (for network: the one called)
     score: float = 0.0
     depth: int = 0  # service hops below the anomalous subject
     evidence: list[dict] = field(default_factory=list)
@@ -203,7 +203,7 @@ class _Search:
             return
         own_hop = self._hop(edge, f"{name} (network)", own_name.replace("own", "overhead"), self.own, calls)
         callee_service = self.snap.subjects[callee].service
-        self._record(("network", callee_service), edge, calls, depth + 1, path + [own_hop], None)
+        self._record(("network", callee_service), edge, calls, depth + 1, path + [own_hop], self._route_name(callee))
         if callee not in seen:
             self._route(callee, calls, depth + 1, path, seen | {callee})
 
@@ -218,7 +218,9 @@ class _Search:
 
 
 def localize(snap: GraphSnapshot, starts: list[Start]) -> list[Candidate]:
-    """Candidates for the root cause of `starts`, best first ([] when nothing changed)."""
+    """Candidates for the root cause of `starts`, best first ([] when nothing changed).
+    Starts of one incident or problem share a signal; a winning service is narrowed to a
+    pod or version on the first start's signal."""
     search = _Search(snap)
     per_start: dict[tuple, list[tuple[float, _Found]]] = {}
     for start in starts:
