@@ -78,7 +78,7 @@ DEEP_BENIGN = "deep_benign"
 # A search dependency slows down in bursts; two routes fail 10-30 % in bursts: stations
 # (behind the catch-all route) and notifications (behind every booking).
 _DEEP_BURSTY = (
-    ("latency_bursts", "seat-service:GET /seats/availability", {"level": (2.0, 4.0)}),
+    ("latency_bursts", "seat-service:GET /seats/availability", {}),
     ("error_bursts", "station-service:GET /stations", {}),
     ("error_bursts", "notification-service:POST /notifications", {"every_s": 600.0}),
 )

@@ -45,13 +45,15 @@ FAULT_KINDS = (
 NOISE_KINDS = ("4xx_burst", "traffic_surge", "low_traffic_flaky", "steady_flaky")
 
 # --- deep-graph faults and realistic noise (deep_topology.py; see the block "deep faults")
-# network_delay: calls into one service take longer on the wire (only its callers' client
-#   spans show it); cpu_contention: one pod's own work slows down; slow_leaf: a leaf
-#   dependency slows every request behind it; deep_error: one route deep down fails and
-#   its callers answer 5xx up the chain.
+# network_delay (target: a service; delay_ms=(lo, hi)): calls into it take longer on the
+#   wire, which only its callers' client spans show; cpu_contention (target: a pod;
+#   factor): that pod's own work takes factor times longer; slow_leaf (target: a
+#   dependency; slow_ms=(lo, hi)): it slows every request behind it; deep_error (service,
+#   route; rate): that route fails on its own and its callers answer 5xx up the chain.
 DEEP_FAULT_KINDS = ("network_delay", "cpu_contention", "slow_leaf", "deep_error")
-# error_bursts / latency_bursts: a route fails 10-30 % (or slows 2-4x) in bursts of
-#   20-90 s every few minutes; daily_swing: all traffic follows the time of day.
+# error_bursts / latency_bursts (route; level=(lo, hi), burst_s=(lo, hi), every_s): a
+#   route fails 10-30 % (or its own time grows 2-4x) in bursts of 20-90 s every ~5 min;
+#   daily_swing (amplitude, peak_hour): all traffic follows the time of day, +-50 %.
 REALISTIC_NOISE_KINDS = ("error_bursts", "latency_bursts", "daily_swing")
 
 DEPENDENCY_TYPES = frozenset({"UPSTREAM_DEGRADATION", "CIRCUIT_BREAKER_CANDIDATE"})
@@ -253,16 +255,20 @@ _INTERNAL_UA = {"python": "python-requests/2.31.0", "java": "Java-http-client/17
 
 # --------------------------------------------------------------------------- runtime objects
 
+# Default burst levels: the error share, or the factor on own time.
+_BURST_LEVELS = {"error_bursts": (0.1, 0.3), "latency_bursts": (2.0, 4.0)}
+
+
 class _Bursts:
     """When a bursty route is in a burst, and how bad: calm gaps of ~``every_s`` (exponential)
     alternate with bursts of ``burst_s`` = (lo, hi) seconds at a level drawn from ``level``
     = (lo, hi). Its own RNG, so a burst schedule never shifts the rest of the traffic."""
 
-    def __init__(self, seed: str, params: dict):
+    def __init__(self, seed: str, params: dict, default_level: tuple[float, float]):
         self._rng = random.Random(seed)
         self.every_s = params.get("every_s", 300.0)
         self.burst_s = params.get("burst_s", (20.0, 90.0))
-        self.levels = params.get("level", (0.1, 0.3))
+        self.levels = params.get("level", default_level)
         self.start = self.end = self._rng.uniform(0.0, self.every_s)
         self.level = 0.0
 
@@ -348,8 +354,8 @@ class TrafficGenerator:
             for p in plist:
                 self._encode_pod(p)
         self.noise = [self._resolve_noise(n) for n in noise]
-        self._bursts = {id(n): _Bursts(f"{seed}:{i}:{n.kind}", n.params) for i, n in enumerate(self.noise)
-                        if n.kind in ("error_bursts", "latency_bursts")}
+        self._bursts = {id(n): _Bursts(f"{seed}:{i}:{n.kind}", n.params, _BURST_LEVELS[n.kind])
+                        for i, n in enumerate(self.noise) if n.kind in _BURST_LEVELS}
         self.faults = [self._resolve(f) for f in faults]
         self._deps = {d.name: _DepRT(d) for d in self.topology.dependencies}
         self._routes = {rid: self._compile_route(rid, r) for rid, r in self.topology.route_by_id.items()}
