@@ -39,6 +39,7 @@ _SPAN_MIX = np.uint64(0xD6E8FEB86659FD93)
 _REL_BITS = 40
 _REL_LIMIT = (1 << _REL_BITS) - 1  # ns (~18 min): longer spans are clipped when their children are laid out
 _GROUP_SHIFT = 41
+MAX_ROWS = 1 << (63 - _GROUP_SHIFT)  # row and group numbers are packed above 40/41 bits of time
 
 
 @dataclass(slots=True)
@@ -127,7 +128,7 @@ class TraceJoin:
 
     def __init__(self, components: ComponentTable, max_spans: int = MAX_SPANS, orphan_wait_ns: int = ORPHAN_WAIT_NS):
         self.components = components
-        self.max_spans = max_spans
+        self.max_spans = min(max_spans, MAX_ROWS)
         self.orphan_wait_ns = orphan_wait_ns
         self._rows = _rows_of(*(getattr(_EMPTY_BATCH, name) for name in _BATCH_COLUMNS))
         self._pending: list[tuple] = []  # the kept columns of batches not merged yet
@@ -204,7 +205,7 @@ class TraceJoin:
             c_start = np.clip(rows.start[child] - p_start, 0, limit)
             c_end = np.clip(rows.end[child] - p_start, 0, limit)
             # one sort on (parent row, child start): rows < 2**22 and starts < 2**40 fit an int64
-            order = np.argsort((up.astype(np.int64) << _REL_BITS) | c_start) if n < 1 << 22 else np.lexsort((c_start, up))
+            order = np.argsort((up.astype(np.int64) << _REL_BITS) | c_start)
             up, child, c_start, c_end = up[order], child[order], c_start[order], c_end[order]
             first = np.ones(up.shape[0], dtype=bool)
             first[1:] = up[1:] != up[:-1]
