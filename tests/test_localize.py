@@ -171,3 +171,13 @@ def test_a_dependency_anomaly_starts_from_every_edge_that_calls_it():
     root = localize(snapshot(graph), [Start(11, LATENCY)])[0]
     assert (root.kind, root.service, root.depth) == ("network", "leaf", 1)
     assert root.evidence[0]["component"] == "mid → leaf"
+
+
+def test_a_service_wide_slowdown_is_not_pinned_on_its_busiest_pod():
+    graph = healthy()
+    slow_down(graph, (ROUTE, 3, 0, 0), 30.0, ABOVE_LEAF)
+    n = 3 * N / 4
+    for pod, share in ((1, 3.4), (2, 0.2), (3, 0.2), (4, 0.2)):  # one pod got 85 % of the requests
+        graph[(POD, pod, 0, 0)] = (row(n * share, 47.0, 40.0), graph[(POD, pod, 0, 0)][1])
+    root = localize(snapshot(graph), [Start(1, LATENCY)])[0]
+    assert (root.kind, root.service, root.pod) == ("service", "leaf", None)

@@ -23,8 +23,10 @@ failed). So, for each anomalous start:
    z >= Z_MIN. The highest score wins; candidates within TIE of it go to the deepest (a
    cause below explains its callers, never the other way round).
 5. A winning service is narrowed to one pod when that pod holds >= POD_SHARE of the
-   service's excess own time (or error origins) against the service's baseline, or to a
-   version when the pods of one version hold >= VERSION_SHARE while another version runs.
+   service's excess own time (or error origins) against the service's baseline and,
+   per request, at least SPREAD times the other pods' excess (a service-wide slowdown
+   is not one pod's); or to a version when the pods of one version hold >= VERSION_SHARE
+   and SPREAD times the others' excess per request, while another version runs too.
 
 z-scores compare means with their standard errors (variances come from the sums of
 squares); rates use the baseline rate's binomial error, floored at RATE_FLOOR.
@@ -46,6 +48,7 @@ MIN_SCORE = 0.1
 TIE = 0.1
 POD_SHARE = 0.6
 VERSION_SHARE = 0.8
+SPREAD = 3.0
 MIN_BASE = 5.0  # requests in the baseline before a component's change is judged
 RATE_FLOOR = 0.001
 MAX_DEPTH = 12
@@ -281,11 +284,20 @@ def _narrow(snap: GraphSnapshot, candidate: Candidate, signal: str) -> None:
         return {"component": name, "metric": unit, "baseline": _round(usual * scale), "now": _round(now * scale),
                 "share_of_excess": round(float(positive[index].sum() / positive.sum()), 3)}
 
+    def stands_out(members: list[int]) -> bool:
+        """The members' excess per request is SPREAD times the other running pods'."""
+        inside = np.zeros(len(pods), dtype=bool)
+        inside[members] = True
+        others = running & ~inside
+        mine = excess[inside].sum() / max(now_n[inside].sum(), 1e-9)
+        rest = excess[others].sum() / max(now_n[others].sum(), 1e-9)
+        return mine > 0 and mine >= SPREAD * max(rest, 0.0)
+
     versions: dict[str, list[int]] = {}
     for i, info in enumerate(infos):
         if running[i]:
             versions.setdefault(info.version, []).append(i)
-    if positive[top] / positive.sum() >= POD_SHARE:
+    if positive[top] / positive.sum() >= POD_SHARE and stands_out([top]):
         version_pods = versions.get(infos[top].version, [])
         candidate.kind = "version" if len(versions) >= 2 and version_pods == [top] else "pod"
         candidate.pod, candidate.version = infos[top].instance, infos[top].version
@@ -293,7 +305,7 @@ def _narrow(snap: GraphSnapshot, candidate: Candidate, signal: str) -> None:
         return
     if len(versions) >= 2:
         version, members = max(versions.items(), key=lambda kv: positive[kv[1]].sum())
-        if positive[members].sum() / positive.sum() >= VERSION_SHARE:
+        if positive[members].sum() / positive.sum() >= VERSION_SHARE and stands_out(members):
             candidate.kind, candidate.version = "version", version
             candidate.evidence = candidate.evidence + [hop(f"{candidate.service} version {version}", np.array(members))]
 
