@@ -132,24 +132,24 @@ class MetricsDecoder:
     # ---- resources ----
     def _resource(self, resource) -> tuple[MetricResource, bytes] | None:
         """The resource and a hash of all its attributes (part of every stream's identity),
-        cached by its bytes; None for otel-ai's own output."""
-        key = resource.SerializeToString(deterministic=True)
-        found = self._resources.get(key, False)
+        cached by that hash (not by the bytes: a resource may be large); None for
+        otel-ai's own output."""
+        digest = hashlib.blake2b(resource.SerializeToString(deterministic=True), digest_size=16).digest()
+        found = self._resources.get(digest, False)
         if found is False:
             if len(self._resources) >= _RESOURCE_CACHE:
                 self._resources.clear()
-            found = self._resources[key] = self._read_resource(resource, key)
+            found = self._resources[digest] = self._read_resource(resource, digest)
         return found
 
-    def _read_resource(self, resource, key: bytes) -> tuple[MetricResource, bytes] | None:
+    def _read_resource(self, resource, digest: bytes) -> tuple[MetricResource, bytes] | None:
         attributes = resource.attributes
         if GENERATED_ATTRIBUTE in attributes:
             return None
         texts = {k: attributes[k].string_value[:128] for k in ("service.name", *_INSTANCE_AND_CONTAINER)
                  if k in attributes}
         service = texts.get("service.name") or "unknown_service"
-        info = MetricResource(service, instance_of(texts), self.subjects.service_id(service))
-        return info, hashlib.blake2b(key, digest_size=16).digest()
+        return MetricResource(service, instance_of(texts), self.subjects.service_id(service)), digest
 
     # ---- request-duration histograms ----
     def _red(self, rows: _Rows, data, exponential: bool, source: semconv.RedSource, unit: str,
@@ -330,7 +330,10 @@ def _columns(rows: _Rows, resources: list[MetricResource], rejected: _Rejections
         ms_per_unit = np.array([g[5] for g, ok in zip(group, good) if ok])
         lower, upper = explicit_buckets(bounds * ms_per_unit[:, None], extremes[:, 0] * ms_per_unit,
                                         extremes[:, 1] * ms_per_unit)
-        hist[index] = rebin(lower, upper, counts)
+        rebinned = rebin(lower, upper, counts)
+        if size == 1:  # one bucket for everything: only min and max say anything about latency
+            rebinned[np.isnan(extremes).any(axis=1)] = 0.0
+        hist[index] = rebinned
     for group in rows.exponential.values():
         index = np.array([g[0] for g in group], dtype=np.intp)
         edges = [_exponential_edges(*g[1]) for g in group]

@@ -93,8 +93,8 @@ class DeltaConverter:
             chunk = max(1, self.max_streams // 2)
             for r in range(int(rank.max()) + 1):
                 in_round = order[rank == r]
-                for first in range(0, in_round.shape[0], chunk):
-                    rows = in_round[first:first + chunk]
+                for offset in range(0, in_round.shape[0], chunk):
+                    rows = in_round[offset:offset + chunk]
                     emitted = self._apply(points, rows, count, hist, start, exemplar_since)
                     keep[rows[emitted]] = True
         out_rows = np.flatnonzero(keep)
