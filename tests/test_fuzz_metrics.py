@@ -184,7 +184,7 @@ def requests(draw: st.DrawFn) -> ExportMetricsServiceRequest:
     return request
 
 
-@FUZZ
+@settings(FUZZ, max_examples=100)  # three requests per example
 @given(first=requests(), second=requests())
 def test_structured_requests_never_crash_and_stay_bounded(first: ExportMetricsServiceRequest,
                                                           second: ExportMetricsServiceRequest) -> None:
