@@ -28,6 +28,9 @@ from otel_ai.timefmt import NS_PER_S, rfc3339
 log = logging.getLogger(__name__)
 
 RECOVERY = "recovery"  # context key while recovery is being verified
+# Health is judged over the last minute: only after a minute without a breach is a healthy
+# verdict about the time after it, and worth announcing as recovering.
+RECOVERING_QUIET_NS = 60 * NS_PER_S
 MATERIAL_CHANGE = 0.2  # relative change of the metric that is worth a new snapshot
 MAX_RELATED = 5
 BUDGET_SUBJECT = Subject(SYSTEM, "otel-ai", "", "ai-budget")
@@ -171,10 +174,10 @@ class IncidentManager:
                     incident.healthy_since_ns = event_time_ns
                 if event_time_ns - incident.healthy_since_ns >= recovery_ns and event_time_ns - incident.last_breach_ns >= recovery_ns:
                     self._resolve(key, incident, event_time_ns, "recovered")
-                elif RECOVERY not in incident.context:
+                elif RECOVERY not in incident.context and event_time_ns - incident.last_breach_ns >= RECOVERING_QUIET_NS:
                     # RECOVERY_SIGNAL: back below threshold, verification starts; shown, never paged.
                     incident.context = {**incident.context, RECOVERY: {
-                        "verifying_since": rfc3339(event_time_ns), "verify_for_s": self.rules.recovery_period}}
+                        "verifying_since": rfc3339(incident.healthy_since_ns), "verify_for_s": self.rules.recovery_period}}
                     self._emit(incident, "recovering", event_time_ns)
             elif event_time_ns - incident.last_breach_ns >= stale_ns:
                 self._resolve(key, incident, event_time_ns, "no traffic")

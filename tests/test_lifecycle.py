@@ -51,8 +51,9 @@ def test_recovery_is_verified_for_the_recovery_period_and_announced_once(lifecyc
     for t in range(10, 130, 10):  # healthy from 10 s on: 110 s of health is not yet 2 minutes
         health(manager, t, True)
     assert incident.status == "open"
-    assert changes(recorder) == ["opened", "recovering"]  # once, when verification started
+    assert changes(recorder) == ["opened", "recovering"]  # once, a minute after the last breach
     recovering = recorder.changes[1]
+    assert recovering.updated_at_ns == T0 + 60 * S
     assert recovering.context["recovery"] == {"verifying_since": "2026-02-15T14:00:10Z", "verify_for_s": 120.0}
     assert "Recovering, verifying for 2 min" in str(render_incident(recovering.snapshot()).blocks)
     health(manager, 130, True)
@@ -60,14 +61,22 @@ def test_recovery_is_verified_for_the_recovery_period_and_announced_once(lifecyc
     assert changes(recorder) == ["opened", "recovering", "resolved"]
 
 
+def test_health_right_after_a_breach_is_not_announced_as_recovering(lifecycle):
+    manager, recorder = lifecycle
+    breach(manager, 0)
+    for t in (0, 10, 20, 30, 40, 50):  # the last minute still holds the breach's slots
+        health(manager, t, True)
+    assert changes(recorder) == ["opened"]
+
+
 def test_a_relapse_during_verification_is_shown_at_once(lifecycle):
     manager, recorder = lifecycle
     incident = breach(manager, 0)
-    health(manager, 10, True)
-    breach(manager, 20)  # within updateInterval, same value: still worth a change, it relapsed
+    health(manager, 70, True)
+    breach(manager, 80)  # within updateInterval, same value: still worth a change, it relapsed
     assert changes(recorder) == ["opened", "recovering", "updated"]
     assert "recovery" not in incident.context and incident.healthy_since_ns is None
-    health(manager, 30, True)  # a new verification, announced again
+    health(manager, 150, True)  # a new verification, announced again
     assert changes(recorder)[-1] == "recovering"
 
 
