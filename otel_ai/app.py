@@ -138,7 +138,11 @@ class App:
             log.info("queued %d restored incidents that were never analyzed", resumed)
         if self.delivery is not None:
             self.delivery.start()  # first delivers what a previous run left in the outbox
-        self.ports = Ports(grpc=self.grpc.start(), http=self.http.start(), admin=self.admin.start())
+        try:
+            self.ports = Ports(grpc=self.grpc.start(), http=self.http.start(), admin=self.admin.start())
+        except OSError:
+            self.stop(grace_s=0)  # a taken port: release what did start, then say which port
+            raise
         self._started = True
         return self.ports
 

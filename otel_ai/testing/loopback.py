@@ -11,7 +11,6 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 
-from otel_ai.receiver.http_server import shutdown_sockets
 
 
 class LoopbackServer(ThreadingHTTPServer):
@@ -142,3 +141,12 @@ def serve_until_signalled(fake: LoopbackFake, banner: str) -> int:
     finally:
         fake.stop()
     return 0
+
+
+def shutdown_sockets(connections) -> None:
+    """Wake handler threads blocked on idle keep-alive connections so a stop is prompt."""
+    for connection in connections:
+        try:
+            connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # already closed by the peer
