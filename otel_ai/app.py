@@ -27,6 +27,7 @@ from otel_ai.notify.silences import Silences
 from otel_ai.notify.slack_actions import SlackActionVerifier
 from otel_ai.otel_metrics import OtelMetricsBridge, default_metric_exporter
 from otel_ai.otlp_env import otlp_export_configured
+from otel_ai.page.routes import IncidentPage
 from otel_ai.pipeline import Pipeline
 from otel_ai.receiver.grpc_server import OtlpGrpcReceiver
 from otel_ai.receiver.http_server import OtlpHttpReceiver
@@ -101,6 +102,7 @@ class App:
         self.admin.add_route("POST", r"/api/incidents/(?P<id>[^/]+)/analyze", self._analyze, private=True)
         verifier = SlackActionVerifier(creds.slack_signing_secret) if creds.slack_signing_secret else None
         LifecycleRoutes(self.pipeline.incidents, self.silences, verifier).register(self.admin)
+        IncidentPage(self.store, self.pipeline.incidents, settings.admin.trace_url).register(self.admin)
         self.ports: Ports | None = None
         self._started = False
 

@@ -20,12 +20,14 @@ from otel_ai.suspects import _top_errors
     ("session x7Gk2Pq9Lm expired", "session <id> expired"),
     ("timeout after 1500ms (retry 3 of 5)", "timeout after <num>ms (retry <num> of <num>)"),
     ("took 12.5 s", "took <num> s"),
+    ("payload of 64KB refused", "payload of <num>KB refused"),
 ])
 def test_variable_parts_become_placeholders(message: str, expected: str) -> None:
     assert template(message) == expected
 
 
-@pytest.mark.parametrize("message", ["sha256 mismatch", "http2 stream reset", "api v2 gone", "deadline exceeded"])
+@pytest.mark.parametrize("message", ["sha256 mismatch", "http2 stream reset", "api v2 gone", "deadline exceeded",
+                                     "payments answered 5xx", "2nd attempt failed"])
 def test_digits_inside_words_and_plain_text_stay(message: str) -> None:
     assert template(message) == message
 
