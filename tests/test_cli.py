@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,12 +17,9 @@ from otel_ai import server_record
 from otel_ai.cli import parse_args
 from otel_ai.testing.fake_slack import FakeSlack
 from otel_ai.testing.harness import wait_for
-from otel_ai.testing.scenarios import steady_noise
-from otel_ai.testing.traffic import Fault, TrafficGenerator
+from otel_ai.testing.send_traffic import recent_traffic, send
 
 CHANNEL = "#incidents"
-NS = 1_000_000_000
-WARMUP_S, FAULT_S = 360.0, 120.0
 OTEL_AI = [sys.executable, "-m", "otel_ai"]
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -81,15 +77,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, slack: FakeSlack) -> Iterat
 
 
 def send_failing_traffic(http_port: int) -> None:
-    """A route whose dependency fails for FAULT_S, in the recent past, over OTLP/HTTP."""
-    start = time.time_ns() - int((WARMUP_S + FAULT_S + 30) * NS)
-    generator = TrafficGenerator(seed=3, start_ns=start, noise=steady_noise(), faults=[
-        Fault("dependency_errors", start_s=WARMUP_S, params={"duration_s": FAULT_S, "rate": 0.6})])
-    for body in generator.serialized_batches(WARMUP_S + FAULT_S, interval_s=5.0):
-        request = urllib.request.Request(f"http://127.0.0.1:{http_port}/v1/traces", data=body, method="POST",
-                                         headers={"Content-Type": "application/x-protobuf"})
-        with _OPENER.open(request, timeout=10) as response:
-            assert response.status == 200
+    send(f"http://127.0.0.1:{http_port}", recent_traffic())
 
 
 def first_post(slack: FakeSlack, incident_id: str):

@@ -7,7 +7,6 @@ from __future__ import annotations
 import socket
 import subprocess
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,13 +15,9 @@ import pytest
 from otel_ai.app import App, Credentials
 from otel_ai.config import load_settings
 from otel_ai.testing.harness import wait_for
-from otel_ai.testing.scenarios import steady_noise
-from otel_ai.testing.traffic import Fault, TrafficGenerator
+from otel_ai.testing.send_traffic import recent_traffic, send
 
-NS = 1_000_000_000
-WARMUP_S, FAULT_S = 360.0, 120.0
 SDK_SPANS = 40
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def rotel_agent() -> Path:
@@ -102,7 +97,7 @@ def test_sdk_spans_reach_otel_ai_through_the_collector_batched_and_retried(colle
     provider.add_span_processor(SimpleSpanProcessor(
         OTLPSpanExporter(endpoint=f"http://127.0.0.1:{collector.grpc_port}", insecure=True, timeout=5)))
     tracer = provider.get_tracer("shop")
-    for i in range(SDK_SPANS):  # one export per span: the collector batches them
+    for _ in range(SDK_SPANS):  # one export per span: the collector batches them
         with tracer.start_as_current_span("GET /cart", kind=SpanKind.SERVER) as span:
             span.set_attribute("http.request.method", "GET")
             span.set_attribute("http.route", "/cart")
@@ -125,16 +120,8 @@ def test_the_planted_fault_opens_its_incident_through_the_collector(collector: C
                                                                     tmp_path: Path) -> None:
     app = _otel_ai(tmp_path, otel_ai_port)
     try:
-        start = time.time_ns() - int((WARMUP_S + FAULT_S + 30) * NS)
-        generator = TrafficGenerator(seed=3, start_ns=start, noise=steady_noise(), faults=[
-            Fault("dependency_errors", start_s=WARMUP_S, params={"duration_s": FAULT_S, "rate": 0.6})])
-        sent = 0
-        for body in generator.serialized_batches(WARMUP_S + FAULT_S, interval_s=5.0):
-            request = urllib.request.Request(f"http://127.0.0.1:{collector.http_port}/v1/traces", data=body,
-                                             method="POST", headers={"Content-Type": "application/x-protobuf"})
-            with _OPENER.open(request, timeout=10) as response:
-                assert response.status == 200
-            sent += 1
+        generator = recent_traffic()
+        sent = send(f"http://127.0.0.1:{collector.http_port}", generator)
         planted = generator.faults[0]
         incident = wait_for("the planted incident", lambda: next(
             (i for i in app.store.list() if i.type == "ERROR_RATE_SPIKE"), None), timeout_s=30)
