@@ -5,8 +5,8 @@ on this. uvicorn does the protocol work (parsing, keep-alive, TLS, graceful shut
 on one event loop, so a connection costs no thread; blocking handlers run on a small,
 bounded thread pool. Added here, because uvicorn leaves them out:
 
-- a deadline for the request head, so a client that connects and never finishes its
-  headers (slowloris, half-open scanners) is closed instead of held forever;
+- a deadline and a size cap for the request head, so a client that connects and never
+  finishes its headers (slowloris, half-open scanners) is closed instead of held forever;
 - a deadline and a size cap for the body (`read_body`);
 - binding the port ourselves, so a taken port fails with the listener's name and port.
 """
@@ -22,18 +22,22 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import anyio
-import h11
 import uvicorn
 from starlette.requests import ClientDisconnect, Request
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 log = logging.getLogger(__name__)
+# uvicorn warns on every malformed request; those are the client's problem, and a client
+# could flood the log with them. Its errors (an app crash, a forced shutdown) still show.
+logging.getLogger("uvicorn.error").setLevel(logging.ERROR)
 
 T = TypeVar("T")
 # After a refusal, this much of the unread body is swallowed before answering, so that
 # closing the connection does not reset it and destroy the answer in flight.
 _DRAIN_MAX_BYTES = 16 * 1024 * 1024
 _DRAIN_TIMEOUT_S = 1.0
+# A request line plus headers larger than this is refused (400); OTLP clients send well under 8 KiB.
+MAX_HEAD_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -114,27 +118,46 @@ async def _refuse(request: Request, status: int, message: str) -> BodyRefused:
     return BodyRefused(status, message)
 
 
-class _H11WithHeaderDeadline(H11Protocol):
-    """uvicorn's h11 protocol plus a deadline for the request head. uvicorn times out
-    idle keep-alive connections, but not one whose client is still "sending" headers."""
+class _HttpToolsWithHeadLimits(HttpToolsProtocol):
+    """uvicorn's httptools protocol (llhttp, in C) plus limits on the request head: a
+    deadline, so a client that never finishes its headers is closed, and a size cap.
+    uvicorn times out idle keep-alive connections, but not one still "sending" headers."""
 
     header_timeout_s = 10.0
     _deadline: asyncio.TimerHandle | None = None
+    _head_bytes = 0  # request line and headers of the current request so far
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._arm()
 
-    def data_received(self, data: bytes) -> None:
-        if self._deadline is None and self.conn.their_state is h11.IDLE:
-            self._arm()  # the first bytes of the next request on a kept-alive connection
-        super().data_received(data)
-        if self.conn.their_state is not h11.IDLE:
-            self._disarm()  # the head is complete; the body has its own deadline
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._head_bytes = 0
+        if self._deadline is None:  # the next request on a kept-alive connection
+            self._arm()
+
+    def on_url(self, url: bytes) -> None:
+        self._count_head(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_head(len(name) + len(value))
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._disarm()  # the body has its own deadline (read_body)
+        super().on_headers_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)
+
+    def _count_head(self, size: int) -> None:
+        self._head_bytes += size
+        if self._head_bytes > MAX_HEAD_BYTES:
+            # Raised inside the parser: uvicorn answers 400 and closes the connection.
+            raise ValueError(f"request head larger than {MAX_HEAD_BYTES} bytes")
 
     def _arm(self) -> None:
         self._disarm()
@@ -147,7 +170,7 @@ class _H11WithHeaderDeadline(H11Protocol):
 
     def _head_too_slow(self) -> None:
         self._deadline = None
-        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+        if not self.transport.is_closing():
             log.debug("closing a connection from %s: no complete request head within %gs",
                       self.client, self.header_timeout_s)
             self.transport.close()
@@ -179,7 +202,7 @@ class HttpServer:
         if self._server is not None:
             raise RuntimeError(f"{self.listener} already started")
         sock = bind_listener(self.listener, self._host, self._port, self._port_hint)
-        protocol = type("HeaderDeadlineH11", (_H11WithHeaderDeadline,),
+        protocol = type("HttpToolsWithHeadLimits", (_HttpToolsWithHeadLimits,),
                         {"header_timeout_s": self.limits.header_timeout_s})
         config = uvicorn.Config(
             self._app, http=protocol, interface="asgi3", lifespan="off", log_config=None, access_log=False,

@@ -142,3 +142,14 @@ def test_beyond_the_connection_cap_requests_get_503(tmp_path) -> None:
         for sock in held:
             sock.close()
         receiver.stop(grace_s=0)
+
+
+def test_an_oversize_request_head_is_refused(receiver) -> None:
+    sock = socket.create_connection(("127.0.0.1", receiver.port))
+    sock.sendall(HALF_HEAD + b"X-Pad: " + b"a" * 70_000 + b"\r\n\r\n")
+    sock.settimeout(10)
+    answer = sock.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    assert sock.recv(4096) == b""  # and closed
+    sock.close()
+    assert receiver.consumer.requests == []
