@@ -48,8 +48,7 @@ def _via_server(settings: Settings, args) -> dict | None:
         print(f"otel-ai analyze: the server at {admin_url} answered {exc.code}: {detail}", file=sys.stderr)
         raise SystemExit(1) from None
     except (urllib.error.URLError, OSError):
-        if args.admin_url:  # the user named a server: do not quietly fall back to the store
-            print(f"otel-ai analyze: no otel-ai server answers at {admin_url}", file=sys.stderr)
+        if server_record.refuse_store_while_running(args.data_dir, admin_url):
             raise SystemExit(1) from None
         return None  # no server running: work on the store
 

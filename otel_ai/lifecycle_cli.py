@@ -111,8 +111,7 @@ def _ack(settings: Settings, args) -> int:
                   file=sys.stderr)
         return 1
     except (urllib.error.URLError, OSError):
-        if args.admin_url:  # the user named a server: do not quietly fall back to the store
-            print(f"otel-ai: no otel-ai server answers at {admin_url}", file=sys.stderr)
+        if server_record.refuse_store_while_running(args.data_dir, admin_url):
             return 1
         return _ack_in_store(settings, args, who)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -52,6 +53,19 @@ def running_admin_url(data_dir: str | Path) -> str | None:
 def resolve_admin_url(explicit: str | None, data_dir: str | Path) -> str:
     """--admin-url if given, else the recorded server's, else the default port."""
     return explicit or running_admin_url(data_dir) or DEFAULT_ADMIN_URL
+
+
+def refuse_store_while_running(data_dir: str | Path, tried_url: str) -> bool:
+    """True (after saying why on stderr) when a live server owns data_dir although
+    tried_url did not answer: writing to its store would be overwritten by the server's
+    own state, so the CLI must not fall back to the store then."""
+    running = running_admin_url(data_dir)
+    if running is None:
+        return False
+    where = "does not answer" if running == tried_url else f"runs at {running}, not {tried_url}"
+    print(f"otel-ai: the server of {data_dir} (see {Path(data_dir) / RECORD_NAME}) {where}; "
+          "nothing changed", file=sys.stderr)
+    return True
 
 
 def _read(path: Path) -> dict | None:

@@ -167,3 +167,11 @@ def test_admin_url_for_wildcard_hosts() -> None:
     assert server_record.admin_url_for("0.0.0.0", 8888) == "http://127.0.0.1:8888"
     assert server_record.admin_url_for("::", 9) == "http://[::1]:9"
     assert server_record.admin_url_for("10.1.2.3", 9) == "http://10.1.2.3:9"
+
+
+def test_no_store_write_behind_a_running_servers_back(server: Server) -> None:
+    # A wrong --admin-url must not fall back to the store the running server owns.
+    result = cli("incidents", "ack", "inc_0000000000000001", "--data-dir", str(server.data_dir),
+                 "--admin-url", "http://127.0.0.1:9", env=server.env)
+    assert result.returncode == 1
+    assert f"runs at {server.admin_url}, not http://127.0.0.1:9" in result.stderr
