@@ -57,6 +57,9 @@ class HttpLimits:
 class ListenError(OSError):
     """A listener could not bind: the message names the listener, address and port."""
 
+    def __str__(self) -> str:
+        return str(self.strerror)  # without OSError's "[Errno 98]" prefix: the message says it all
+
 
 class BodyRefused(Exception):
     """The body broke a limit: `status` is 413 (too large), 408 (too slow) or 400."""
