@@ -175,3 +175,11 @@ def test_no_store_write_behind_a_running_servers_back(server: Server) -> None:
                  "--admin-url", "http://127.0.0.1:9", env=server.env)
     assert result.returncode == 1
     assert f"runs at {server.admin_url}, not http://127.0.0.1:9" in result.stderr
+
+
+def test_messages_tell_unknown_from_resolved() -> None:
+    from otel_ai.lifecycle_cli import _why_not_open
+
+    assert "unknown incident 'inc_1'" in _why_not_open("inc_1", None)
+    resolved = _why_not_open("inc_2", {"status": "resolved", "resolved_at": "2026-11-30T16:00:00Z"})
+    assert resolved == "incident inc_2 was resolved at 2026-11-30T16:00:00Z; nothing to acknowledge"
