@@ -153,3 +153,30 @@ def test_an_oversize_request_head_is_refused(receiver) -> None:
     assert sock.recv(4096) == b""  # and closed
     sock.close()
     assert receiver.consumer.requests == []
+
+
+def test_stop_lets_a_request_in_flight_finish_and_closes_idle_connections() -> None:
+    entered = threading.Event()
+
+    class SlowConsumer(RecordingConsumer):
+        def consume(self, body: bytes, transport: str):
+            entered.set()
+            time.sleep(0.5)
+            return super().consume(body, transport)
+
+    receiver = OtlpHttpReceiver(SlowConsumer(), SelfMetrics(), port=0)
+    port = receiver.start()
+    idle = socket.create_connection(("127.0.0.1", port))
+    answers: list[int] = []
+    in_flight = threading.Thread(target=lambda: answers.append(export(port)[0]))
+    in_flight.start()
+    assert entered.wait(5)
+
+    receiver.stop(grace_s=5)
+    in_flight.join(5)
+
+    assert answers == [200]
+    assert closed_by_server(idle)
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=1)  # no longer listening
+    idle.close()
