@@ -55,6 +55,8 @@ def cmd_serve(args) -> int:
     app = App(settings, args.data_dir or "otel-ai-data", args.incidents_jsonl)
     app.start()
     _print_ports(app)
+    for line in app.banner():
+        print(f"otel-ai notifications: {line.strip()}", file=sys.stderr, flush=True)
     _wait_for_signal()
     print("otel-ai: shutting down, draining accepted spans...", file=sys.stderr, flush=True)
     app.stop()
