@@ -100,13 +100,14 @@ class Outbox:
                               (notifier, incident_id, MESSAGE, PENDING)).fetchone() is not None
 
     def withdraw(self, notifier: str, incident_id: str) -> bool:
-        """Take back a notification nothing of which has been sent or tried yet (a new lead
-        took its place during group_wait); False, and nothing changed, if that is too late."""
+        """Take back a notification nothing of which can have been delivered yet (a new lead
+        took its place during group_wait): never sent, or only refused by the API. False,
+        and nothing changed, when that is too late or cannot be told."""
         with self.store.transaction() as db:
             if db.execute("SELECT 1 FROM notifications WHERE notifier = ? AND incident_id = ?",
                           (notifier, incident_id)).fetchone():
                 return False
-            if db.execute("SELECT 1 FROM outbox WHERE notifier = ? AND incident_id = ? AND (attempts > 0 OR state != ?)",
+            if db.execute("SELECT 1 FROM outbox WHERE notifier = ? AND incident_id = ? AND (uncertain = 1 OR state != ?)",
                           (notifier, incident_id, PENDING)).fetchone():
                 return False
             db.execute("DELETE FROM outbox WHERE notifier = ? AND incident_id = ?", (notifier, incident_id))
