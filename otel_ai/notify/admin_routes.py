@@ -52,6 +52,8 @@ class LifecycleRoutes:
         incident = self.incidents.acknowledge(action.incident_id, action.user_id, time.time_ns())
         if incident is None:
             log.info("Slack ack for %s by %s: incident not open", action.incident_id, action.user_id)
+        else:
+            self.persisted(PERSIST_WAIT_S / 2)
         # Slack wants a 200 within 3 s; the message update and thread note go through the outbox.
         return Response.text(200, "")
 

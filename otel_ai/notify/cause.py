@@ -42,5 +42,5 @@ def severity_rank(severity: str) -> int:
 
 def rank(incident: Incident) -> tuple:
     """Which of two incidents with one cause leads their notification: the cause's own
-    incident, then the more severe, then the earlier."""
-    return (is_the_cause(incident), severity_rank(incident.severity), -incident.opened_at_ns, incident.id)
+    incident, then the more severe, then the earlier. Equal ranks: the one already leading stays."""
+    return (is_the_cause(incident), severity_rank(incident.severity), -incident.opened_at_ns)
