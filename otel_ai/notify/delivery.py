@@ -63,7 +63,8 @@ class Delivery:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                self.run_once()
+                if self.run_once():
+                    continue  # a round takes one row per notification: go on while rows keep coming
             except Exception:  # the worker must survive anything a round throws
                 log.exception("%s delivery round failed", self.name)
             self._wake.wait(POLL_S)
