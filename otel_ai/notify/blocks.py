@@ -349,12 +349,17 @@ def _analysis_blocks(snapshot: dict) -> list[dict]:
     return [_section(_analysis_text(analysis))]
 
 
-def _metric_fields(data: dict) -> list[str]:
+def _metric_fields(data: dict, resolved: bool = False) -> list[str]:
     unit = str(data.get("unit") or "")
     fields = []
     current = _amount(data.get("current_value"), unit)
     threshold = _amount(data.get("threshold"), unit)
-    if current:
+    peak = _amount(data.get("peak_value"), unit)
+    if resolved and peak:
+        # A resolved incident is told by its worst and its last value, not by its last breach.
+        fields.append(_field("Peak", f"{peak} (threshold {threshold})" if threshold else peak))
+        fields.append(_field("At recovery", _amount(data.get("recovery_value"), unit) or "no traffic"))
+    elif current:
         fields.append(_field("Current", f"{current} (threshold {threshold})" if threshold else current))
     elif threshold:
         fields.append(_field("Threshold", threshold))
@@ -374,7 +379,7 @@ def _metric_fields(data: dict) -> list[str]:
 
 def _metrics_blocks(snapshot: dict) -> list[dict]:
     data = _dict(snapshot.get("data"))
-    fields = _metric_fields(data)
+    fields = _metric_fields(data, resolved=snapshot.get("status") == "resolved")
     if not fields:
         return []
     metric = data.get("metric")
