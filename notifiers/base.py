@@ -21,8 +21,11 @@ protocol. A notifier answers three questions:
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
+
+import requests
 
 from otel_ai.notify.outbox import Entry
 
@@ -75,3 +78,20 @@ def retry_after_s(headers: Any, default: float = DEFAULT_RETRY_AFTER_S) -> float
             except ValueError:
                 break
     return default
+
+
+def http_post(session: requests.Session, url: str, timeout: float,
+              describe: Callable[[requests.Response], str] = lambda r: r.reason, **kwargs: Any) -> requests.Response:
+    """POST for notifiers on plain HTTP APIs: a 2xx response, or the failure classified the
+    way delivery needs it (429 and 5xx retried, other 4xx permanent, no answer Unknown)."""
+    try:
+        response = session.post(url, timeout=timeout, **kwargs)
+    except (requests.ConnectionError, requests.Timeout) as exc:
+        raise Unknown(f"{type(exc).__name__}: {exc}") from None
+    status = response.status_code
+    if 200 <= status < 300:
+        return response
+    if status == 429:
+        raise Refused("rate_limited", retry_after_s=retry_after_s(response.headers))
+    detail = f"{status} {describe(response)}"
+    raise Refused(detail, permanent=status < 500 and status != 408)

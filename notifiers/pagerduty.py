@@ -19,7 +19,7 @@ import requests
 from otel_ai.config import Settings
 from otel_ai.notify.blocks import details_link
 from otel_ai.notify.outbox import MESSAGE, Entry
-from otel_ai.notifiers.base import Refused, Sent, Unknown, retry_after_s
+from otel_ai.notifiers.base import Sent, http_post
 
 SEVERITY = {"critical": "critical", "warning": "warning", "info": "info"}  # PagerDuty also has "error"
 MAX_SUMMARY = 1024  # PagerDuty's limit
@@ -55,7 +55,8 @@ class PagerDutyNotifier:
         if not actions:
             return Sent(None)
         action = actions[0]
-        self._post(self.event(action, entry.incident_id, snapshot, entry.payload.get("related") or []))
+        http_post(self.session, self.rules.events_url, self.rules.timeout, describe=_error_text,
+                  json=self.event(action, entry.incident_id, snapshot, entry.payload.get("related") or []))
         created = action == "trigger"
         return Sent({"action": action, "dedup_key": entry.incident_id}, created=created, more=len(actions) > 1,
                     detail={"messaging.system": "pagerduty", "pagerduty.dedup_key": entry.incident_id} if created
@@ -87,23 +88,6 @@ class PagerDutyNotifier:
             event["links"] = [{"href": link, "text": "Incident details"}]
             event["client_url"] = link
         return event
-
-    def _post(self, event: dict[str, Any]) -> None:
-        try:
-            response = self.session.post(self.rules.events_url, json=event, timeout=self.rules.timeout)
-        except requests.ConnectionError as exc:
-            raise Unknown(f"ConnectionError: {exc}") from None
-        except requests.Timeout as exc:
-            raise Unknown(f"Timeout: {exc}") from None
-        status = response.status_code
-        if 200 <= status < 300:
-            return
-        detail = _error_text(response)
-        if status == 429:
-            raise Refused("rate_limited", retry_after_s=retry_after_s(response.headers))
-        if status >= 500 or status == 408:
-            raise Refused(f"{status} {detail}")
-        raise Refused(f"{status} {detail}", permanent=True)  # invalid event or routing key
 
 
 def custom_details(snapshot: dict[str, Any], related: list[dict]) -> dict[str, Any]:

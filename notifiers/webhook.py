@@ -24,7 +24,7 @@ import requests
 from otel_ai.config import Settings
 from otel_ai.notify.blocks import details_link
 from otel_ai.notify.outbox import MESSAGE, Entry
-from otel_ai.notifiers.base import Refused, Sent, Unknown, retry_after_s
+from otel_ai.notifiers.base import Sent, http_post
 
 SIGNATURE_HEADER = "X-Otel-AI-Signature-256"
 NOT_ENDED = "0001-01-01T00:00:00Z"  # Alertmanager's endsAt of a firing alert
@@ -90,7 +90,7 @@ class WebhookNotifier:
                    "Idempotency-Key": f"{entry.incident_id}-{hashlib.sha256(body).hexdigest()[:24]}"}
         if self.secret:
             headers[SIGNATURE_HEADER] = signature(self.secret, body)
-        self._post(body, headers)
+        http_post(self.session, self.url, self.rules.timeout, data=body, headers=headers)
         created = ref is None
         return Sent({"status": payload["status"]}, created=created,
                     detail={"messaging.system": "webhook"} if created else {})
@@ -100,19 +100,3 @@ class WebhookNotifier:
 
     def shutdown(self) -> None:
         self.session.close()
-
-    def _post(self, body: bytes, headers: dict[str, str]) -> None:
-        try:
-            response = self.session.post(self.url, data=body, headers=headers, timeout=self.rules.timeout)
-        except requests.ConnectionError as exc:
-            raise Unknown(f"ConnectionError: {exc}") from None
-        except requests.Timeout as exc:
-            raise Unknown(f"Timeout: {exc}") from None
-        status = response.status_code
-        if 200 <= status < 300:
-            return
-        if status == 429:
-            raise Refused("rate_limited", retry_after_s=retry_after_s(response.headers))
-        if status >= 500 or status == 408:
-            raise Refused(f"{status} {response.reason}")
-        raise Refused(f"{status} {response.reason}", permanent=True)

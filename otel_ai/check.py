@@ -139,6 +139,9 @@ def _notifier_checks(settings, data_dir: Path) -> list[tuple[str, str]]:
             results.append((WARN, f"{state.name} is configured but nothing will be sent: {state.why}"))
         else:
             results.append((OK, state.line()))
+    unknown = sorted({n for route in settings.notify.routes for n in route.notifiers} - {s.name for s in states})
+    if unknown:
+        results.append((WARN, f"notify.routes name unknown notifier(s) {unknown}: nothing is sent to them"))
     if not any(state.configured for state in states):
         results.append((WARN, "no notifier configured: incidents reach only the console, JSONL, the store and the "
                               "admin API (set SLACK_BOT_TOKEN, PAGERDUTY_ROUTING_KEY or AI_WEBHOOK_URL)"))

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from otel_ai.testing.loopback import LoopbackFake, LoopbackHandler, serve_until_signalled
+from otel_ai.testing.loopback import LoopbackFake, LoopbackHandler, Outages, serve_until_signalled
 
 PATH = "/v2/enqueue"
 MAX_BODY_BYTES = 512 * 1024  # PagerDuty's limit per event
@@ -54,37 +54,22 @@ class PdAlert:
     triggers: int = 0  # trigger events received for it (deduplicated ones included)
 
 
-class FakePagerDuty(LoopbackFake):
+class FakePagerDuty(LoopbackFake, Outages):
     thread_name = "fake-pagerduty"
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, routing_key: str = "test-routing-key") -> None:
-        super().__init__(host, port)
+        LoopbackFake.__init__(self, host, port)
+        Outages.__init__(self)
         self.handler = _Handler
         self.routing_key = routing_key
         self.on_event: Callable[[str], None] | None = None  # told one readable line per call
         self._lock = threading.Lock()
         self._events: deque[PdEvent] = deque(maxlen=MAX_EVENTS)
         self._alerts: dict[str, PdAlert] = {}
-        self._limited_until = 0.0
-        self._retry_after = 1
-        self._down_until = 0.0
 
     @property
     def events_url(self) -> str:
         return self.base_url + PATH
-
-    # ---- scripting ----
-    def rate_limit(self, seconds: float, retry_after: int = 1) -> None:
-        with self._lock:
-            self._limited_until, self._retry_after = time.monotonic() + seconds, retry_after
-
-    def down(self, seconds: float) -> None:
-        with self._lock:
-            self._down_until = time.monotonic() + seconds
-
-    def recover(self) -> None:
-        with self._lock:
-            self._limited_until = self._down_until = 0.0
 
     # ---- what it received ----
     @property
@@ -108,9 +93,6 @@ class FakePagerDuty(LoopbackFake):
 
     # ---- one request ----
     def handle(self, path: str, raw: bytes) -> tuple[int, dict[str, Any], dict[str, str]]:
-        now = time.monotonic()
-        with self._lock:
-            down, limited, retry_after = now < self._down_until, now < self._limited_until, self._retry_after
         if path.split("?")[0] != PATH:
             return 404, {"status": "not found", "message": f"no such endpoint {path}"}, {}
         try:
@@ -118,10 +100,10 @@ class FakePagerDuty(LoopbackFake):
         except ValueError:
             return self._record({}, 400, "invalid JSON"), {"status": "invalid event", "message": "Event object is invalid",
                                                          "errors": ["body is not JSON"]}, {}
-        if down:
-            return self._record(body, 503, "down"), {"status": "unavailable"}, {}
-        if limited:
-            return self._record(body, 429, "rate limited"), {"status": "throttled"}, {"Retry-After": str(retry_after)}
+        outage = self.outage()
+        if outage is not None:
+            status, headers = outage
+            return self._record(body, status, "scripted outage"), {"status": "unavailable"}, headers
         errors = self._problems(body)
         if errors:
             return self._record(body, 400, "; ".join(errors)), {"status": "invalid event",

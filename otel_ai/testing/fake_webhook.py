@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from otel_ai.testing.loopback import LoopbackFake, LoopbackHandler, serve_until_signalled
+from otel_ai.testing.loopback import LoopbackFake, LoopbackHandler, Outages, serve_until_signalled
 
 SIGNATURE_HEADER = "x-otel-ai-signature-256"
 MAX_BODY_BYTES = 4 * 1024 * 1024
@@ -47,36 +47,22 @@ class WebhookCall:
         return json.loads(self.body)
 
 
-class FakeWebhook(LoopbackFake):
+class FakeWebhook(LoopbackFake, Outages):
     thread_name = "fake-webhook"
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, secret: str = "") -> None:
-        super().__init__(host, port)
+        LoopbackFake.__init__(self, host, port)
+        Outages.__init__(self)
         self.handler = _Handler
         self.secret = secret
         self.on_call: Callable[[str], None] | None = None  # told one readable line per call
         self._lock = threading.Lock()
         self._calls: deque[WebhookCall] = deque(maxlen=MAX_KEPT)
         self._keys: dict[str, None] = {}
-        self._limited_until = 0.0
-        self._retry_after = 1
-        self._down_until = 0.0
 
     @property
     def url(self) -> str:
         return self.base_url + "/hook"
-
-    def rate_limit(self, seconds: float, retry_after: int = 1) -> None:
-        with self._lock:
-            self._limited_until, self._retry_after = time.monotonic() + seconds, retry_after
-
-    def down(self, seconds: float) -> None:
-        with self._lock:
-            self._down_until = time.monotonic() + seconds
-
-    def recover(self) -> None:
-        with self._lock:
-            self._limited_until = self._down_until = 0.0
 
     @property
     def calls(self) -> list[WebhookCall]:
@@ -91,15 +77,11 @@ class FakeWebhook(LoopbackFake):
         return sum(c.duplicate for c in self.calls)
 
     def handle(self, path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, str]]:
-        now = time.monotonic()
-        with self._lock:
-            down, limited, retry_after = now < self._down_until, now < self._limited_until, self._retry_after
         extra: dict[str, str] = {}
         duplicate = False
-        if down:
-            status = 503
-        elif limited:
-            status, extra = 429, {"Retry-After": str(retry_after)}
+        outage = self.outage()
+        if outage is not None:
+            status, extra = outage
         elif self.secret and not hmac.compare_digest(
                 headers.get(SIGNATURE_HEADER, ""),
                 "sha256=" + hmac.new(self.secret.encode(), body, hashlib.sha256).hexdigest()):
