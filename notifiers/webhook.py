@@ -87,7 +87,9 @@ class WebhookNotifier:
                                        details_link(self.rules.details_url, snapshot))
         body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
         headers = {"Content-Type": "application/json", "User-Agent": "otel-ai",
-                   "Idempotency-Key": f"{entry.incident_id}-{hashlib.sha256(body).hexdigest()[:24]}"}
+                   # A reminder repeats the content on purpose: its note key keeps it apart.
+                   "Idempotency-Key": f"{entry.incident_id}-"
+                                      f"{hashlib.sha256(body + entry.note_key.encode()).hexdigest()[:24]}"}
         if self.secret:
             headers[SIGNATURE_HEADER] = signature(self.secret, body)
         http_post(self.session, self.url, self.rules.timeout, data=body, headers=headers)

@@ -234,3 +234,22 @@ def test_a_notifier_without_notifies_is_refused_at_start(tmp_path):
     with pytest.raises(TypeError, match="Notifier interface"):
         NotificationPolicy(load_settings(env={}), [Careless()], Outbox(store), Silences(store), store)
     store.close()
+
+
+def test_a_notifier_that_has_an_incident_keeps_it_when_routing_would_not_pick_it_again(tmp_path):
+    store = IncidentStore(tmp_path / "i.db")
+    clock = Clock()
+    settings = load_settings(env={})
+    settings.notify.routes = [Route.model_validate({"match": {"severity": "critical"}, "notifiers": ["pager"]}),
+                              Route.model_validate({"match": {}, "notifiers": ["chat"]})]
+    pager, chat = RecordingNotifier("pager"), RecordingNotifier("chat")
+    policy = NotificationPolicy(settings, [pager, chat], Outbox(store), Silences(store, clock_ns=clock), store,
+                                clock_ns=clock)
+    incident = IncidentFactory.create("ERROR_RATE_SPIKE")  # critical
+    incident.last_change = "opened"
+    publish(policy, store, incident)
+    calmer = change(incident, "updated", severity="warning")
+    publish(policy, store, calmer)
+    publish(policy, store, change(calmer, "resolved", status="resolved", resolved_at_ns=clock.now))
+    assert [r[1:] for r in rows(store, "pager")] == [(MESSAGE, ""), (NOTE, "resolved:3")]
+    store.close()

@@ -133,13 +133,22 @@ class NotificationPolicy:
         now = self.clock_ns()
         touched = []
         with self._lock:
-            for name in self.router.notifiers_for(incident):
+            routed = self.router.notifiers_for(incident)
+            for name in self.notifiers:
+                # A notifier that has the incident keeps getting its changes, even if a later change
+                # (a new severity, say) would route it elsewhere: every page gets its resolve.
+                if name not in routed and not self._has(name, incident):
+                    continue
                 outcome = self._decide(name, incident, now)
                 if outcome is not None:
                     self.metrics.notifications.labels(notifier=name, outcome=outcome).inc()
                     touched.append(name)
         for name in touched:
             self.wake(name)
+
+    def _has(self, name: str, incident: Incident) -> bool:
+        return incident.id in self._groups[name].member_of or self.outbox.has_notification(
+            name, notification_key(incident))
 
     def eligible(self, incident: Incident) -> bool:
         """The gate: shadow mode and low-confidence incidents are recorded, nobody is paged."""
