@@ -82,9 +82,12 @@ def test_slack_notifies_by_default_and_an_sdk_apps_incident_reaches_it(tmp_path:
             start = time.time_ns() // (10 * NS) * (10 * NS) - (HEALTHY_S + FAILING_S + 20) * NS
             send(tracer, processor.force_flush, Sent(), start, HEALTHY_S, False, rng)
             send(tracer, processor.force_flush, Sent(), start + HEALTHY_S * NS, FAILING_S, True, rng)
+            sent_at = time.monotonic()
             posted = wait_for("the incident in Slack", lambda: slack.channel_messages(CHANNEL), timeout_s=60)
+            waited = time.monotonic() - sent_at
             assert "ERROR RATE SPIKE" in posted[0]["blocks"][0]["text"]["text"]
-            print(f"\nAI_MODE unset: {banner!r}; first Slack message: {posted[0]['text'][:100]!r}")
+            print(f"\nAI_MODE unset: {banner!r}; first Slack message {waited:.1f} s after the failing minute was "
+                  f"sent (groupWait 10 s): {posted[0]['text'][:100]!r}")
         finally:
             provider.shutdown()
             server.stop()

@@ -73,9 +73,10 @@ class Outbox:
                            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                            (notifier, incident_id, MESSAGE, version, json.dumps(payload), PENDING, due_ns, due_ns))
             else:
-                # Keep the older seq (its place in line) and the earlier due time.
-                db.execute("UPDATE outbox SET version = MAX(version, ?), payload = ?, due_ns = MIN(due_ns, ?) "
-                           "WHERE seq = ?", (version, json.dumps(payload), due_ns, row[0]))
+                # Keep its seq (its place in line) and its due time: an update during group_wait or
+                # a rate limit's Retry-After does not send it any sooner.
+                db.execute("UPDATE outbox SET version = MAX(version, ?), payload = ? WHERE seq = ?",
+                           (version, json.dumps(payload), row[0]))
 
     def put_note(self, notifier: str, incident_id: str, note_key: str, version: int, due_ns: int,
                  payload: dict[str, Any]) -> bool:
