@@ -18,8 +18,9 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
+from otel_ai.exporters.base import IncidentExporter as Consumer  # one interface for sinks and stages
 from otel_ai.model import Incident
 from otel_ai.selfmetrics import SelfMetrics
 
@@ -27,15 +28,6 @@ log = logging.getLogger(__name__)
 
 QUEUE_CHANGES = 10_000
 IDLE_EXIT_S = 30.0  # a consumer thread with nothing to do for this long exits; the next change restarts it
-
-
-class Consumer(Protocol):
-    def export(self, incident: Incident) -> None:
-        """One incident change; `incident.last_change` says which kind."""
-        ...
-
-    def shutdown(self) -> None:
-        ...
 
 
 def consumer_name(consumer: Any) -> str:

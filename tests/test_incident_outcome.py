@@ -14,8 +14,8 @@ from otel_ai.testing.traffic import Fault, TrafficGenerator
 def test_resolved_snapshot_carries_peak_and_value_at_recovery():
     settings = load_settings(env={})
     generator = TrafficGenerator(seed=3, noise=steady_noise(), faults=[
-        Fault("dependency_errors", start_s=360, params={"duration_s": 150, "rate": 0.6})])
-    result = run_generator(generator, 360 + 150 + 300, settings)
+        Fault("dependency_errors", start_s=360, params={"duration_s": 120, "rate": 0.6})])
+    result = run_generator(generator, 360 + 120 + 190, settings)  # recovery takes 2 min of healthy traffic
     resolved = [c for c in result.changes if c.last_change == "resolved" and c.type == "ERROR_RATE_SPIKE"]
     assert resolved, [(c.type, c.last_change) for c in result.changes]
     incident = resolved[0]
