@@ -32,6 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-spans", type=int, default=512, help="spans per Export request (default 512)")
     parser.add_argument("--clients", type=int, default=1, help="client processes (default 1)")
     parser.add_argument("--in-flight", type=int, default=2, help="requests in flight per client (default 2)")
+    parser.add_argument("--http", action="store_true",
+                        help="send OTLP/HTTP protobuf (one keep-alive connection per request in flight) "
+                             "instead of OTLP/gRPC")
     parser.add_argument("--json", action="store_true", help="print the results as one JSON object")
     parser.add_argument("--config", metavar="PATH", default=None, help="otel-ai config file for the server")
 
@@ -176,6 +179,8 @@ def _start_clients(args, port: int, batch_file: Path, n_batches: int) -> list[su
         cmd = [sys.executable, "-m", "otel_ai.bench_client", "--target", f"127.0.0.1:{port}",
                "--batches", str(batch_file), "--spans", str(share + (1 if c < extra else 0)),
                "--in-flight", str(args.in_flight), "--offset", str(c * n_batches // args.clients)]
+        if args.http:
+            cmd.append("--http")
         procs.append(subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True))
     return procs
 
@@ -215,7 +220,8 @@ def run(args) -> int:
         app = App(settings, tmp / "data", console=False, credentials=Credentials())  # no keys: measure ingestion
         ports = app.start()
         reg = app.metrics.registry
-        procs = _start_clients(args, ports.grpc, batch_file, len(blobs))
+        procs = _start_clients(args, ports.http if args.http else ports.grpc, batch_file,
+                               len(blobs))
         for p in procs:
             line = p.stdout.readline()
             if line.strip() != "READY":
@@ -224,7 +230,9 @@ def run(args) -> int:
         def received() -> float:
             return sum(_samples(reg, "otel_ai_spans_received_total").values())
 
-        say(f"sending {args.spans} spans with {args.clients} client(s), {args.in_flight} in flight each")
+        transport = "OTLP/HTTP protobuf" if args.http else "OTLP/gRPC"
+        say(f"sending {args.spans} spans over {transport} with {args.clients} client(s), "
+            f"{args.in_flight} in flight each")
         sampler = _RssSampler()
         sampler.start()
         wall0 = time.monotonic()
@@ -287,6 +295,7 @@ def run(args) -> int:
         rss_peak = max(s[1] for s in sampler.samples)
         cpu_us = cpu / spans_received * 1e6 if spans_received else 0.0
         report = {
+            "transport": "http" if args.http else "grpc",
             "spans_sent": spans_sent,
             "spans_received": int(spans_received),
             "batches": len(blobs),

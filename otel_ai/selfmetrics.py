@@ -61,8 +61,6 @@ class SelfMetrics:
         self.notifications = Counter(
             "otel_ai_notifications", "Notification policy decisions per notifier (queued, grouped, inhibited, "
             "silenced, gated, not_routed)", ["notifier", "outcome"], registry=r)
-        self.slack_calls = Counter(
-            "otel_ai_slack_calls", "Slack Web API calls by method and result", ["method", "result"], registry=r)
         self.notifier_calls = Counter(
             "otel_ai_notifier_calls", "Calls to notifiers' APIs by notifier and result", ["notifier", "result"],
             registry=r)

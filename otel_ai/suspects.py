@@ -23,6 +23,7 @@ from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
 
 from otel_ai.decode import Capture
+from otel_ai.message_template import template
 from otel_ai.model import Anomaly
 from otel_ai.timefmt import rfc3339
 
@@ -203,5 +204,5 @@ def rank_suspects(bad: list[Capture], good: list[Capture]) -> list[dict]:
 
 
 def _top_errors(bad: list[Capture]) -> list[dict]:
-    counts = Counter(exc for c in bad for exc in set(c.exceptions))
+    counts = Counter(exc for c in bad for exc in {(kind, template(message)) for kind, message in c.exceptions})
     return [{"type": t, "message": m, "count": n} for (t, m), n in counts.most_common(5)]

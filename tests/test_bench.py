@@ -25,3 +25,16 @@ def test_bench_small_run_reports_consistent_numbers(capsys):
     assert report["export_max_ms"] >= report["export_p99_ms"]
     assert report["server_errors"] == 0 and report["client_errors"] == 0
     assert report["rss_peak_mib"] > 0
+
+
+def test_bench_over_otlp_http_loses_nothing(capsys):
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    args = parser.parse_args(["--spans", "20000", "--http", "--in-flight", "4", "--json"])
+
+    assert bench.run(args) == 0
+
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["transport"] == "http"
+    assert report["spans_received"] == report["spans_sent"] >= 20000
+    assert report["server_errors"] == 0 and report["client_errors"] == 0

@@ -1,65 +1,72 @@
-"""The PagerDuty and webhook fakes as a person runs them: `python -m ...` prints where it
-listens, then one readable line per call it receives."""
+"""The fakes as a person runs them: `python -m ...` prints a banner with the URL, then one
+readable line per call received."""
 from __future__ import annotations
 
-import json
-import re
 import subprocess
 import sys
-import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-import pytest
+import slack_sdk
 
-from otel_ai.notifiers.webhook import signature
-
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+from otel_ai.testing.harness import wait_for
 
 
-def run_fake(module: str, *args: str) -> tuple[subprocess.Popen, str]:
+class Lines:
+    def __init__(self, process: subprocess.Popen) -> None:
+        self.process = process
+        self.seen: list[str] = []
+
+    def next_line(self) -> str:
+        line = self.process.stdout.readline()
+        self.seen.append(line)
+        return line
+
+
+@contextmanager
+def running(module: str, *args: str) -> Iterator[tuple[str, Lines]]:
     process = subprocess.Popen([sys.executable, "-m", module, "--port", "0", *args], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
-    banner = process.stdout.readline()
-    url = re.search(r"(http://127\.0\.0\.1:\d+\S*?)[ )]", banner)
-    assert url, banner
-    return process, url.group(1)
-
-
-def post(url: str, body: bytes, headers: dict[str, str]) -> int:
-    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json", **headers},
-                                     method="POST")
     try:
-        with _OPENER.open(request, timeout=5) as response:
-            return response.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
-
-
-@pytest.fixture
-def stop():
-    processes = []
-    yield processes.append
-    for process in processes:
+        lines = Lines(process)
+        banner = lines.next_line()
+        url = banner.split(" on ", 1)[1].split()[0]
+        yield url, lines
+    finally:
         process.terminate()
-        process.wait(10)
+        process.wait(timeout=10)
 
 
-def test_fake_pagerduty_prints_one_line_per_event(stop):
-    process, url = run_fake("otel_ai.testing.fake_pagerduty")
-    stop(process)
-    event = {"routing_key": "test-routing-key", "event_action": "trigger", "dedup_key": "inc_0123456789abcdef",
-             "payload": {"summary": "Error rate 35.0% on POST /api/pay", "source": "otel-ai", "severity": "critical"}}
-    assert post(url, json.dumps(event).encode(), {}) == 202
-    assert process.stdout.readline().strip() == "202 trigger     inc_0123456789abcdef Error rate 35.0% on POST /api/pay"
-    assert post(url, json.dumps({**event, "routing_key": "wrong"}).encode(), {}) == 400
-    assert "'routing_key' is invalid" in process.stdout.readline()
+def test_fake_slack_prints_each_call() -> None:
+    with running("otel_ai.testing.fake_slack") as (url, lines):
+        client = slack_sdk.WebClient(token="xoxb-test", base_url=url)
+        client.chat_postMessage(channel="#incidents", text="checkout is failing")
+        line = wait_for("the call line", lines.next_line, timeout_s=10)
+    assert "chat.postMessage #incidents 'checkout is failing' -> 200 ok" in line
 
 
-def test_fake_webhook_prints_one_line_per_post_and_checks_the_signature(stop):
-    process, url = run_fake("otel_ai.testing.fake_webhook", "--secret", "s3cret")
-    stop(process)
-    body = json.dumps({"status": "firing", "alerts": [{"labels": {"alertname": "ERROR_RATE_SPIKE", "service": "checkout",
-                                                                  "route": "/api/pay", "incident_id": "inc_1"}}]}).encode()
-    assert post(url, body, {"X-Otel-AI-Signature-256": signature("s3cret", body)}) == 200
-    assert process.stdout.readline().strip() == "200 firing ERROR_RATE_SPIKE checkout /api/pay [inc_1] signed"
-    assert post(url, body, {"X-Otel-AI-Signature-256": signature("wrong", body)}) == 401
-    assert process.stdout.readline().startswith("401 ")
+def test_fake_anthropic_prints_each_call() -> None:
+    import anthropic
+
+    with running("otel_ai.testing.fake_anthropic") as (url, lines):
+        client = anthropic.Anthropic(api_key="test", base_url=url, max_retries=0)
+        client.messages.create(model="claude-haiku-5-5", max_tokens=256,
+                               messages=[{"role": "user", "content": "hello"}])
+        line = wait_for("the call line", lines.next_line, timeout_s=10)
+    assert "POST /v1/messages model=claude-haiku-5-5 -> 200" in line and "tokens" in line
+
+
+def test_otlp_capture_prints_each_export() -> None:
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    with running("otel_ai.testing.otlp_capture") as (url, lines):
+        assert "OTEL_EXPORTER_OTLP_ENDPOINT=" in lines.seen[0]
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=f"{url}/v1/traces", timeout=5)))
+        with provider.get_tracer("by-hand").start_as_current_span("GET /cart"):
+            pass
+        provider.shutdown()
+        line = wait_for("the export line", lines.next_line, timeout_s=10)
+    assert "/v1/traces 1 spans: GET /cart" in line

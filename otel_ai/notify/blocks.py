@@ -465,7 +465,7 @@ def render_incident(snapshot: dict, *, details_url: str | None = None, related: 
     """The one message of an incident, for its current state.
 
     `snapshot` is Incident.snapshot(); `details_url` adds a "View Details" button;
-    `related` (other open incidents, as snapshots or incidents.related_entry dicts) adds
+    `related` (other incidents, as snapshots or the policy's related lines) adds
     a Related section; `now_ns` is when the message is (re)rendered, shown as "updated",
     defaulting to the incident's updated_at; `ack_button=False` leaves out Acknowledge
     (e.g. when no Slack signing secret is configured to receive the click).

@@ -8,6 +8,7 @@ response message and the counters differ.
 """
 from __future__ import annotations
 
+import errno
 import hmac
 import logging
 from concurrent import futures
@@ -27,6 +28,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from prometheus_client import Counter
 
+from otel_ai.httpserver import ListenError
 from otel_ai.receiver.consumer import (
     InvalidRequest,
     MetricsConsumer,
@@ -114,7 +116,10 @@ class OtlpGrpcReceiver:
             # grpc refuses bigger messages itself with RESOURCE_EXHAUSTED, before any
             # allocation on our side; it applies to the decompressed size as well.
             # Those refusals never reach export(), so they are not in our counters.
-            options=[("grpc.max_receive_message_length", self._max_request_bytes)],
+            options=[("grpc.max_receive_message_length", self._max_request_bytes),
+                     # On by default in grpc: two servers would then share the port and
+                     # split the traffic silently instead of the second one failing.
+                     ("grpc.so_reuseport", 0)],
         )
         for signal in self._signals:
             handler = grpc.unary_unary_rpc_method_handler(
@@ -132,10 +137,13 @@ class OtlpGrpcReceiver:
                 bound_port = server.add_secure_port(address, credentials)
             else:
                 bound_port = server.add_insecure_port(address)
-        except RuntimeError as exc:  # newer grpc raises instead of returning 0
-            raise OSError(f"OTLP/gRPC receiver cannot bind {address}: {exc}") from exc
+        except RuntimeError:  # newer grpc raises instead of returning 0
+            bound_port = 0
         if bound_port == 0:
-            raise OSError(f"OTLP/gRPC receiver cannot bind {address}")
+            raise ListenError(errno.EADDRINUSE,
+                              f"OTLP/gRPC receiver: port {self._port} on {self._host} is already in use or not "
+                              "available (is another otel-ai running?); choose another with --grpc-port "
+                              "(0 = any free port)")
         server.start()
         self._server = server
         log.info("OTLP/gRPC receiver listening on %s:%d%s", self._host, bound_port,
