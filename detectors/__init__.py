@@ -27,7 +27,7 @@ NOT_DETECTORS = {
     "COST_ALERT": "raised by the AI budget (budget.alertOnBudgetExceeded)",
     "RECOVERY_SIGNAL": "the 'recovering' change of an open incident (incidents.recoveryPeriod)",
 }
-_INTERFACE = ("event_type", "counters", "captures", "detect", "healthy", "describe", "summary")
+_INTERFACE = ("event_type", "counters", "captures", "detect", "healthy", "current", "describe", "summary")
 _EVENT_TYPE = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
 
 

@@ -64,6 +64,10 @@ class Detector(Protocol):
         """One line for `otel-ai check`: what it watches and when it fires."""
         ...
 
+    def current(self, view: WindowView, sid: int, metric: str) -> float | None:
+        """The incident's metric over the last minute, None without traffic (the value at recovery)."""
+        ...
+
     @staticmethod
     def summary(anomaly: Anomaly) -> str:
         """The incident's one-line summary, in the words of its type."""
@@ -254,6 +258,10 @@ class RateDetector:
     def detect(self, view: WindowView) -> list[Anomaly]:
         return [self.anomaly(view, hit) for hit in self.hits(view)]
 
+    def current(self, view: WindowView, sid: int, metric: str) -> float | None:
+        n, bad = view.sum(REQUESTS.name, MEDIUM_SLOTS)[sid], view.sum(self.bad.name, MEDIUM_SLOTS)[sid]
+        return round(float(self.measure(bad / n)), 2) if n > 0 else None
+
     def healthy(self, view: WindowView, subject_ids: np.ndarray) -> dict[int, bool | None]:
         thr, _, _ = self.thresholds(view)
         n, e = view.sum(REQUESTS.name, MEDIUM_SLOTS), view.sum(self.bad.name, MEDIUM_SLOTS)
@@ -366,6 +374,10 @@ class LatencyDetector(RateDetector):
                     found[sid] = Hit(sid, slots, int(round(n[sid])), int(round(slow[j])), float(value[j]), float(thr[j]),
                                      None if np.isnan(base[j]) else float(base[j]), float(score[j]))
         return list(found.values())
+
+    def current(self, view: WindowView, sid: int, metric: str) -> float | None:
+        p95 = percentile(view.hist(MEDIUM_SLOTS, np.array([sid], dtype=np.int64)), self.quantile)[0]
+        return None if np.isnan(p95) else round(float(p95), 1)
 
     def healthy(self, view: WindowView, subject_ids: np.ndarray) -> dict[int, bool | None]:
         ids = np.array([s for s in subject_ids if s < view.size], dtype=np.int64)

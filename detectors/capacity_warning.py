@@ -140,6 +140,10 @@ class CapacityWarning:
             values = np.where(count > 0, 100.0 * np.clip(1.0 - usual_ms * count / busy, 0.0, 1.0), np.nan)
         return view.slot_ends(TREND_SLOTS), values
 
+    def current(self, view: WindowView, sid: int, metric: str) -> float | None:
+        now = self._utilization(view, MEDIUM_SLOTS)
+        return round(100.0 * float(now["rho"][sid]), 1) if now["n"][sid] > 0 else None
+
     def healthy(self, view: WindowView, subject_ids: np.ndarray) -> dict[int, bool | None]:
         now = self._utilization(view, MEDIUM_SLOTS)
         loaded = self._loaded(view, now)

@@ -62,6 +62,9 @@ class UpstreamDegradation:
         found.update({a.subject_id: a for a in self.errors.detect(view)})
         return list(found.values())
 
+    def current(self, view: WindowView, sid: int, metric: str) -> float | None:
+        return (self.latency if metric == self.latency.metric else self.errors).current(view, sid, metric)
+
     def healthy(self, view: WindowView, subject_ids: np.ndarray) -> dict[int, bool | None]:
         errors = self.errors.healthy(view, subject_ids)
         latency = self.latency.healthy(view, subject_ids)

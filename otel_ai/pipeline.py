@@ -1,11 +1,16 @@
-"""The pipeline behind the receivers: decode -> windows -> detectors -> incidents.
+"""The pipeline behind the receivers: decode -> windows -> detectors -> incidents -> downstream.
 
 Receiver threads call consume(): parse into the OTLP view, decode into a columnar
 batch (under one lock: the subject table is shared), and put the batch on a bounded
 queue; a full queue answers Saturated so the Collector retries. One worker thread
 owns everything after that: it adds batches to the windows, closes slots as the
-watermark passes, runs the detectors on each closed slot, and drives incidents.
+watermark passes, runs the detectors on each closed slot, drives incidents, and
+applies the events later stages post back (an analysis is done, the budget ran out).
 `feed()` does the same synchronously, for replay and tests.
+
+Each incident change goes downstream (otel_ai/stages.py) to the store and every other
+consumer: sinks, the analysis stage, the notification policy, each on its own bounded
+queue and thread.
 """
 from __future__ import annotations
 
@@ -24,12 +29,14 @@ from otel_ai.config import Settings
 from otel_ai.decode import Decoder, SpanBatch
 from otel_ai.detectors import build_detectors
 from otel_ai.detectors.base import Detector
-from otel_ai.exporters.base import IncidentExporter
+from otel_ai.events import IncidentEvent
+from otel_ai.exporters.store import StoreExporter
 from otel_ai.incidents import IncidentManager
 from otel_ai.model import DEPENDENCY, ROUTE
 from otel_ai.proto.otel_ai.v1.otlp_view_pb2 import TraceRequestView
 from otel_ai.receiver.consumer import ExportResult, InvalidRequest, Saturated
 from otel_ai.selfmetrics import SelfMetrics
+from otel_ai.stages import Consumer, Downstream
 from otel_ai.store import IncidentStore
 from otel_ai.subjects import SubjectTable
 from otel_ai.suspects import CaptureStore
@@ -38,9 +45,11 @@ from otel_ai.windows import WindowStore, WindowView
 
 log = logging.getLogger(__name__)
 
+MAX_EVENTS = 10_000
+
 
 class Pipeline:
-    def __init__(self, settings: Settings, store: IncidentStore, exporters: Iterable[IncidentExporter],
+    def __init__(self, settings: Settings, store: IncidentStore, consumers: Iterable[Consumer] = (),
                  metrics: SelfMetrics | None = None, use_wall_clock: bool = True,
                  wall_clock_ns: Callable[[], int] = time.time_ns):
         self.settings = settings
@@ -62,7 +71,10 @@ class Pipeline:
                                 int(w.max_span_age * NS_PER_S), use_wall_clock and w.wall_clock_advance)
         self.use_wall_clock = use_wall_clock
         self.captures = CaptureStore()
-        self.incidents = IncidentManager(settings, store, exporters, self.metrics)
+        self.downstream = Downstream.of([StoreExporter(store), *consumers], self.metrics)
+        self.incidents = IncidentManager(settings, store, self.downstream.publish, self.metrics)
+        self._events: deque[IncidentEvent] = deque()
+        self._applying = 0  # events being applied right now (by the worker or a drain)
         latency_rule = settings.events.get("LATENCY_ANOMALY")
         self._cold_slow_ms = latency_rule.threshold if latency_rule else 1000.0
         self._decode_lock = threading.Lock()
@@ -109,7 +121,37 @@ class Pipeline:
         batch = self.decode(body)
         self._count_received(batch, transport)
         self.process(batch)
+        self.apply_events()
         return ExportResult(batch.rejected, batch.reject_message, batch.spans_total)
+
+    # ---- events from later stages (any thread) ----
+    def submit(self, event: IncidentEvent) -> None:
+        """Queue an event for the incident stage; the worker applies it in arrival order."""
+        with self._cv:
+            if len(self._events) >= MAX_EVENTS:
+                self.metrics.sink_dropped.labels(sink="incident-events").inc()
+                log.error("incident event inbox full (%d); dropped %r", MAX_EVENTS, event)
+                return
+            self._events.append(event)
+            self._cv.notify()
+
+    def apply_events(self) -> int:
+        applied = 0
+        while True:
+            with self._cv:
+                if not self._events:
+                    return applied
+                event = self._events.popleft()
+                self._applying += 1
+            try:
+                self.incidents.apply(event)
+            except Exception:
+                log.exception("applying %r failed", event)
+            finally:
+                with self._cv:
+                    self._applying -= 1
+                    self._cv.notify_all()
+            applied += 1
 
     # ---- processing side (the worker thread only) ----
     def process(self, batch: SpanBatch) -> None:
@@ -154,18 +196,22 @@ class Pipeline:
         self.metrics.subjects.labels(kind=DEPENDENCY).set(int(kinds.sum()))
 
     def _check_health(self, view: WindowView) -> None:
+        """Ask each watched incident's detector whether its subject looks healthy, and what
+        its metric is now (the value at recovery of a resolved incident)."""
         watched = self.incidents.watched()
         if not watched:
             return
-        verdicts = {}
+        verdicts, values = {}, {}
         for detector in self.detectors:
             mine = [i for i in watched if i.type == detector.event_type]
             ids = {i.id: self.subjects.lookup(i.subject) for i in mine}
-            known = np.array([sid for sid in ids.values() if sid is not None], dtype=np.int64)
+            known = np.array([sid for sid in ids.values() if sid is not None and sid < view.size], dtype=np.int64)
             health = detector.healthy(view, known) if known.shape[0] else {}
             for incident in mine:
-                sid = ids[incident.id]
-                verdicts[(incident.subject, incident.type)] = None if sid is None else health.get(sid)
+                sid, key = ids[incident.id], (incident.subject, incident.type)
+                verdicts[key] = None if sid is None else health.get(sid)
+                values[key] = detector.current(view, sid, incident.data.get("metric")) if sid in health else None
+        self.incidents.observe_values(values)
         self.incidents.on_health(view.end_ns, verdicts)
 
     def _learn(self, view: WindowView, closed_slot: int, size: int) -> None:
@@ -196,8 +242,9 @@ class Pipeline:
 
     def _run(self) -> None:
         while True:
+            self.apply_events()
             with self._cv:
-                while not self._queue and not self._stopping:
+                while not self._queue and not self._stopping and not self._events:
                     if not self._cv.wait(timeout=1.0):
                         break
                 if self._stopping and not self._queue:
@@ -215,17 +262,41 @@ class Pipeline:
                 log.exception("pipeline worker failed on a batch; continuing")
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        """Drain what was accepted, then stop the worker."""
+        """Drain what was accepted, then stop the worker, then every stage downstream."""
         with self._cv:
             self._stopping = True
             self._cv.notify_all()
         if self._worker is not None:
             self._worker.join(timeout_s)
             self._worker = None
+        self.drain(timeout_s)
+        self.downstream.close()
+
+    def persisted(self, timeout_s: float) -> bool:
+        """Wait until the store has every change made so far."""
+        return self.downstream.queues[0].flush(timeout_s)
+
+    def drain(self, timeout_s: float = 30.0) -> bool:
+        """Until nothing moves: apply posted events, let every downstream stage catch up.
+        True if everything settled within timeout_s."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self.apply_events()
+            with self._cv:
+                while self._applying and time.monotonic() < deadline:
+                    self._cv.wait(0.05)
+            settled = self.downstream.flush(max(0.0, deadline - time.monotonic()))
+            with self._cv:
+                quiet = not self._events and not self._applying
+            if quiet:
+                return settled
+            if time.monotonic() >= deadline:
+                return False
 
     def queue_depth(self) -> int:
         return len(self._queue)
 
-    def flush(self) -> None:
-        """End of input: close every slot seen so far (replay)."""
+    def flush(self, timeout_s: float = 30.0) -> bool:
+        """End of input: close every slot seen so far, then let every stage catch up (replay)."""
         self.advance(self.clock.flush_watermark())
+        return self.drain(timeout_s)

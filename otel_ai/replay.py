@@ -7,7 +7,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from otel_ai.app import build_analyzer, wire_analyzer
+from otel_ai.analysis.stage import AnalysisStage
+from otel_ai.app import build_analyzer
 from otel_ai.config import Settings
 from otel_ai.exporters.console import ConsoleExporter
 from otel_ai.exporters.jsonl import JsonlExporter
@@ -18,17 +19,16 @@ from otel_ai.store import IncidentStore
 
 
 def run_replay(settings: Settings, args) -> int:
-    exporters = []
+    sinks = []
     if args.incidents_jsonl:
-        exporters.append(JsonlExporter(args.incidents_jsonl))
+        sinks.append(JsonlExporter(args.incidents_jsonl))
     if not args.quiet:
-        exporters.append(ConsoleExporter(sys.stderr))
+        sinks.append(ConsoleExporter(sys.stderr))
     with tempfile.TemporaryDirectory(prefix="otel-ai-replay-") as tmp:
         store = IncidentStore(Path(args.data_dir or tmp) / "incidents.db")
         analyzer = build_analyzer(settings, store)
-        exporters.insert(0, analyzer)
-        pipeline = Pipeline(settings, store, exporters, analyzer.metrics, use_wall_clock=False)
-        wire_analyzer(analyzer, pipeline)
+        analysis = AnalysisStage(analyzer, submit=lambda event: pipeline.submit(event))
+        pipeline = Pipeline(settings, store, [analysis, *sinks], analyzer.metrics, use_wall_clock=False)
         stream = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8", errors="replace")
         started = time.monotonic()
         last_report = started
@@ -52,8 +52,7 @@ def run_replay(settings: Settings, args) -> int:
                     last_report = now
                     print(f"otel-ai replay: {lines} lines, {spans} spans, {spans / (now - started):,.0f} spans/s",
                           file=sys.stderr, flush=True)
-        pipeline.flush()
-        if not analyzer.flush(timeout_s=settings.analysis.deadline * 2):
+        if not pipeline.flush(timeout_s=settings.analysis.deadline * 2):
             print("otel-ai replay: some analyses did not finish in time", file=sys.stderr)
         elapsed = time.monotonic() - started
         opened = int(sum(s.value for m in pipeline.metrics.incidents.collect() for s in m.samples
@@ -61,7 +60,6 @@ def run_replay(settings: Settings, args) -> int:
         print(f"otel-ai replay: {lines} lines, {spans} spans in {elapsed:.1f}s "
               f"({spans / max(elapsed, 1e-9):,.0f} spans/s); {bad_lines} bad lines, {rejected} rejected spans; "
               f"{opened} incidents opened", file=sys.stderr)
-        for exporter in exporters:
-            exporter.shutdown()
+        pipeline.stop()
         store.close()
     return 1 if lines and bad_lines == lines else 0

@@ -37,7 +37,8 @@ def test_every_built_in_detector_has_the_one_interface(event_type):
     assert detector.counters and all(c.name for c in detector.counters)
     assert all(c.select is not None for c in detector.captures)  # captures mark requests as bad
     assert f"minSamples {RULES[event_type].min_samples}" in detector.describe()
-    assert callable(detector.detect) and callable(detector.healthy) and callable(type(detector).summary)
+    assert all(callable(getattr(detector, m)) for m in ("detect", "healthy", "current", "describe"))
+    assert callable(type(detector).summary)
 
 
 def test_default_config_builds_all_eight_detectors_in_a_fixed_order():
@@ -180,6 +181,7 @@ def test_capacity_warning_fires_when_latency_rises_with_load_and_says_when_it_sa
     warning = found[0]
     assert warning.subject == ROUTE_A and warning.metric == "utilization_estimate" and warning.value >= 50.0
     assert found[-1].value == pytest.approx(60.0, abs=0.1)  # a whole minute at 50 ms: 1 - 20 ms / 50 ms
+    assert f.detector.current(f.view, f.sid(ROUTE_A), "utilization_estimate") == pytest.approx(60.0, abs=0.1)
     assert warning.details["baseline_latency_mean_ms"] == pytest.approx(20.0, abs=0.1)
     assert warning.details["baseline_request_rate_per_s"] == pytest.approx(10.0, abs=0.01)
     assert warning.details["request_rate_per_s"] >= 1.5 * warning.details["baseline_request_rate_per_s"]
@@ -213,3 +215,7 @@ def test_healthy_only_below_a_fraction_of_the_threshold(event_type, bad):
     f.run(6, {ROUTE_A: {"requests": 100, bad: threshold * HEALTHY_FRACTION * 0.8}})
     assert f.healthy(ROUTE_A) is True
     assert f.healthy(ROUTE_B) is None  # no traffic, no verdict
+    # The metric now (a resolved incident's value at recovery): the last minute's share.
+    now = f.detector.current(f.view, f.sid(ROUTE_A), f.detector.metric)
+    assert now == pytest.approx(threshold * HEALTHY_FRACTION * 0.8, abs=0.01)
+    assert f.detector.current(f.view, f.sid(ROUTE_B), f.detector.metric) is None

@@ -24,7 +24,7 @@ def lifecycle(tmp_path):
     settings = load_settings(env={})  # recoveryPeriod 2m, cooldown 10m, staleAfter 15m, updateInterval 1m
     store = IncidentStore(tmp_path / "incidents.db")
     recorder = RecordingExporter()
-    yield IncidentManager(settings, store, [recorder], SelfMetrics()), recorder
+    yield IncidentManager(settings, store, recorder.export, SelfMetrics()), recorder
     store.close()
 
 
