@@ -67,6 +67,15 @@ def _amount(value, unit: str) -> str:
     return f"{value:.0f} ms" if unit == "ms" else f"{value:.1f}%" if unit == "%" else f"{value:g} {unit}".strip()
 
 
+def plain_summary(anomaly: Anomaly) -> str:
+    """'Error rate 30.0% on POST /api/pay (threshold 10.0%)': for an anomaly its detector did not word."""
+    s = anomaly.subject
+    where = f"calls to {s.service}" if s.kind == DEPENDENCY else s.label()
+    name = _METRIC_NAMES.get(anomaly.metric, anomaly.metric)
+    return (f"{name} {_amount(anomaly.value, anomaly.unit)} on {where} "
+            f"(threshold {_amount(anomaly.threshold, anomaly.unit)})")
+
+
 def resolved_summary(incident: Incident) -> str:
     """'Error rate peaked at 42.0% on POST /api/pay (threshold 10%); 0.8% at recovery': a resolved
     incident is described by its worst and its last value, not by its last breach."""
@@ -156,7 +165,7 @@ class IncidentManager:
 
     def _fill(self, incident: Incident, anomaly: Anomaly, found: Attribution) -> None:
         incident.severity = anomaly.severity
-        incident.summary = anomaly.summary  # worded by the detector that knows its type
+        incident.summary = anomaly.summary or plain_summary(anomaly)  # worded by the detector that knows its type
         incident.confidence = anomaly.confidence
         incident.below_min_confidence = anomaly.confidence < self.settings.min_confidence
         peak = incident.data.get("peak_value")

@@ -28,12 +28,13 @@ def lifecycle(tmp_path):
     store.close()
 
 
-def breach(manager: IncidentManager, at_s: float, value: float = 30.0):
+def breach(manager: IncidentManager, at_s: float, value: float = 30.0, summary: str | None = None):
     anomaly = Anomaly(
         type="ERROR_RATE_SPIKE", severity="critical", subject_id=0, subject=ROUTE_A, metric="error_rate", unit="%",
         value=value, threshold=10.0, baseline=0.5, window="1m", breach_ratio=value / 10, trend="rising",
         confidence=0.95, confidence_factors={}, recent_samples=[], sample_count=200, bad_count=60,
-        event_time_ns=T0 + int(at_s * S), bad_rule="error", summary=f"Error rate {value}% on POST /api/pay")
+        event_time_ns=T0 + int(at_s * S), bad_rule="error",
+        summary=f"Error rate {value}% on POST /api/pay" if summary is None else summary)
     return manager.on_anomaly(anomaly, lambda a: Attribution([], [], [], [], 0, 0))
 
 
@@ -115,3 +116,8 @@ def test_no_traffic_resolves_after_stale_after(lifecycle):
     assert incident.status == "open"
     health(manager, 900, None)
     assert incident.status == "resolved" and incident.context["resolution"] == "no traffic"
+
+
+def test_an_anomaly_its_detector_did_not_word_still_gets_a_summary(lifecycle):
+    manager, _ = lifecycle
+    assert breach(manager, 0, summary="").summary == "Error rate 30.0% on POST /api/pay (threshold 10.0%)"
