@@ -20,7 +20,7 @@ GRPC_RESOURCE_EXHAUSTED = 8
 GRPC_PERMISSION_DENIED = 7
 GRPC_UNAUTHENTICATED = 16
 REPEAT_WINDOW_NS = 5_000_000_000  # a repeat of a call this soon after it is a retry
-REPEAT_BATCHES = 8  # recent batches whose calls are remembered for that
+REPEAT_BATCHES = 2  # earlier batches whose calls are remembered for that
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # (parent span, dependency) -> one 64-bit key
 
 
@@ -59,13 +59,13 @@ def auth_failed(batch: SpanBatch) -> np.ndarray:
 class Retries:
     """Selects CLIENT spans that retry a call: `http.request.resend_count` > 0, or a repeat
     of a call from the same parent span to the same dependency within REPEAT_WINDOW_NS,
-    also across batches (a retry chain often straddles two exports). Stateful: the sorted
-    call keys of the last few batches are kept, so each pipeline needs its own, fed every
-    batch once (decode asks first; Counter.rows caches the answer on the batch)."""
+    in the same batch or the REPEAT_BATCHES before it (a retry chain often straddles two
+    exports). Stateful: each pipeline needs its own, fed every batch once (decode asks
+    first; Counter.rows caches the answer on the batch)."""
 
     def __init__(self, window_ns: int = REPEAT_WINDOW_NS, batches: int = REPEAT_BATCHES):
         self.window_ns = window_ns
-        self._recent: deque[tuple[int, np.ndarray]] = deque(maxlen=batches)  # (max end ns, sorted keys)
+        self._recent: deque[tuple[int, np.ndarray]] = deque(maxlen=batches)  # (max end ns, sorted call keys)
 
     def __call__(self, batch: SpanBatch) -> np.ndarray:
         out = batch.resend_count > 0
@@ -74,16 +74,18 @@ class Retries:
             return out
         with np.errstate(over="ignore"):
             keys = batch.parent_span_id[calls] ^ (batch.subject_id[calls].astype(np.uint64) * _MIX)
-        order = np.lexsort((batch.start_ns[calls], keys))
+        order = np.argsort(keys, kind="stable")  # equal keys stay in span order: the first is the call
         ordered = keys[order]
+        first = np.ones(calls.shape[0], dtype=bool)
+        first[1:] = ordered[1:] != ordered[:-1]
         repeat = np.zeros(calls.shape[0], dtype=bool)
-        repeat[order[1:]] = ordered[1:] == ordered[:-1]
+        repeat[order] = ~first
         horizon = batch.max_end_ns - self.window_ns
         for end_ns, seen in self._recent:
-            if end_ns >= horizon:
+            if end_ns >= horizon:  # older calls are new calls, not retries
                 found = np.minimum(np.searchsorted(seen, keys), seen.shape[0] - 1)
                 repeat |= seen[found] == keys
-        self._recent.append((batch.max_end_ns, np.unique(keys)))
+        self._recent.append((batch.max_end_ns, ordered[first]))
         if repeat.any():
             out = out.copy()
             out[calls[repeat]] = True

@@ -32,7 +32,7 @@ SAMPLE_ONE_IN = 32  # good requests sampled for suspects, by trace id, so whole 
 # Captures are costly (every attribute is read); during an incident most spans are errors,
 # so cap them per subject and batch to keep ingestion as fast as on a quiet day.
 MAX_CAPTURES_PER_SUBJECT = 8
-MAX_MARKED_CAPTURES_PER_SUBJECT = 2  # requests only a capture counter picked (429s, retries, ...)
+MAX_MARKED_CAPTURES_PER_SUBJECT = 1  # requests only a capture counter picked (429s, retries, ...)
 
 # Never suspects: they identify the subject, describe the outcome itself, or are
 # unique per request.
@@ -59,6 +59,7 @@ CLIENT_KEYS = {
     "enduser.id": "enduser.id",
 }
 MAX_CLIENT_PAIRS = 50_000
+_SPECIAL_KEYS = NOT_SUSPECT_KEYS | CLIENT_KEYS.keys()
 MAX_VALUE_CHARS = 128
 MAX_VALUES_PER_KEY = 256  # more distinct values than this: the key is high-cardinality
 MAX_KEYS = 512
@@ -522,13 +523,11 @@ class Decoder:
         intern = self.pairs.intern
         out = [p for p in resource_pairs if not (skip_service and p[0] == "service.name")]
         for key, value in span.attributes.items():
-            client_key = CLIENT_KEYS.get(key)
-            if client_key is not None:
-                text = _value_text(value)
-                if text:
-                    out.append(self._client_pair(client_key, text))
-                continue
-            if key in NOT_SUSPECT_KEYS:
+            if key in _SPECIAL_KEYS:  # one lookup for the usual key, which is neither
+                if key in CLIENT_KEYS:
+                    text = _value_text(value)
+                    if text:
+                        out.append(self._client_pair(CLIENT_KEYS[key], text))
                 continue
             text = _value_text(value)
             if text is None:
