@@ -456,19 +456,10 @@ class Decoder:
             sample_byte = np.array([t[-1] if t else 0 for t in trace_ids], dtype=np.int16)
         sampled = sample_byte < (256 // SAMPLE_ONE_IN)
         slow = (duration_ms > slow_thr) & ~error
-        marks = []
-        for counter in self.capture_marks:
-            rows = counter.rows(batch)
-            if rows.any():
-                marked = np.zeros(keep.shape[0], dtype=bool)
-                marked[keep] = rows
-                marks.append((counter.name, marked))
         usual = keep & (error | slow | sampled)
-        only_marked = np.zeros_like(usual)
-        for _, marked in marks:
-            only_marked |= marked & ~usual
-        interesting = usual | only_marked
-        if not interesting.any():
+        marks = self._marks(batch, keep)
+        only_marked = np.logical_or.reduce([marked for _, marked in marks]) & ~usual if marks else np.zeros_like(usual)
+        if not (usual.any() or only_marked.any()):
             return
         is_client = kind == SPAN_KIND_CLIENT
         # Marked requests have their own cap, so they never crowd out the errors and the sample.
@@ -483,16 +474,18 @@ class Decoder:
             info = blocks[int(np.searchsorted(starts, i, side="right")) - 1][0]
             return info.service, info.pairs
 
-        # Every interesting CLIENT span goes into the child index (cheap), so the
+        # Every usual interesting CLIENT span goes into the child index (cheap), so the
         # requests that called it can name it; only the capped few are captured
         # with all their attributes (costly) for the dependency's own suspects.
-        for i in np.flatnonzero(interesting & is_client):
+        # (A call picked only by a mark, neither failed nor slow, names nothing there.)
+        for i in np.flatnonzero((usual | chosen) & is_client):
             span = spans[i]
             err = bool(error[i])
             exceptions = _exceptions(span) if err else ()
-            dep = dependency_name[sid[i]].service
             service, resource_pairs = owner(i)
-            self.children.add(trace_ids[i], service, dep, err, float(duration_ms[i]), exceptions)
+            if usual[i]:
+                self.children.add(trace_ids[i], service, dependency_name[sid[i]].service, err, float(duration_ms[i]),
+                                  exceptions)
             if chosen[i]:
                 batch.captures.append(Capture(int(sid[i]), int(end[i]), float(duration_ms[i]), err, bool(slow[i]),
                                               bool(sampled[i]), trace_ids[i], self._pairs(span, resource_pairs, ()),
@@ -518,6 +511,18 @@ class Decoder:
             pairs = self._pairs(span, resource_pairs, extra, skip_service=True)
             batch.captures.append(Capture(int(sid[i]), int(end[i]), dur, err, bool(slow[i]), bool(sampled[i]),
                                           trace_ids[i], pairs, exceptions, span.span_id, _marks_of(marks, i)))
+
+    def _marks(self, batch: SpanBatch, keep: np.ndarray) -> list[tuple[str, np.ndarray]]:
+        """(name, rows over all decoded spans) of each capture counter that selects any."""
+        marks = []
+        for counter in self.capture_marks:
+            rows = counter.rows(batch)
+            if rows.any():
+                if rows.shape[0] != keep.shape[0]:  # some spans were refused: back to decode's rows
+                    rows, kept = np.zeros(keep.shape[0], dtype=bool), rows
+                    rows[keep] = kept
+                marks.append((counter.name, rows))
+        return marks
 
     def _pairs(self, span, resource_pairs: tuple, extra, skip_service: bool = False) -> tuple:
         intern = self.pairs.intern
