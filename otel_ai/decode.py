@@ -32,7 +32,6 @@ SAMPLE_ONE_IN = 32  # good requests sampled for suspects, by trace id, so whole 
 # Captures are costly (every attribute is read); during an incident most spans are errors,
 # so cap them per subject and batch to keep ingestion as fast as on a quiet day.
 MAX_CAPTURES_PER_SUBJECT = 8
-MAX_MARKED_CAPTURES_PER_SUBJECT = 1  # requests only a capture counter picked (429s, retries, ...)
 
 # Never suspects: they identify the subject, describe the outcome itself, or are
 # unique per request.
@@ -462,10 +461,14 @@ class Decoder:
         if not (usual.any() or only_marked.any()):
             return
         is_client = kind == SPAN_KIND_CLIENT
-        # Marked requests have their own cap, so they never crowd out the errors and the sample.
         chosen = _first_per_group(usual, sid, MAX_CAPTURES_PER_SUBJECT)
-        if only_marked.any():
-            chosen = chosen | _first_per_group(only_marked, sid, MAX_MARKED_CAPTURES_PER_SUBJECT)
+        marked_idx = np.flatnonzero(only_marked)
+        if marked_idx.shape[0]:
+            # Requests picked only by a mark: the first per subject and batch, on top of the
+            # usual cap, so they never crowd out the errors and the sample.
+            _, first = np.unique(sid[marked_idx], return_index=True)
+            chosen = chosen.copy()
+            chosen[marked_idx[first]] = True
         dependency_name = self.subjects.subjects
         block_starts, blocks = resources
         starts = np.asarray(block_starts)
