@@ -1,0 +1,196 @@
+"""Suspect captures: which spans are kept with their attributes, and how pairs are interned.
+
+Selection is numpy over the batch's columns, the same for every reader: all errors, the
+slow requests and a deterministic 1-in-SAMPLE_ONE_IN trace sample, capped per subject.
+Only the chosen rows are read again for attributes and exceptions (a `DetailsReader`
+supplied by the reader), so the cost does not grow with the batch.
+"""
+from __future__ import annotations
+
+import itertools
+from typing import Callable
+
+import numpy as np
+
+from otel_ai.decode.contract import SPAN_KIND_CLIENT, Capture, SpanBatch
+
+SAMPLE_ONE_IN = 32  # good requests sampled for suspects, by trace id, so whole traces agree
+# Captures are costly (every attribute is read); during an incident most spans are errors,
+# so cap them per subject and batch to keep ingestion as fast as on a quiet day.
+MAX_CAPTURES_PER_SUBJECT = 8
+
+# Never suspects: they identify the subject, describe the outcome itself, or are
+# unique per request.
+NOT_SUSPECT_KEYS = frozenset({
+    "http.route", "http.request.method", "http.method", "rpc.service", "rpc.method", "rpc.system",
+    "http.response.status_code", "http.status_code", "rpc.grpc.status_code", "error.type",
+    "otel.status_code", "otel.status_description", "otel.scope.name",
+    "url.full", "url.path", "url.query", "http.url", "http.target", "http.user_agent",
+    "user_agent.original", "client.address", "client.port", "net.peer.ip", "net.peer.port",
+    "net.sock.peer.addr", "net.sock.peer.port", "network.peer.address", "network.peer.port",
+    "server.port", "net.host.port", "db.statement", "db.query.text", "code.lineno", "thread.id",
+    "thread.name", "process.pid", "process.command_line", "process.command_args",
+    "process.executable.path", "http.request.body.size", "http.response.body.size",
+    "http.request_content_length", "http.response_content_length", "telemetry.sdk.name",
+    "telemetry.sdk.version", "telemetry.sdk.language", "telemetry.auto.version",
+    "process.runtime.version", "process.runtime.description", "exception.stacktrace",
+})
+MAX_VALUE_CHARS = 128
+MAX_MESSAGE_CHARS = 200
+MAX_EXCEPTIONS = 4
+MAX_VALUES_PER_KEY = 256  # more distinct values than this: the key is high-cardinality
+MAX_KEYS = 512
+
+
+# A reader's second look at chosen rows: (row indices, want pairs per row, want exceptions
+# per row) -> one (trace_id, span_id, pairs, exceptions) tuple per row, where pairs are the
+# interned span attribute pairs sorted by key and exceptions ((type, message), ...); each
+# is () unless asked for.
+DetailsReader = Callable[[np.ndarray, np.ndarray, np.ndarray], list[tuple]]
+
+
+class PairInterner:
+    """Bounded interning of (key, value) pairs, refusing high-cardinality keys.
+
+    Interning keeps memory per captured request to one tuple of shared references;
+    the per-key value cap is what keeps request ids and the like out."""
+
+    def __init__(self) -> None:
+        self._pairs: dict[tuple[str, str], tuple[str, str]] = {}
+        self._values_per_key: dict[str, int] = {}
+        self.high_cardinality: set[str] = set()
+
+    def intern(self, key: str, value: str) -> tuple[str, str] | None:
+        pair = (key, value)
+        found = self._pairs.get(pair)
+        if found is not None:
+            return found
+        if key in self.high_cardinality:
+            return None
+        count = self._values_per_key.get(key, 0)
+        if count >= MAX_VALUES_PER_KEY:
+            self.high_cardinality.add(key)
+            return None
+        if count == 0 and len(self._values_per_key) >= MAX_KEYS:
+            return None
+        self._values_per_key[key] = count + 1
+        self._pairs[pair] = pair
+        return pair
+
+    def refuses_key(self, key: str) -> bool:
+        """True once every new value of the key will be refused (a native cache may skip it).
+        Both reasons are permanent: counts only grow."""
+        return key in self.high_cardinality or (key not in self._values_per_key and len(self._values_per_key) >= MAX_KEYS)
+
+
+class ChildIndex:
+    """Recent CLIENT spans by (trace id, service), to say which dependency a request
+    called, and whether that call failed or took most of the request's time."""
+
+    def __init__(self, max_keys: int = 100_000):
+        self.max_keys = max_keys
+        self._children: dict[tuple[bytes, str], list[tuple[str, bool, float, tuple]]] = {}
+
+    def add(self, trace_id: bytes, service: str, dependency: str, error: bool, duration_ms: float, exceptions: tuple) -> None:
+        key = (trace_id, service)
+        entry = self._children.get(key)
+        if entry is None:
+            if len(self._children) >= self.max_keys:
+                for old in list(itertools.islice(self._children, self.max_keys // 4)):
+                    del self._children[old]
+            self._children[key] = [(dependency, error, duration_ms, exceptions)]
+        elif len(entry) < 32:
+            entry.append((dependency, error, duration_ms, exceptions))
+
+    def get(self, trace_id: bytes, service: str):
+        return self._children.get((trace_id, service), ())
+
+
+def value_text(kind: str | None, string: str, number: int, flag: bool) -> str | None:
+    """The suspect value of an AnyValue (kind: the oneof's field name), or None for doubles,
+    arrays, maps and bytes, which are never useful suspects."""
+    if string:
+        return string[:MAX_VALUE_CHARS]
+    if kind == "int_value":
+        return str(number)
+    if kind == "bool_value":
+        return "true" if flag else "false"
+    if kind == "string_value":
+        return ""
+    return None
+
+
+def first_per_group(mask: np.ndarray, group: np.ndarray, limit: int) -> np.ndarray:
+    """mask, keeping at most `limit` True entries per group value (the earliest ones)."""
+    idx = np.flatnonzero(mask)
+    if idx.shape[0] <= limit:
+        return mask
+    order = np.argsort(group[idx], kind="stable")
+    sorted_groups = group[idx][order]
+    starts = np.flatnonzero(np.r_[True, sorted_groups[1:] != sorted_groups[:-1]])
+    rank = np.arange(idx.shape[0]) - np.repeat(starts, np.diff(np.r_[starts, idx.shape[0]]))
+    limited = np.zeros_like(mask)
+    limited[idx[order][rank < limit]] = True
+    return limited
+
+
+def add_captures(batch: SpanBatch, rows, slow_threshold_ms: np.ndarray, subject_names: list, children: ChildIndex,
+                 intern: Callable[[str, str], tuple | None], details: DetailsReader) -> None:
+    """Pick the rows suspects need (over the full, unfiltered rows `rows`; `rows.keep`
+    marks the accepted ones) and append their Captures to the batch."""
+    sid, duration_ms, error = rows.sid, rows.duration_ms, rows.error
+    inside = sid < slow_threshold_ms.shape[0]
+    slow_thr = np.full(sid.shape[0], np.inf)
+    slow_thr[inside] = slow_threshold_ms[sid[inside]]
+    sampled = rows.sample_byte < (256 // SAMPLE_ONE_IN)
+    slow = (duration_ms > slow_thr) & ~error
+    interesting = rows.keep & (error | slow | sampled)
+    if not interesting.any():
+        return
+    is_client = rows.kind == SPAN_KIND_CLIENT
+    chosen = first_per_group(interesting, sid, MAX_CAPTURES_PER_SUBJECT)
+    # Every interesting CLIENT span goes into the child index (cheap), so the requests
+    # that called it can name it; only the capped few are read with all attributes.
+    client_idx = np.flatnonzero(interesting & is_client)
+    server_idx = np.flatnonzero(chosen & ~is_client)
+    wanted = np.concatenate((client_idx, server_idx))
+    read = details(wanted, chosen[wanted], error[wanted])
+    starts = rows.block_starts
+    blocks = rows.blocks
+    end = rows.end
+
+    def owner(i: int):
+        return blocks[int(np.searchsorted(starts, i, side="right")) - 1][0]
+
+    for i, (trace_id, span_id, pairs, exceptions) in zip(client_idx.tolist(), read):
+        err = bool(error[i])
+        dur = float(duration_ms[i])
+        info = owner(i)
+        children.add(trace_id, info.service, subject_names[sid[i]].service, err, dur, exceptions)
+        if chosen[i]:
+            batch.captures.append(Capture(int(sid[i]), int(end[i]), dur, err, bool(slow[i]), bool(sampled[i]),
+                                          trace_id, info.pairs + pairs, exceptions, span_id))
+    for i, (trace_id, span_id, pairs, exceptions) in zip(server_idx.tolist(), read[client_idx.shape[0]:]):
+        err = bool(error[i])
+        dur = float(duration_ms[i])
+        info = owner(i)
+        extra = []
+        child_exceptions = []
+        slowest = None
+        for dep, child_err, child_ms, child_exc in children.get(trace_id, info.service):
+            if child_err:
+                extra.append(("dependency.failed", dep))
+                child_exceptions.extend(child_exc)
+            if child_ms >= 0.5 * dur and (slowest is None or child_ms > slowest[1]):
+                slowest = (dep, child_ms)
+        if slowest is not None:
+            extra.append(("dependency.slow", slowest[0]))
+        out = [p for p in info.pairs if p[0] != "service.name"]
+        out.extend(pairs)
+        for key, value in extra:
+            pair = intern(key, value)
+            if pair is not None and pair not in out:
+                out.append(pair)
+        batch.captures.append(Capture(int(sid[i]), int(end[i]), dur, err, bool(slow[i]), bool(sampled[i]),
+                                      trace_id, tuple(out), (exceptions + tuple(child_exceptions)) if err else (),
+                                      span_id))

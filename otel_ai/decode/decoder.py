@@ -1,0 +1,68 @@
+"""The decode stage: OTLP requests (protobuf or JSON) -> SpanBatch.
+
+A reader turns the request into rows (native C, or the Python reference); the columns
+and the suspect captures are then built the same way for every reader.
+`OTEL_AI_DECODER=python` forces the reference reader (for a suspected native bug).
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from otel_ai.decode import native
+from otel_ai.decode.captures import add_captures
+from otel_ai.decode.columns import SpanRows, to_batch
+from otel_ai.decode.contract import SpanBatch, TimeBounds
+from otel_ai.decode.naming import SubjectNaming
+from otel_ai.decode.otlp_json import JsonReader
+from otel_ai.decode.reference import ReferenceReader
+from otel_ai.subjects import SubjectTable
+
+DECODER_ENV = "OTEL_AI_DECODER"
+
+
+def native_wanted() -> bool:
+    return native.available() and os.environ.get(DECODER_ENV, "native").strip().lower() != "python"
+
+
+def describe() -> str:
+    """Which protobuf decoder a new pipeline uses, and why (for `otel-ai check` and startup)."""
+    if native_wanted():
+        return "native (C extension)"
+    if native.available():
+        return f"python reference ({DECODER_ENV}=python)"
+    return f"python reference (the C extension is not built: {native.UNAVAILABLE})"
+
+
+class Decoder:
+    """Turns requests into SpanBatches. Not thread-safe: callers serialise."""
+
+    def __init__(self, subjects: SubjectTable, use_native: bool | None = None):
+        self.subjects = subjects
+        self.naming = SubjectNaming(subjects)
+        self.reference = ReferenceReader(self.naming)
+        if use_native is None:
+            use_native = native_wanted()
+        self.protobuf = native.NativeReader(self.naming, self.reference) if use_native else self.reference
+        self.json = JsonReader(self.reference)
+        # Per subject: duration above which a request counts as slow enough to capture.
+        self.slow_threshold_ms = np.full(0, np.inf)
+
+    @property
+    def resources(self):
+        return self.naming.resources
+
+    def decode(self, body: bytes, bounds: TimeBounds | None) -> SpanBatch:
+        """An ExportTraceServiceRequest in protobuf; MalformedRequest says what is wrong."""
+        return self._batch(*self.protobuf.read(body), bounds)
+
+    def decode_json(self, body: bytes, bounds: TimeBounds | None) -> SpanBatch:
+        """An ExportTraceServiceRequest in OTLP/JSON; MalformedRequest says what is wrong."""
+        return self._batch(*self.json.read(body), bounds)
+
+    def _batch(self, rows: SpanRows, details, bounds: TimeBounds | None) -> SpanBatch:
+        batch = to_batch(rows, bounds)
+        add_captures(batch, rows, self.slow_threshold_ms, self.subjects.subjects, self.naming.children,
+                     self.naming.pairs.intern, details)
+        return batch

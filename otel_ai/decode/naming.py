@@ -1,0 +1,125 @@
+"""The interning every reader shares: routes and dependencies, resources, suspect pairs.
+
+The naming rules live here once. The Python readers call them per span; the native
+reader keeps a cache in C keyed by the raw strings these rules read, and calls
+`SubjectNaming.resolve` only on a miss, so both name every span alike.
+"""
+from __future__ import annotations
+
+import re
+
+from otel_ai.decode.captures import NOT_SUSPECT_KEYS, ChildIndex, PairInterner, value_text
+from otel_ai.decode.contract import GENERATED_ATTRIBUTE
+from otel_ai.resources import ResourceInfo, ResourceTable, instance_of
+from otel_ai.subjects import SubjectTable
+
+MAX_METHOD_CHARS = 16
+MAX_ROUTE_CHARS = 256
+MAX_DEPENDENCY_CHARS = 128
+MAX_SPAN_NAME_CHARS = 200
+
+# Rules, as the native cache names them (one character each).
+ROUTE, RPC, UNROUTED, DEPENDENCY, DB_DEPENDENCY = "R", "P", "N", "D", "B"
+
+_ID_SEGMENT = re.compile(r"^(?=.*\d)[\w\-.~%:]{1,}$|^[0-9a-fA-F\-]{16,}$")
+_HTTP_METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "TRACE", "CONNECT"})
+
+
+def route_from_span_name(name: str) -> str:
+    """A route-like name for SERVER spans without http.route: the span name, with
+    anything that looks like an id or a query string replaced, so that a raw URL path
+    never becomes a route."""
+    name = name[:MAX_SPAN_NAME_CHARS]
+    method, _, rest = name.partition(" ")
+    if method not in _HTTP_METHODS:
+        method, rest = "", name
+    if "/" not in rest and "?" not in rest:
+        return name
+    path = rest.split("?", 1)[0].split("#", 1)[0]
+    if "://" in path:
+        path = "/" + path.split("://", 1)[1].partition("/")[2]
+    segments = ["{id}" if _ID_SEGMENT.match(seg) else seg for seg in path.split("/")]
+    templated = "/".join(segments) or "/"
+    return f"{method} {templated}".strip()
+
+
+class SubjectNaming:
+    """Interning state of one pipeline's decode stage. Not thread-safe: callers serialise."""
+
+    def __init__(self, subjects: SubjectTable):
+        self.subjects = subjects
+        self.resources = ResourceTable()
+        self.pairs = PairInterner()
+        self.children = ChildIndex()
+        self._templates: dict[str, str] = {}  # span name -> route template (regex work, so cached)
+
+    # ---- routes (SERVER spans) and dependencies (CLIENT spans)
+    def route(self, service: str, method: str, route: str) -> int:
+        return self.subjects.route(service, method[:MAX_METHOD_CHARS], route[:MAX_ROUTE_CHARS])
+
+    def rpc_route(self, service: str, rpc_service: str, rpc_method: str, rpc_system: str) -> int:
+        system = (rpc_system or "rpc").upper()[:MAX_METHOD_CHARS]
+        return self.subjects.route(service, system, f"{rpc_service}/{rpc_method}"[:MAX_ROUTE_CHARS])
+
+    def unrouted(self, service: str, method: str, span_name: str) -> int:
+        template = self._templates.get(span_name)
+        if template is None:
+            if len(self._templates) >= 50_000:
+                self._templates.clear()
+            template = self._templates[span_name] = route_from_span_name(span_name)
+        return self.subjects.route(service, method[:MAX_METHOD_CHARS], template)
+
+    def dependency(self, name: str) -> int:
+        return self.subjects.dependency(name[:MAX_DEPENDENCY_CHARS])
+
+    def db_dependency(self, system: str, namespace: str) -> int:
+        return self.subjects.dependency(f"{system}/{namespace}"[:MAX_DEPENDENCY_CHARS])
+
+    def resolve(self, rule: str, service: str, a: str, b: str, c: str) -> tuple[int, bool]:
+        """A cache miss of the native reader: the subject id, and whether it is an overflow
+        subject (those lookups are counted on every hit, as SubjectTable counts them)."""
+        before = self.subjects.overflowed
+        if rule == ROUTE:
+            sid = self.route(service, a, b)
+        elif rule == RPC:
+            sid = self.rpc_route(service, a, b, c)
+        elif rule == UNROUTED:
+            sid = self.unrouted(service, a, b)
+        elif rule == DEPENDENCY:
+            sid = self.dependency(a)
+        elif rule == DB_DEPENDENCY:
+            sid = self.db_dependency(a, b)
+        else:
+            raise ValueError(f"unknown naming rule {rule!r}")
+        return sid, self.subjects.overflowed != before
+
+    # ---- resources
+    def resource(self, attributes) -> tuple[ResourceInfo, int] | None:
+        """The service, suspect pairs and id of a resource, from its attributes (a map of
+        key -> view AnyValue). None marks otel-ai's own output (the loop guard)."""
+        if GENERATED_ATTRIBUTE in attributes:
+            return None
+        service = "unknown_service"
+        pairs = []
+        texts: dict[str, str] = {}
+        for key, value in sorted(attributes.items()):
+            text = value_text(value.WhichOneof("value"), value.string_value, value.int_value, value.bool_value)
+            if text is None:
+                continue
+            texts[key] = text
+            if key == "service.name":
+                service = text or service
+            if key in NOT_SUSPECT_KEYS:
+                continue
+            pair = self.pairs.intern(key, text)
+            if pair is not None:
+                pairs.append(pair)
+        info = ResourceInfo(service, self.subjects.service_id(service), instance_of(texts),
+                            texts.get("service.version", ""), tuple(pairs))
+        return info, self.resources.intern(info)
+
+    # ---- suspect pairs, for the native reader's cache
+    def pair(self, key: str, text: str) -> tuple[tuple[str, str] | None, bool]:
+        """The interned pair (or None), and whether the key refuses every value from now on."""
+        pair = self.pairs.intern(key, text)
+        return pair, pair is None and self.pairs.refuses_key(key)
