@@ -50,6 +50,7 @@ def run_check(args) -> int:
         line(mark, f"{event_type}: threshold {rule.threshold:g}, window {rule.window:g}s, minSamples {rule.min_samples}, "
                    f"{rule.severity}{'' if rule.enabled else ' (disabled)'}")
     line(*_pipeline_self_test(settings))
+    line(*_decoder_check())
 
     print("\nStorage and ports", file=out)
     data_dir = Path(args.data_dir)
@@ -182,6 +183,13 @@ def _port_free(name: str, host: str, port: int) -> tuple[str, str]:
         except OSError as exc:
             return WARN, f"{name} port {host}:{port} is in use ({exc.strerror}); is otel-ai already running?"
     return OK, f"{name} port {host}:{port} is free"
+
+
+def _decoder_check() -> tuple[str, str]:
+    """Which OTLP decoder serves requests: the native one, or the slower Python fallback."""
+    from otel_ai.decode import decoder
+
+    return (OK if decoder.native_wanted() else WARN), f"OTLP decoder: {decoder.describe()}"
 
 
 def _pipeline_self_test(settings) -> tuple[str, str]:
