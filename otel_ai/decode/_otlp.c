@@ -119,9 +119,16 @@ static int rd_skip(rd_t *r, int wire_type) {
 
 /* Strict UTF-8 (no overlongs, no surrogates, nothing past U+10FFFF), as upb checks it. */
 static int utf8_valid(const uint8_t *s, size_t n) {
-    uint8_t high = 0;
-    for (size_t k = 0; k < n; k++) high |= s[k];
-    if (high < 0x80) return 1; /* ASCII, as nearly every attribute is */
+    /* ASCII, as nearly every attribute is: a word at a time (short strings dominate) */
+    uint64_t high = 0;
+    size_t k = 0;
+    for (; k + 8 <= n; k += 8) {
+        uint64_t w;
+        memcpy(&w, s + k, 8);
+        high |= w;
+    }
+    for (; k < n; k++) high |= s[k];
+    if (!(high & 0x8080808080808080ULL)) return 1;
     size_t i = 0;
     while (i < n) {
         if (i + 8 <= n) {
@@ -372,7 +379,7 @@ typedef struct {
     uint32_t off, len;
 } ref_t;
 
-/* One counted span. The fields up to `rule` are the columns numpy reads (ROW_FIELDS). */
+/* One counted span as pass 1 found it. */
 typedef struct {
     int64_t start, end;
     uint64_t trace_key, span_id, parent_span_id;
@@ -852,7 +859,8 @@ static void reader_dealloc(Reader *self) {
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-/* The resource of a block: (result, service bytes) from the cache or Python. */
+/* The resource of a block, from the cache or Python: (result, service UTF-8, service id,
+ * resource id), result None (and the rest unused) for otel-ai's own output. */
 static PyObject *block_resource(Reader *self, const uint8_t *base, const block_t *b) {
     PyObject *raw;
     if (b->resource_fields <= 1) {
@@ -892,30 +900,24 @@ static PyObject *block_resource(Reader *self, const uint8_t *base, const block_t
         Py_DECREF(raw);
         return NULL;
     }
-    PyObject *service;
+    PyObject *entry;
     if (result == Py_None) {
-        service = Py_None;
-        Py_INCREF(service);
+        entry = Py_BuildValue("(OOii)", Py_None, Py_None, 0, 0);
     } else {
+        /* (ResourceInfo, resource id): cached with the service's UTF-8 name and its id */
         PyObject *info = PyTuple_Check(result) && PyTuple_GET_SIZE(result) == 2 ? PyTuple_GET_ITEM(result, 0) : NULL;
         PyObject *name = info ? PyObject_GetAttrString(info, "service") : NULL;
-        if (!name) {
-            if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "resolve_resource must return (info, id) or None");
-            Py_DECREF(result);
-            Py_DECREF(raw);
-            return NULL;
-        }
-        service = PyUnicode_AsUTF8String(name);
-        Py_DECREF(name);
-        if (!service) {
-            Py_DECREF(result);
-            Py_DECREF(raw);
-            return NULL;
-        }
+        PyObject *service_id = info ? PyObject_GetAttrString(info, "service_id") : NULL;
+        PyObject *service = name ? PyUnicode_AsUTF8String(name) : NULL;
+        long sid = service_id ? PyLong_AsLong(service_id) : -1;
+        long rid = info ? PyLong_AsLong(PyTuple_GET_ITEM(result, 1)) : -1;
+        entry = service && !PyErr_Occurred() ? Py_BuildValue("(OOll)", result, service, sid, rid) : NULL;
+        if (!info) PyErr_SetString(PyExc_TypeError, "resolve_resource must return (info, id) or None");
+        Py_XDECREF(name);
+        Py_XDECREF(service_id);
+        Py_XDECREF(service);
     }
-    PyObject *entry = PyTuple_Pack(2, result, service);
     Py_DECREF(result);
-    Py_DECREF(service);
     if (!entry) {
         Py_DECREF(raw);
         return NULL;
@@ -982,9 +984,70 @@ nomem:
     return BAIL;
 }
 
+/* The SpanBatch columns (otel_ai/decode/contract.py), then what capture selection and
+ * details() need per row. Each is a contiguous array in one buffer. */
+enum {
+    C_SUBJECT, C_END, C_DURATION, C_ERROR, C_CLIENT_ERROR, C_KIND, C_SERVICE, C_RESOURCE, C_START, C_HTTP,
+    C_GRPC, C_RESEND, C_WEIGHT, C_TRACE_KEY, C_SPAN_ID, C_PARENT, C_SAMPLE, C_BLOCK, C_SPAN_OFF, C_SPAN_LEN,
+    C_COUNT
+};
+static const struct {
+    const char *name, *dtype;
+    size_t size;
+} COLUMNS[C_COUNT] = {
+    {"subject_id", "<i4", 4}, {"end_ns", "<i8", 8}, {"duration_ms", "<f8", 8}, {"error", "?", 1},
+    {"client_error", "?", 1}, {"kind", "i1", 1}, {"service_id", "<i4", 4}, {"resource_id", "<i4", 4},
+    {"start_ns", "<i8", 8}, {"http_status", "<i2", 2}, {"grpc_status", "i1", 1}, {"resend_count", "<i2", 2},
+    {"weight", "<f4", 4}, {"trace_key", "<u8", 8}, {"span_id", "<u8", 8}, {"parent_span_id", "<u8", 8},
+    {"sample_byte", "u1", 1}, {"block", "<i4", 4}, {"span_off", "<u4", 4}, {"span_len", "<u4", 4},
+};
+
+static inline int grpc_server_fault(int32_t code) {
+    return code == 2 || code == 4 || (code >= 12 && code <= 15);
+}
+
+/* One accepted row into the columns: the classification of otel_ai/decode/columns.py. */
+static void put_row(uint8_t *col[C_COUNT], size_t k, const row_t *row, int32_t service_id, int32_t resource_id) {
+    int32_t http = row->http_status, grpc = row->grpc_status;
+    uint8_t client_error = http >= 400 && http < 500;
+    uint8_t error = (row->status == 2 || http >= 500) && !client_error;
+    if (grpc >= 0) {
+        uint8_t fault = (uint8_t)grpc_server_fault(grpc);
+        if (row->status == 2 && !fault) client_error = 1;
+        error = fault;
+    }
+    int16_t http16 = http > 0 && http < 1000 ? (int16_t)http : 0;
+    int8_t grpc8 = grpc >= 0 && grpc < 128 ? (int8_t)grpc : -1;
+    int16_t resend = (int16_t)(row->resend < 0 ? 0 : (row->resend > 32767 ? 32767 : row->resend));
+    double duration = (double)(row->end - row->start) / 1e6;
+    uint32_t off = row->span_off, len = row->span_len;
+    memcpy(col[C_SUBJECT] + 4 * k, &row->sid, 4);
+    memcpy(col[C_END] + 8 * k, &row->end, 8);
+    memcpy(col[C_DURATION] + 8 * k, &duration, 8);
+    col[C_ERROR][k] = error;
+    col[C_CLIENT_ERROR][k] = client_error;
+    col[C_KIND][k] = row->kind;
+    memcpy(col[C_SERVICE] + 4 * k, &service_id, 4);
+    memcpy(col[C_RESOURCE] + 4 * k, &resource_id, 4);
+    memcpy(col[C_START] + 8 * k, &row->start, 8);
+    memcpy(col[C_HTTP] + 2 * k, &http16, 2);
+    memcpy(col[C_GRPC] + k, &grpc8, 1);
+    memcpy(col[C_RESEND] + 2 * k, &resend, 2);
+    memcpy(col[C_WEIGHT] + 4 * k, &row->weight, 4);
+    memcpy(col[C_TRACE_KEY] + 8 * k, &row->trace_key, 8);
+    memcpy(col[C_SPAN_ID] + 8 * k, &row->span_id, 8);
+    memcpy(col[C_PARENT] + 8 * k, &row->parent_span_id, 8);
+    col[C_SAMPLE][k] = row->sample_byte;
+    memcpy(col[C_BLOCK] + 4 * k, &row->block, 4);
+    memcpy(col[C_SPAN_OFF] + 4 * k, &off, 4);
+    memcpy(col[C_SPAN_LEN] + 4 * k, &len, 4);
+}
+
 static PyObject *reader_read(Reader *self, PyObject *args) {
     Py_buffer body;
-    if (!PyArg_ParseTuple(args, "y*", &body)) return NULL;
+    long long lowest, highest;
+    int bounded;
+    if (!PyArg_ParseTuple(args, "y*LLp", &body, &lowest, &highest, &bounded)) return NULL;
     if (body.len > INT32_MAX) {
         PyBuffer_Release(&body);
         Py_RETURN_NONE;
@@ -1000,7 +1063,7 @@ static PyObject *reader_read(Reader *self, PyObject *args) {
     Py_BEGIN_ALLOW_THREADS
     rc = parse_request(&st, st.base, (size_t)body.len);
     Py_END_ALLOW_THREADS
-    PyObject *result = NULL, *blocks = NULL, *rows = NULL;
+    PyObject *result = NULL, *blocks = NULL, *buffer = NULL, *offsets = NULL;
     if (rc == NOMEM) {
         PyErr_NoMemory();
         goto done;
@@ -1010,11 +1073,25 @@ static PyObject *reader_read(Reader *self, PyObject *args) {
         Py_INCREF(result);
         goto done;
     }
+    /* Columns sized for every row; only the accepted ones are filled. */
+    size_t size = 0, at[C_COUNT];
+    for (int c = 0; c < C_COUNT; c++) {
+        at[c] = size;
+        size += (COLUMNS[c].size * st.nrows + 7) & ~(size_t)7;
+    }
+    buffer = PyByteArray_FromStringAndSize(NULL, (Py_ssize_t)size);
+    offsets = PyTuple_New(C_COUNT);
     blocks = PyList_New(0);
-    if (!blocks) goto done;
+    if (!buffer || !offsets || !blocks) goto done;
+    uint8_t *col[C_COUNT];
+    for (int c = 0; c < C_COUNT; c++) {
+        col[c] = (uint8_t *)PyByteArray_AS_STRING(buffer) + at[c];
+        PyTuple_SET_ITEM(offsets, c, PyLong_FromSize_t(at[c]));
+    }
     Py_ssize_t overflow_hits = 0;
-    unsigned long long total = 0, own = 0;
-    size_t out = 0;
+    unsigned long long total = 0, own = 0, counted = 0, invalid = 0, out_of_range = 0;
+    int64_t max_end = 0;
+    size_t kept = 0;
     for (size_t k = 0; k < st.nblocks; k++) {
         const block_t *b = &st.blocks[k];
         PyObject *entry = block_resource(self, st.base, b);
@@ -1025,32 +1102,41 @@ static PyObject *reader_read(Reader *self, PyObject *args) {
             Py_DECREF(entry);
             continue;
         }
+        int32_t service_id = (int32_t)PyLong_AsLong(PyTuple_GET_ITEM(entry, 2));
+        int32_t resource_id = (int32_t)PyLong_AsLong(PyTuple_GET_ITEM(entry, 3));
         total += b->spans;
-        PyObject *block = Py_BuildValue("(On)", found, (Py_ssize_t)out);
-        if (!block || PyList_Append(blocks, block) < 0) {
-            Py_XDECREF(block);
+        counted += b->rows;
+        if (PyList_Append(blocks, found) < 0) {
             Py_DECREF(entry);
             goto done;
         }
-        Py_DECREF(block);
         int32_t block_index = (int32_t)(PyList_GET_SIZE(blocks) - 1);
         for (size_t i = b->first_row; i < b->first_row + b->rows; i++) {
             row_t *row = &st.rows[i];
+            /* Every counted span names its subject, accepted or not, as in the reference. */
             if (row_subject(self, st.base, row, service, &row->sid, &overflow_hits) != OK) {
                 Py_DECREF(entry);
                 goto done;
             }
+            if (row->end <= 0 || row->start <= 0 || row->end < row->start) {
+                invalid++;
+                continue;
+            }
+            if (bounded && (row->end < lowest || row->end > highest)) {
+                out_of_range++;
+                continue;
+            }
             row->block = block_index;
-            if (out != i) st.rows[out] = *row;
-            out++;
+            if (row->end > max_end) max_end = row->end;
+            put_row(col, kept++, row, service_id, resource_id);
         }
         Py_DECREF(entry);
     }
-    rows = PyBytes_FromStringAndSize((const char *)st.rows, (Py_ssize_t)(out * sizeof(row_t)));
-    if (!rows) goto done;
-    result = Py_BuildValue("(OOKKn)", rows, blocks, total, own, overflow_hits);
+    result = Py_BuildValue("(OOnOKKKKKLn)", buffer, offsets, (Py_ssize_t)kept, blocks, total, own, counted, invalid,
+                           out_of_range, (long long)max_end, overflow_hits);
 done:
-    Py_XDECREF(rows);
+    Py_XDECREF(buffer);
+    Py_XDECREF(offsets);
     Py_XDECREF(blocks);
     free(st.rows);
     free(st.blocks);
@@ -1359,7 +1445,8 @@ static PyObject *module_tracestate_weight(PyObject *module, PyObject *arg) {
 
 static PyMethodDef reader_methods[] = {
     {"read", (PyCFunction)reader_read, METH_VARARGS,
-     "read(body) -> (rows, blocks, total, own, overflow_hits), or None to let the reference reader decide"},
+     "read(body, lowest_ns, highest_ns, bounded) -> (columns, offsets, rows, blocks, total, own, counted, invalid, "
+     "out_of_range, max_end_ns, overflow_hits), or None to let the reference reader decide"},
     {"details", (PyCFunction)reader_details, METH_VARARGS,
      "details(body, offsets, lengths, flags) -> [(trace_id, span_id, pairs, exceptions)]"},
     {NULL, NULL, 0, NULL},
@@ -1386,41 +1473,18 @@ static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT, "_otlp", "OTLP protobuf -> span rows, in C.", -1, module_methods, NULL, NULL, NULL, NULL,
 };
 
-static int add_field(PyObject *fields, const char *name, size_t offset, const char *dtype) {
-    PyObject *value = Py_BuildValue("(ns)", (Py_ssize_t)offset, dtype);
-    if (!value) return -1;
-    int rc = PyDict_SetItemString(fields, name, value);
-    Py_DECREF(value);
-    return rc;
-}
-
 PyMODINIT_FUNC PyInit__otlp(void) {
     if (PyType_Ready(&ReaderType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module_def);
     if (!m) return NULL;
-    PyObject *fields = PyDict_New();
-    if (!fields || add_field(fields, "start", offsetof(row_t, start), "<i8") < 0 ||
-        add_field(fields, "end", offsetof(row_t, end), "<i8") < 0 ||
-        add_field(fields, "trace_key", offsetof(row_t, trace_key), "<u8") < 0 ||
-        add_field(fields, "span_id", offsetof(row_t, span_id), "<u8") < 0 ||
-        add_field(fields, "parent_span_id", offsetof(row_t, parent_span_id), "<u8") < 0 ||
-        add_field(fields, "status", offsetof(row_t, status), "<i4") < 0 ||
-        add_field(fields, "http_status", offsetof(row_t, http_status), "<i4") < 0 ||
-        add_field(fields, "grpc_status", offsetof(row_t, grpc_status), "<i4") < 0 ||
-        add_field(fields, "resend", offsetof(row_t, resend), "<i4") < 0 ||
-        add_field(fields, "sid", offsetof(row_t, sid), "<i4") < 0 ||
-        add_field(fields, "block", offsetof(row_t, block), "<i4") < 0 ||
-        add_field(fields, "span_off", offsetof(row_t, span_off), "<u4") < 0 ||
-        add_field(fields, "span_len", offsetof(row_t, span_len), "<u4") < 0 ||
-        add_field(fields, "weight", offsetof(row_t, weight), "<f4") < 0 ||
-        add_field(fields, "kind", offsetof(row_t, kind), "u1") < 0 ||
-        add_field(fields, "sample_byte", offsetof(row_t, sample_byte), "u1") < 0 ||
-        PyModule_AddObject(m, "ROW_FIELDS", fields) < 0) {
-        Py_XDECREF(fields);
+    PyObject *columns = PyTuple_New(C_COUNT);
+    if (!columns) {
         Py_DECREF(m);
         return NULL;
     }
-    if (PyModule_AddIntConstant(m, "ROW_SIZE", (long)sizeof(row_t)) < 0) {
+    for (int c = 0; c < C_COUNT; c++) PyTuple_SET_ITEM(columns, c, Py_BuildValue("(ss)", COLUMNS[c].name, COLUMNS[c].dtype));
+    if (PyErr_Occurred() || PyModule_AddObject(m, "COLUMNS", columns) < 0) {
+        Py_DECREF(columns);
         Py_DECREF(m);
         return NULL;
     }

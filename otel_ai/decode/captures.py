@@ -12,7 +12,8 @@ from typing import Callable
 
 import numpy as np
 
-from otel_ai.decode.contract import SPAN_KIND_CLIENT, Capture, SpanBatch
+from otel_ai.decode.columns import ReadResult
+from otel_ai.decode.contract import SPAN_KIND_CLIENT, Capture
 
 SAMPLE_ONE_IN = 32  # good requests sampled for suspects, by trace id, so whole traces agree
 # Captures are costly (every attribute is read); during an incident most spans are errors,
@@ -42,8 +43,8 @@ MAX_VALUES_PER_KEY = 256  # more distinct values than this: the key is high-card
 MAX_KEYS = 512
 
 
-# A reader's second look at chosen rows: (row indices, want pairs per row, want exceptions
-# per row) -> one (trace_id, span_id, pairs, exceptions) tuple per row, where pairs are the
+# A reader's second look at chosen rows: (batch row indices, want pairs per row, want
+# exceptions per row) -> one (trace_id, span_id, pairs, exceptions) tuple per row, where pairs are the
 # interned span attribute pairs sorted by key and exceptions ((type, message), ...); each
 # is () unless asked for.
 DetailsReader = Callable[[np.ndarray, np.ndarray, np.ndarray], list[tuple]]
@@ -123,57 +124,75 @@ def value_text(kind: str | None, string: str, number: int, flag: bool) -> str | 
 def first_per_group(mask: np.ndarray, group: np.ndarray, limit: int) -> np.ndarray:
     """mask, keeping at most `limit` True entries per group value (the earliest ones)."""
     idx = np.flatnonzero(mask)
-    if idx.shape[0] <= limit:
+    n = idx.shape[0]
+    if n <= limit:
         return mask
     order = np.argsort(group[idx], kind="stable")
     sorted_groups = group[idx][order]
-    starts = np.flatnonzero(np.r_[True, sorted_groups[1:] != sorted_groups[:-1]])
-    rank = np.arange(idx.shape[0]) - np.repeat(starts, np.diff(np.r_[starts, idx.shape[0]]))
+    first = np.empty(n, dtype=bool)
+    first[0] = True
+    np.not_equal(sorted_groups[1:], sorted_groups[:-1], out=first[1:])
+    position = np.arange(n)
+    rank = position - np.maximum.accumulate(np.where(first, position, 0))
     limited = np.zeros_like(mask)
-    limited[idx[order][rank < limit]] = True
+    limited[idx[order[rank < limit]]] = True
     return limited
 
 
-def add_captures(batch: SpanBatch, rows, slow_threshold_ms: np.ndarray, subject_names: list, children: ChildIndex,
-                 intern: Callable[[str, str], tuple | None], details: DetailsReader) -> None:
-    """Pick the rows suspects need (over the full, unfiltered rows `rows`; `rows.keep`
-    marks the accepted ones) and append their Captures to the batch."""
-    sid, duration_ms, error = rows.sid, rows.duration_ms, rows.error
+class ServerPairs:
+    """A resource's suspect pairs without service.name (a route's service is its subject),
+    per ResourceInfo, so a server capture does not rebuild them."""
+
+    def __init__(self, max_entries: int = 10_000):
+        self.max_entries = max_entries
+        self._pairs: dict[int, tuple] = {}
+
+    def of(self, info) -> tuple:
+        found = self._pairs.get(id(info))
+        if found is None or found[0] is not info:
+            if len(self._pairs) >= self.max_entries:
+                self._pairs.clear()
+            found = self._pairs[id(info)] = (info, tuple(p for p in info.pairs if p[0] != "service.name"))
+        return found[1]
+
+
+def add_captures(read: ReadResult, slow_threshold_ms: np.ndarray, subject_names: list, children: ChildIndex,
+                 intern: Callable[[str, str], tuple | None], server_pairs: ServerPairs) -> None:
+    """Pick the batch rows suspects need and append their Captures to the batch."""
+    batch = read.batch
+    sid, duration_ms, error = batch.subject_id, batch.duration_ms, batch.error
     inside = sid < slow_threshold_ms.shape[0]
     slow_thr = np.full(sid.shape[0], np.inf)
     slow_thr[inside] = slow_threshold_ms[sid[inside]]
-    sampled = rows.sample_byte < (256 // SAMPLE_ONE_IN)
+    sampled = read.sample_byte < (256 // SAMPLE_ONE_IN)
     slow = (duration_ms > slow_thr) & ~error
-    interesting = rows.keep & (error | slow | sampled)
+    interesting = error | slow | sampled
     if not interesting.any():
         return
-    is_client = rows.kind == SPAN_KIND_CLIENT
+    is_client = batch.kind == SPAN_KIND_CLIENT
     chosen = first_per_group(interesting, sid, MAX_CAPTURES_PER_SUBJECT)
     # Every interesting CLIENT span goes into the child index (cheap), so the requests
     # that called it can name it; only the capped few are read with all attributes.
     client_idx = np.flatnonzero(interesting & is_client)
     server_idx = np.flatnonzero(chosen & ~is_client)
     wanted = np.concatenate((client_idx, server_idx))
-    read = details(wanted, chosen[wanted], error[wanted])
-    starts = rows.block_starts
-    blocks = rows.blocks
-    end = rows.end
-
-    def owner(i: int):
-        return blocks[int(np.searchsorted(starts, i, side="right")) - 1][0]
-
-    for i, (trace_id, span_id, pairs, exceptions) in zip(client_idx.tolist(), read):
-        err = bool(error[i])
-        dur = float(duration_ms[i])
-        info = owner(i)
-        children.add(trace_id, info.service, subject_names[sid[i]].service, err, dur, exceptions)
-        if chosen[i]:
-            batch.captures.append(Capture(int(sid[i]), int(end[i]), dur, err, bool(slow[i]), bool(sampled[i]),
-                                          trace_id, info.pairs + pairs, exceptions, span_id))
-    for i, (trace_id, span_id, pairs, exceptions) in zip(server_idx.tolist(), read[client_idx.shape[0]:]):
-        err = bool(error[i])
-        dur = float(duration_ms[i])
-        info = owner(i)
+    found_details = read.details(wanted, chosen[wanted], error[wanted])
+    # Python lists of the few wanted rows: no numpy scalar per field per capture.
+    blocks = read.blocks
+    columns = zip(sid[wanted].tolist(), batch.end_ns[wanted].tolist(), duration_ms[wanted].tolist(),
+                  error[wanted].tolist(), slow[wanted].tolist(), sampled[wanted].tolist(), chosen[wanted].tolist(),
+                  read.block[wanted].tolist(), found_details)
+    n_client = client_idx.shape[0]
+    captures = batch.captures
+    for k, (subject, end, dur, err, is_slow, is_sampled, is_chosen, block, found) in enumerate(columns):
+        trace_id, span_id, pairs, exceptions = found
+        info = blocks[block]
+        if k < n_client:
+            children.add(trace_id, info.service, subject_names[subject].service, err, dur, exceptions)
+            if is_chosen:
+                captures.append(Capture(subject, end, dur, err, is_slow, is_sampled, trace_id, info.pairs + pairs,
+                                        exceptions, span_id))
+            continue
         extra = []
         child_exceptions = []
         slowest = None
@@ -185,12 +204,13 @@ def add_captures(batch: SpanBatch, rows, slow_threshold_ms: np.ndarray, subject_
                 slowest = (dep, child_ms)
         if slowest is not None:
             extra.append(("dependency.slow", slowest[0]))
-        out = [p for p in info.pairs if p[0] != "service.name"]
-        out.extend(pairs)
-        for key, value in extra:
-            pair = intern(key, value)
-            if pair is not None and pair not in out:
-                out.append(pair)
-        batch.captures.append(Capture(int(sid[i]), int(end[i]), dur, err, bool(slow[i]), bool(sampled[i]),
-                                      trace_id, tuple(out), (exceptions + tuple(child_exceptions)) if err else (),
-                                      span_id))
+        out = server_pairs.of(info) + pairs
+        if extra:
+            added = list(out)
+            for key, value in extra:
+                pair = intern(key, value)
+                if pair is not None and pair not in added:
+                    added.append(pair)
+            out = tuple(added)
+        captures.append(Capture(subject, end, dur, err, is_slow, is_sampled, trace_id, out,
+                                (exceptions + tuple(child_exceptions)) if err else (), span_id))

@@ -1,8 +1,11 @@
-"""Rows read from a request -> the SpanBatch columns, the same numpy for every reader:
-time validation, error classification, id columns, resource columns."""
+"""Rows read from a request -> the SpanBatch columns, in numpy: time validation, error
+classification, id columns, resource columns. The Python readers use this; the native
+reader does the same in C (`_otlp.c`, put_row), and the differential tests hold the two
+equal."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -15,7 +18,7 @@ INT64_MAX = 2**63 - 1
 
 @dataclass(slots=True)
 class SpanRows:
-    """One row per counted span, as a reader found it (before validation).
+    """One row per counted span, as a Python reader found it (before validation).
 
     Times past int64 are already 0 (invalid); statuses are the raw attribute integers."""
 
@@ -29,39 +32,64 @@ class SpanRows:
     resend: np.ndarray
     weight: np.ndarray  # float32
     trace_key: np.ndarray  # uint64
-    sample_byte: np.ndarray  # last byte of the trace id (0 if none): the 1-in-N capture sample
+    sample_byte: np.ndarray  # last byte of the trace id (0 if none)
     span_id: np.ndarray  # uint64
     parent_span_id: np.ndarray  # uint64
     block_starts: np.ndarray  # first row of each ResourceSpans that is not otel-ai's own
     blocks: list  # (ResourceInfo, resource id) per block
     total: int  # spans in the request (own ones excluded)
     own: int  # spans under otel-ai's own resources
-    # Filled by to_batch, for the capture selection:
-    keep: np.ndarray | None = None
-    error: np.ndarray | None = None
-    duration_ms: np.ndarray | None = None
 
 
-def to_batch(rows: SpanRows, bounds: TimeBounds | None) -> SpanBatch:
+@dataclass(slots=True)
+class ReadResult:
+    """What every reader hands to the capture stage: the batch (captures still empty) and,
+    per batch row, what selection needs that the batch does not carry."""
+
+    batch: SpanBatch
+    sample_byte: np.ndarray  # last byte of the trace id: the 1-in-N capture sample
+    block: np.ndarray  # index into blocks: the resource that sent the row
+    blocks: list  # ResourceInfo per block
+    details: Callable  # captures.DetailsReader over batch rows
+
+
+def reject_message(invalid: int, out_of_range: int) -> str:
+    reasons = []
+    if invalid:
+        reasons.append(f"{invalid} with end before start or missing times")
+    if out_of_range:
+        reasons.append(f"{out_of_range} with end time too far from now")
+    return ("rejected spans: " + "; ".join(reasons)) if reasons else ""
+
+
+def finish(batch: SpanBatch, own: int) -> SpanBatch:
+    """The derived fields every reader sets the same way."""
+    if len(batch):
+        batch.max_end_ns = int(batch.end_ns.max())
+        batch.median_end_ns = int(np.median(batch.end_ns))
+    if own:
+        batch.own = own
+        batch.spans_total += own
+    return batch
+
+
+def to_batch(rows: SpanRows, bounds: TimeBounds | None) -> tuple[SpanBatch, np.ndarray]:
+    """The batch of the accepted rows, and which rows were accepted."""
     n = rows.sid.shape[0]
     if n == 0:
         empty = np.zeros(0)
         batch = SpanBatch(empty.astype(np.int32), empty.astype(np.int64), empty, empty.astype(bool),
                           empty.astype(bool), spans_total=rows.total, ignored=rows.total)
-        rows.keep = rows.error = empty.astype(bool)
-        rows.duration_ms = empty
-        return _with_own(batch, rows.own)
+        return finish(batch, rows.own), empty.astype(bool)
     start, end = rows.start, rows.end
     status, http_status, grpc_status = rows.status, rows.http_status, rows.grpc_status
     invalid = (end <= 0) | (start <= 0) | (end < start)
-    reasons = []
-    if invalid.any():
-        reasons.append(f"{int(invalid.sum())} with end before start or missing times")
+    n_invalid = int(invalid.sum())
+    n_out_of_range = 0
     if bounds is not None:
         out_of_range = ~invalid & ((end < bounds.lowest_ns) | (end > bounds.highest_ns))
-        if out_of_range.any():
-            reasons.append(f"{int(out_of_range.sum())} with end time too far from now")
-            invalid |= out_of_range
+        n_out_of_range = int(out_of_range.sum())
+        invalid |= out_of_range
     client_error = (http_status >= 400) & (http_status < 500)
     error = ((status == STATUS_ERROR) | (http_status >= 500)) & ~client_error
     has_grpc = grpc_status >= 0
@@ -93,22 +121,16 @@ def to_batch(rows: SpanRows, bounds: TimeBounds | None) -> SpanBatch:
         span_id=rows.span_id[keep].astype(np.uint64),
         parent_span_id=rows.parent_span_id[keep].astype(np.uint64),
         spans_total=rows.total,
-        rejected=int(invalid.sum()),
-        reject_message=("rejected spans: " + "; ".join(reasons)) if reasons else "",
+        rejected=n_invalid + n_out_of_range,
+        reject_message=reject_message(n_invalid, n_out_of_range),
         ignored=rows.total - n,
     )
-    if len(batch):
-        batch.max_end_ns = int(batch.end_ns.max())
-        batch.median_end_ns = int(np.median(batch.end_ns))
-    rows.keep, rows.error, rows.duration_ms = keep, error, duration_ms
-    return _with_own(batch, rows.own)
+    return finish(batch, rows.own), keep
 
 
-def _with_own(batch: SpanBatch, own: int) -> SpanBatch:
-    if own:
-        batch.own = own
-        batch.spans_total += own
-    return batch
+def block_of_rows(block_starts: np.ndarray, n: int) -> np.ndarray:
+    """Per row, the index of its block."""
+    return np.repeat(np.arange(block_starts.shape[0]), np.diff(np.append(block_starts, n)))
 
 
 _MIX = np.uint64(0x9E3779B97F4A7C15)

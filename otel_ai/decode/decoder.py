@@ -1,7 +1,7 @@
 """The decode stage: OTLP requests (protobuf or JSON) -> SpanBatch.
 
-A reader turns the request into rows (native C, or the Python reference); the columns
-and the suspect captures are then built the same way for every reader.
+A reader turns the request into the batch's columns (native C, or the Python reference
+over numpy); the suspect captures are then picked and built the same way for every reader.
 `OTEL_AI_DECODER=python` forces the reference reader (for a suspected native bug).
 """
 from __future__ import annotations
@@ -11,8 +11,8 @@ import os
 import numpy as np
 
 from otel_ai.decode import native
-from otel_ai.decode.captures import add_captures
-from otel_ai.decode.columns import SpanRows, to_batch
+from otel_ai.decode.captures import ServerPairs, add_captures
+from otel_ai.decode.columns import ReadResult
 from otel_ai.decode.contract import SpanBatch, TimeBounds
 from otel_ai.decode.naming import SubjectNaming
 from otel_ai.decode.otlp_json import JsonReader
@@ -46,6 +46,7 @@ class Decoder:
             use_native = native_wanted()
         self.protobuf = native.NativeReader(self.naming, self.reference) if use_native else self.reference
         self.json = JsonReader(self.reference)
+        self._server_pairs = ServerPairs()
         # Per subject: duration above which a request counts as slow enough to capture.
         self.slow_threshold_ms = np.full(0, np.inf)
 
@@ -55,14 +56,13 @@ class Decoder:
 
     def decode(self, body: bytes, bounds: TimeBounds | None) -> SpanBatch:
         """An ExportTraceServiceRequest in protobuf; MalformedRequest says what is wrong."""
-        return self._batch(*self.protobuf.read(body), bounds)
+        return self._with_captures(self.protobuf.read(body, bounds))
 
     def decode_json(self, body: bytes, bounds: TimeBounds | None) -> SpanBatch:
         """An ExportTraceServiceRequest in OTLP/JSON; MalformedRequest says what is wrong."""
-        return self._batch(*self.json.read(body), bounds)
+        return self._with_captures(self.json.read(body, bounds))
 
-    def _batch(self, rows: SpanRows, details, bounds: TimeBounds | None) -> SpanBatch:
-        batch = to_batch(rows, bounds)
-        add_captures(batch, rows, self.slow_threshold_ms, self.subjects.subjects, self.naming.children,
-                     self.naming.pairs.intern, details)
-        return batch
+    def _with_captures(self, read: ReadResult) -> SpanBatch:
+        add_captures(read, self.slow_threshold_ms, self.subjects.subjects, self.naming.children,
+                     self.naming.pairs.intern, self._server_pairs)
+        return read.batch

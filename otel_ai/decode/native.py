@@ -1,5 +1,5 @@
-"""The native reader: OTLP protobuf -> SpanRows in C (`_otlp.c`), with the reference
-reader behind it for anything unusual.
+"""The native reader: OTLP protobuf -> SpanBatch columns in C (`_otlp.c`), with the
+reference reader behind it for anything unusual.
 
 The C reader validates the body as upb would and hands back any request it does not
 read itself (malformed, or using protobuf groups): the reference reader then gives the
@@ -12,7 +12,8 @@ import os
 import numpy as np
 
 from otel_ai.decode.captures import NOT_SUSPECT_KEYS
-from otel_ai.decode.columns import SpanRows
+from otel_ai.decode.columns import ReadResult, finish, reject_message
+from otel_ai.decode.contract import SpanBatch, TimeBounds
 from otel_ai.decode.naming import SubjectNaming
 from otel_ai.decode.reference import ReferenceReader
 from otel_ai.proto.otel_ai.v1.otlp_view_pb2 import Resource
@@ -24,12 +25,9 @@ except ImportError as exc:  # not built (no compiler at install time)
     UNAVAILABLE = str(exc)
 else:
     UNAVAILABLE = ""
-    ROW_DTYPE = np.dtype({"names": list(_otlp.ROW_FIELDS),
-                          "formats": [dtype for _, dtype in _otlp.ROW_FIELDS.values()],
-                          "offsets": [offset for offset, _ in _otlp.ROW_FIELDS.values()],
-                          "itemsize": _otlp.ROW_SIZE})
 
 _WANT_PAIRS, _WANT_EXCEPTIONS = 1, 2
+_NO_BOUNDS = TimeBounds(0, 0)
 
 
 def available() -> bool:
@@ -51,26 +49,27 @@ class NativeReader:
     def _resource(self, raw: bytes):
         return self.naming.resource(Resource.FromString(raw).attributes)
 
-    def read(self, body: bytes):
-        found = self._reader.read(body)
+    def read(self, body: bytes, bounds: TimeBounds | None) -> ReadResult:
+        limits = bounds or _NO_BOUNDS
+        found = self._reader.read(body, limits.lowest_ns, limits.highest_ns, bounds is not None)
         if found is None:
             self.fallbacks += 1
-            return self.reference.read(body)
-        raw_rows, blocks, total, own, overflow_hits = found
+            return self.reference.read(body, bounds)
+        buffer, offsets, n, blocks, total, own, counted, invalid, out_of_range, max_end, overflow_hits = found
         self.naming.subjects.overflowed += overflow_hits
-        table = np.frombuffer(raw_rows, dtype=ROW_DTYPE)
-        rows = SpanRows(
-            sid=table["sid"], kind=table["kind"], start=table["start"], end=table["end"], status=table["status"],
-            http_status=table["http_status"], grpc_status=table["grpc_status"], resend=table["resend"],
-            weight=table["weight"], trace_key=table["trace_key"], sample_byte=table["sample_byte"],
-            span_id=table["span_id"], parent_span_id=table["parent_span_id"],
-            block_starts=np.array([start for _, start in blocks], dtype=np.int64),
-            blocks=[found for found, _ in blocks], total=total, own=own)
+        col = {name: np.frombuffer(buffer, dtype, n, offset) for (name, dtype), offset in zip(_otlp.COLUMNS, offsets)}
+        batch = SpanBatch(
+            subject_id=col["subject_id"], end_ns=col["end_ns"], duration_ms=col["duration_ms"], error=col["error"],
+            client_error=col["client_error"], kind=col["kind"], service_id=col["service_id"],
+            resource_id=col["resource_id"], start_ns=col["start_ns"], http_status=col["http_status"],
+            grpc_status=col["grpc_status"], resend_count=col["resend_count"], weight=col["weight"],
+            trace_key=col["trace_key"], span_id=col["span_id"], parent_span_id=col["parent_span_id"],
+            spans_total=total, rejected=invalid + out_of_range, reject_message=reject_message(invalid, out_of_range),
+            ignored=total - counted)
+        span_off, span_len = col["span_off"], col["span_len"]
 
         def details(indices: np.ndarray, want_pairs: np.ndarray, want_exceptions: np.ndarray) -> list[tuple]:
-            chosen = table[indices]
             flags = want_pairs.astype(np.uint8) * _WANT_PAIRS | want_exceptions.astype(np.uint8) * _WANT_EXCEPTIONS
-            return self._reader.details(body, chosen["span_off"].astype("<u4").tobytes(),
-                                        chosen["span_len"].astype("<u4").tobytes(), flags.tobytes())
+            return self._reader.details(body, span_off[indices].tobytes(), span_len[indices].tobytes(), flags.tobytes())
 
-        return rows, details
+        return ReadResult(finish(batch, own), col["sample_byte"], col["block"], [info for info, _ in blocks], details)

@@ -11,11 +11,11 @@ class JsonReader:
     def __init__(self, reference: ReferenceReader):
         self.reference = reference
 
-    def read(self, body: bytes):
+    def read(self, body: bytes, bounds):
         from otel_ai.receiver.otlp_json import parse_otlp_json
 
         try:
             request = parse_otlp_json(body)
         except ValueError as exc:
             raise MalformedRequest(str(exc)) from None
-        return self.reference.read(request.SerializeToString())
+        return self.reference.read(request.SerializeToString(), bounds)

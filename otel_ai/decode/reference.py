@@ -1,4 +1,4 @@
-"""The reference reader: OTLP protobuf -> SpanRows in Python, over a parsed view.
+"""The reference reader: OTLP protobuf -> SpanBatch in Python, over a parsed view.
 
 It parses bodies into `proto/otel_ai/v1/otlp_view.proto` (upb, in C), a wire-compatible
 view of OTLP that declares attribute lists as maps, so finding `http.route` is one hash
@@ -12,8 +12,8 @@ import numpy as np
 from google.protobuf.message import DecodeError
 
 from otel_ai.decode.captures import MAX_EXCEPTIONS, MAX_MESSAGE_CHARS, MAX_VALUE_CHARS, NOT_SUSPECT_KEYS, value_text
-from otel_ai.decode.columns import SpanRows, id64, sample_bytes, trace_keys
-from otel_ai.decode.contract import SPAN_KIND_CLIENT, SPAN_KIND_SERVER, MalformedRequest
+from otel_ai.decode.columns import ReadResult, SpanRows, block_of_rows, id64, sample_bytes, to_batch, trace_keys
+from otel_ai.decode.contract import SPAN_KIND_CLIENT, SPAN_KIND_SERVER, MalformedRequest, TimeBounds
 from otel_ai.decode.naming import SubjectNaming
 from otel_ai.decode.sampling import tracestate_weight
 from otel_ai.proto.otel_ai.v1.otlp_view_pb2 import TraceRequestView
@@ -72,10 +72,10 @@ class ReferenceReader:
             found = self._resource_cache[key] = self.naming.resource(resource.attributes)
         return found
 
-    def read(self, body: bytes):
-        return self.read_view(parse_view(body))
+    def read(self, body: bytes, bounds: TimeBounds | None) -> ReadResult:
+        return self.read_view(parse_view(body), bounds)
 
-    def read_view(self, request: TraceRequestView):
+    def read_view(self, request: TraceRequestView, bounds: TimeBounds | None) -> ReadResult:
         naming = self.naming
         rows: list[tuple] = []
         spans: list = []
@@ -148,13 +148,17 @@ class ReferenceReader:
             sample_byte=sample_bytes(trace_ids), span_id=id64([span.span_id for span in spans]),
             parent_span_id=id64([span.parent_span_id for span in spans]),
             block_starts=np.asarray(block_starts, dtype=np.int64), blocks=blocks, total=total, own=own)
+        batch, keep = to_batch(span_rows, bounds)
+        kept = np.flatnonzero(keep)
 
         def details(indices, want_pairs, want_exceptions) -> list[tuple]:
             return [(spans[i].trace_id, spans[i].span_id, self._pairs(spans[i]) if pairs else (),
                      exceptions_of(spans[i]) if exceptions else ())
-                    for i, pairs, exceptions in zip(indices.tolist(), want_pairs.tolist(), want_exceptions.tolist())]
+                    for i, pairs, exceptions in zip(kept[indices].tolist(), want_pairs.tolist(),
+                                                    want_exceptions.tolist())]
 
-        return span_rows, details
+        return ReadResult(batch, span_rows.sample_byte[keep], block_of_rows(span_rows.block_starts, len(rows))[keep],
+                          [info for info, _ in blocks], details)
 
     def _pairs(self, span) -> tuple:
         intern = self.naming.pairs.intern
