@@ -14,12 +14,12 @@ if os.environ.get("OTEL_AI_DIFFERENTIAL"):
 
     _init, _decode, _decode_json = _decoder.Decoder.__init__, _decoder.Decoder.decode, _decoder.Decoder.decode_json
 
-    def _twin_init(self, subjects, use_native=None):
-        _init(self, subjects, use_native)
+    def _twin_init(self, subjects, reference=None):
+        _init(self, subjects, reference)
         self._twin = None
-        if self.protobuf is not self.reference:
+        if not reference:
             self._twin = _decoder.Decoder(SubjectTable(subjects.max_routes_per_service, subjects.max_subjects),
-                                          use_native=False)
+                                          reference=True)
 
     def _checked(method, json: bool):
         def decode(self, body, bounds):

@@ -36,8 +36,7 @@
 #define MAX_EXCEPTIONS 4
 #define RESOURCE_CACHE_MAX 10000
 #define CACHE_KEY_MAX 1024       /* longer keys are resolved in Python every time */
-#define TABLE_SLOTS (1u << 16)
-#define TABLE_MAX_USED (TABLE_SLOTS / 2)
+#define TABLE_SLOTS (1u << 16)    /* half of them used at most, then the table starts over */
 #define TABLE_ARENA_MAX (4u << 20)
 #define TABLE_MAX_PROBES 32
 
@@ -675,9 +674,9 @@ typedef struct {
 
 typedef struct {
     slot_t *slots;
-    size_t used;
-    uint8_t *arena;
-    size_t arena_used;
+    size_t mask, used;
+    uint8_t *arena; /* key bytes, grown on demand up to TABLE_ARENA_MAX */
+    size_t arena_used, arena_cap;
     int owns_objects; /* values are strong references to Python objects */
 } table_t;
 
@@ -700,22 +699,23 @@ static uint64_t hash_bytes(const uint8_t *p, size_t n, uint64_t seed) {
     return h | 1;
 }
 
-static int table_init(table_t *t, int owns_objects) {
-    t->slots = calloc(TABLE_SLOTS, sizeof(slot_t));
-    t->arena = malloc(TABLE_ARENA_MAX);
-    t->used = t->arena_used = 0;
+static int table_init(table_t *t, size_t slots, int owns_objects) {
+    t->slots = calloc(slots, sizeof(slot_t));
+    t->mask = slots - 1;
+    t->used = t->arena_used = t->arena_cap = 0;
+    t->arena = NULL;
     t->owns_objects = owns_objects;
-    return t->slots && t->arena ? OK : NOMEM;
+    return t->slots ? OK : NOMEM;
 }
 
 static void table_clear(table_t *t) {
     if (!t->slots) return;
-    if (t->owns_objects) {
-        for (size_t k = 0; k < TABLE_SLOTS; k++) {
-            if (t->slots[k].hash) Py_XDECREF((PyObject *)t->slots[k].value);
-        }
+    for (size_t k = 0; t->owns_objects && k <= t->mask; k++) {
+        PyObject *value = t->slots[k].hash ? (PyObject *)t->slots[k].value : NULL;
+        t->slots[k].value = 0;
+        Py_XDECREF(value);
     }
-    memset(t->slots, 0, TABLE_SLOTS * sizeof(slot_t));
+    memset(t->slots, 0, (t->mask + 1) * sizeof(slot_t));
     t->used = t->arena_used = 0;
 }
 
@@ -727,10 +727,17 @@ static void table_free(table_t *t) {
     t->arena = NULL;
 }
 
+static int table_visit(table_t *t, visitproc visit, void *arg) {
+    for (size_t k = 0; t->slots && t->owns_objects && k <= t->mask; k++) {
+        if (t->slots[k].hash) Py_VISIT((PyObject *)t->slots[k].value);
+    }
+    return 0;
+}
+
 /* The slot holding key, or NULL. */
 static slot_t *table_find(table_t *t, const uint8_t *key, size_t n, uint64_t h) {
     for (size_t k = 0; k < TABLE_MAX_PROBES; k++) {
-        slot_t *slot = &t->slots[(h + k) & (TABLE_SLOTS - 1)];
+        slot_t *slot = &t->slots[(h + k) & t->mask];
         if (!slot->hash) return NULL;
         if (slot->hash == h && slot->len == n && memcmp(t->arena + slot->off, key, n) == 0) return slot;
     }
@@ -738,11 +745,20 @@ static slot_t *table_find(table_t *t, const uint8_t *key, size_t n, uint64_t h) 
 }
 
 /* Stores key -> value (stealing a reference if the table owns objects). Full: starts
- * over, as the Python caches do. A key whose probe run is too long is not stored. */
+ * over, as the Python caches do. A key whose probe run is too long, or that finds no
+ * memory, is not stored. */
 static void table_put(table_t *t, const uint8_t *key, size_t n, uint64_t h, intptr_t value) {
-    if (t->used >= TABLE_MAX_USED || t->arena_used + n > TABLE_ARENA_MAX) table_clear(t);
+    if (t->used >= (t->mask + 1) / 2 || t->arena_used + n > TABLE_ARENA_MAX) table_clear(t);
+    if (t->arena_used + n > t->arena_cap) {
+        size_t cap = t->arena_cap ? t->arena_cap : 4096;
+        while (cap < t->arena_used + n) cap *= 2;
+        uint8_t *grown = realloc(t->arena, cap);
+        if (!grown) goto drop;
+        t->arena = grown;
+        t->arena_cap = cap;
+    }
     for (size_t k = 0; k < TABLE_MAX_PROBES; k++) {
-        slot_t *slot = &t->slots[(h + k) & (TABLE_SLOTS - 1)];
+        slot_t *slot = &t->slots[(h + k) & t->mask];
         if (!slot->hash) {
             memcpy(t->arena + t->arena_used, key, n);
             slot->hash = h;
@@ -754,6 +770,7 @@ static void table_put(table_t *t, const uint8_t *key, size_t n, uint64_t h, intp
             return;
         }
     }
+drop:
     if (t->owns_objects) Py_XDECREF((PyObject *)value);
 }
 
@@ -823,8 +840,8 @@ static int reader_init(Reader *self, PyObject *args, PyObject *kwds) {
     self->seed = seed;
     self->resources = PyDict_New();
     if (!self->resources) return -1;
-    if (table_init(&self->subjects, 0) != OK || table_init(&self->pairs, 1) != OK ||
-        table_init(&self->not_suspect, 0) != OK) {
+    if (table_init(&self->subjects, TABLE_SLOTS, 0) != OK || table_init(&self->pairs, TABLE_SLOTS, 1) != OK ||
+        table_init(&self->not_suspect, 256, 0) != OK) {
         PyErr_NoMemory();
         return -1;
     }
@@ -846,11 +863,28 @@ static int reader_init(Reader *self, PyObject *args, PyObject *kwds) {
     return PyErr_Occurred() ? -1 : 0;
 }
 
+/* The callbacks are usually bound methods of the object that owns this reader: a
+ * cycle, which the garbage collector can only break if it sees these references. */
+static int reader_traverse(Reader *self, visitproc visit, void *arg) {
+    Py_VISIT(self->resolve_subject);
+    Py_VISIT(self->resolve_resource);
+    Py_VISIT(self->intern_pair);
+    Py_VISIT(self->resources);
+    return table_visit(&self->pairs, visit, arg);
+}
+
+static int reader_clear(Reader *self) {
+    Py_CLEAR(self->resolve_subject);
+    Py_CLEAR(self->resolve_resource);
+    Py_CLEAR(self->intern_pair);
+    Py_CLEAR(self->resources);
+    table_clear(&self->pairs);
+    return 0;
+}
+
 static void reader_dealloc(Reader *self) {
-    Py_XDECREF(self->resolve_subject);
-    Py_XDECREF(self->resolve_resource);
-    Py_XDECREF(self->intern_pair);
-    Py_XDECREF(self->resources);
+    PyObject_GC_UnTrack(self);
+    reader_clear(self);
     table_free(&self->subjects);
     table_free(&self->pairs);
     table_free(&self->not_suspect);
@@ -1052,9 +1086,10 @@ static PyObject *reader_read(Reader *self, PyObject *args) {
         PyBuffer_Release(&body);
         Py_RETURN_NONE;
     }
-    if (self->busy) {
+    if (self->busy || !self->resources) {
         PyBuffer_Release(&body);
-        PyErr_SetString(PyExc_RuntimeError, "Reader used from two threads at once");
+        PyErr_SetString(PyExc_RuntimeError, self->busy ? "Reader used from two threads at once"
+                                                       : "Reader is not initialised");
         return NULL;
     }
     self->busy = 1;
@@ -1403,8 +1438,9 @@ static PyObject *reader_details(Reader *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "details: offsets, lengths and flags must agree");
         goto done;
     }
-    if (self->busy) {
-        PyErr_SetString(PyExc_RuntimeError, "Reader used from two threads at once");
+    if (self->busy || !self->resources) {
+        PyErr_SetString(PyExc_RuntimeError, self->busy ? "Reader used from two threads at once"
+                                                       : "Reader is not initialised");
         goto done;
     }
     self->busy = 1;
@@ -1456,11 +1492,13 @@ static PyTypeObject ReaderType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "otel_ai.decode._otlp.Reader",
     .tp_basicsize = sizeof(Reader),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_doc = "Reads OTLP protobuf requests into span rows (see otel_ai/decode/native.py).",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)reader_init,
     .tp_dealloc = (destructor)reader_dealloc,
+    .tp_traverse = (traverseproc)reader_traverse,
+    .tp_clear = (inquiry)reader_clear,
     .tp_methods = reader_methods,
 };
 

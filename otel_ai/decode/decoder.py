@@ -1,8 +1,9 @@
 """The decode stage: OTLP requests (protobuf or JSON) -> SpanBatch.
 
-A reader turns the request into the batch's columns (native C, or the Python reference
-over numpy); the suspect captures are then picked and built the same way for every reader.
-`OTEL_AI_DECODER=python` forces the reference reader (for a suspected native bug).
+A reader turns the request into the batch's columns (native C, the direct OTLP/JSON
+reader, or the Python references over numpy); the suspect captures are then picked and
+built the same way for every reader. `OTEL_AI_DECODER=python` forces the reference
+readers (for a suspected bug in a fast one).
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from otel_ai.decode.captures import ServerPairs, add_captures
 from otel_ai.decode.columns import ReadResult
 from otel_ai.decode.contract import SpanBatch, TimeBounds
 from otel_ai.decode.naming import SubjectNaming
-from otel_ai.decode.otlp_json import JsonReader
+from otel_ai.decode.otlp_json import JsonFormatReader, JsonReader
 from otel_ai.decode.reference import ReferenceReader
 from otel_ai.subjects import SubjectTable
 
@@ -23,7 +24,11 @@ DECODER_ENV = "OTEL_AI_DECODER"
 
 
 def native_wanted() -> bool:
-    return native.available() and os.environ.get(DECODER_ENV, "native").strip().lower() != "python"
+    return native.available() and not _reference_forced()
+
+
+def _reference_forced() -> bool:
+    return os.environ.get(DECODER_ENV, "").strip().lower() in ("python", "reference")
 
 
 def describe() -> str:
@@ -36,16 +41,25 @@ def describe() -> str:
 
 
 class Decoder:
-    """Turns requests into SpanBatches. Not thread-safe: callers serialise."""
+    """Turns requests into SpanBatches. Not thread-safe: callers serialise.
 
-    def __init__(self, subjects: SubjectTable, use_native: bool | None = None):
+    reference=True uses only the reference readers (upb view for protobuf, json_format
+    for JSON): the oracle of the differential tests. By default the native protobuf
+    reader (when built) and the direct JSON reader serve, unless OTEL_AI_DECODER=python.
+    """
+
+    def __init__(self, subjects: SubjectTable, reference: bool | None = None):
+        if reference is None:
+            reference = _reference_forced()
         self.subjects = subjects
         self.naming = SubjectNaming(subjects)
         self.reference = ReferenceReader(self.naming)
-        if use_native is None:
-            use_native = native_wanted()
-        self.protobuf = native.NativeReader(self.naming, self.reference) if use_native else self.reference
-        self.json = JsonReader(self.reference)
+        json_format = JsonFormatReader(self.reference)
+        if reference:
+            self.protobuf, self.json = self.reference, json_format
+        else:
+            self.protobuf = native.NativeReader(self.naming, self.reference) if native.available() else self.reference
+            self.json = JsonReader(self.naming, json_format)
         self._server_pairs = ServerPairs()
         # Per subject: duration above which a request counts as slow enough to capture.
         self.slow_threshold_ms = np.full(0, np.inf)

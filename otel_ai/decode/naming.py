@@ -97,13 +97,18 @@ class SubjectNaming:
     def resource(self, attributes) -> tuple[ResourceInfo, int] | None:
         """The service, suspect pairs and id of a resource, from its attributes (a map of
         key -> view AnyValue). None marks otel-ai's own output (the loop guard)."""
-        if GENERATED_ATTRIBUTE in attributes:
+        return self.resource_values({key: (value.WhichOneof("value"), value.string_value, value.int_value,
+                                           value.bool_value) for key, value in attributes.items()})
+
+    def resource_values(self, values: dict[str, tuple]) -> tuple[ResourceInfo, int] | None:
+        """resource(), over (oneof field, string, int, bool) per attribute key."""
+        if GENERATED_ATTRIBUTE in values:
             return None
         service = "unknown_service"
         pairs = []
         texts: dict[str, str] = {}
-        for key, value in sorted(attributes.items()):
-            text = value_text(value.WhichOneof("value"), value.string_value, value.int_value, value.bool_value)
+        for key, value in sorted(values.items()):
+            text = value_text(*value)
             if text is None:
                 continue
             texts[key] = text

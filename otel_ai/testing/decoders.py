@@ -19,9 +19,10 @@ _SCALARS = ["spans_total", "rejected", "reject_message", "ignored", "own", "max_
 
 
 def twin_decoders(max_routes_per_service: int = 2000, max_subjects: int = 20000) -> tuple[Decoder, Decoder]:
-    """(native, reference) decoders over separate but equal subject tables."""
-    return (Decoder(SubjectTable(max_routes_per_service, max_subjects), use_native=True),
-            Decoder(SubjectTable(max_routes_per_service, max_subjects), use_native=False))
+    """(fast, reference) decoders over separate but equal subject tables: the native and
+    direct JSON readers against the upb view and json_format paths."""
+    return (Decoder(SubjectTable(max_routes_per_service, max_subjects), reference=False),
+            Decoder(SubjectTable(max_routes_per_service, max_subjects), reference=True))
 
 
 def outcome(decoder: Decoder, body: bytes, bounds: TimeBounds | None, json: bool = False):
