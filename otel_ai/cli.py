@@ -126,8 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=60.0, help="seconds of live traffic (default 60)")
     p.add_argument("--fault-after", type=float, default=15.0, help="seconds of live traffic before the fault")
     p.set_defaults(func=cmd_demo)
-    p = sub.add_parser("replay", help="replay OTLP JSON lines (Collector file exporter) as fast as possible")
-    p.add_argument("file", help="file of OTLP JSON lines; '-' for stdin")
+    p = sub.add_parser("replay", help="replay recorded OTLP traces (the Collector's file exporter output) "
+                                      "as fast as possible")
+    p.add_argument("file", help="OTLP/JSON lines or length-prefixed protobuf, plain, gzip or zstd; '-' for stdin")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")
     p.add_argument("--config")
     p.add_argument("--data-dir", help="incident store (default: a temporary directory)")
     p.add_argument("--incidents-jsonl", help="write incident snapshots here")

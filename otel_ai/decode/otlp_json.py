@@ -138,13 +138,18 @@ def _attributes(items) -> dict[str, tuple]:
         raise _Unusual
     out = {}
     for entry in items:
-        # The common entry inline: {"key": "...", "value": {"stringValue": "..."}}.
+        # The common entries inline: {"key": "...", "value": {"stringValue": "..."}}, and
+        # intValue as a digit string (how 64-bit integers are written).
         if type(entry) is dict and len(entry) == 2:
             key, value = entry.get("key"), entry.get("value")
             if type(key) is str and type(value) is dict and len(value) == 1:
                 text = value.get("stringValue")
                 if type(text) is str:
                     out[key] = ("string_value", text, 0, False)
+                    continue
+                text = value.get("intValue")
+                if type(text) is str and 0 < len(text) < 19 and text.isascii() and text.isdigit():
+                    out[key] = ("int_value", "", int(text), False)
                     continue
         key, value = _key_value(entry)
         out[key] = value

@@ -20,14 +20,16 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from google.protobuf import json_format
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import Message
 from google.rpc import code_pb2, status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
+from otel_ai.receiver.consumer import JSON as JSON_ENCODING
+from otel_ai.receiver.consumer import PROTOBUF as PROTOBUF_ENCODING
 from otel_ai.receiver.consumer import InvalidRequest, Saturated, TraceConsumer
-from otel_ai.receiver.otlp_json import parse_otlp_json, to_otlp_json
+from otel_ai.receiver.otlp_json import to_otlp_json
 from otel_ai.selfmetrics import SelfMetrics
 
 log = logging.getLogger(__name__)
@@ -228,8 +230,7 @@ class _OtlpHandler(BaseHTTPRequestHandler):
                                   f"unsupported Content-Type {self.headers.get('Content-Type')!r}; "
                                   f"use {PROTOBUF} or {JSON}", code_pb2.INVALID_ARGUMENT)
         body = self._read_body()
-        request = self._decode(body)
-        self._export(request)
+        self._export(body, JSON_ENCODING if self._response_type == JSON else PROTOBUF_ENCODING)
 
     def _check_authorization(self) -> None:
         expected = self.receiver.expected_authorization
@@ -303,20 +304,9 @@ class _OtlpHandler(BaseHTTPRequestHandler):
             remaining -= len(part)
         return b"".join(parts)
 
-    def _decode(self, body: bytes) -> bytes:
-        """The protobuf body the consumer takes; JSON is re-encoded (not the hot path)."""
+    def _export(self, body: bytes, encoding: str) -> None:
         try:
-            if self._response_type == JSON:
-                return parse_otlp_json(body).SerializeToString()
-            return body
-        except (ValueError, DecodeError, RecursionError) as exc:
-            raise RequestRejected(HTTPStatus.BAD_REQUEST, "invalid",
-                                  f"cannot decode ExportTraceServiceRequest: {exc}",
-                                  code_pb2.INVALID_ARGUMENT) from None
-
-    def _export(self, body: bytes) -> None:
-        try:
-            result = self.receiver.consumer.consume(body, TRANSPORT)
+            result = self.receiver.consumer.consume(body, TRANSPORT, encoding)
         except InvalidRequest as exc:
             raise RequestRejected(HTTPStatus.BAD_REQUEST, "invalid",
                                   f"cannot decode ExportTraceServiceRequest: {exc}",

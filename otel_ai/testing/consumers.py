@@ -6,7 +6,8 @@ import threading
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from otel_ai.receiver.consumer import ExportResult, InvalidRequest, Saturated
+from otel_ai.receiver.consumer import JSON, PROTOBUF, ExportResult, InvalidRequest, Saturated
+from otel_ai.receiver.otlp_json import parse_otlp_json
 
 
 class RecordingConsumer:
@@ -18,10 +19,10 @@ class RecordingConsumer:
         self.rejected_spans = 0
         self.lock = threading.Lock()
 
-    def consume(self, body: bytes, transport: str) -> ExportResult:
+    def consume(self, body: bytes, transport: str, encoding: str = PROTOBUF) -> ExportResult:
         try:
-            request = ExportTraceServiceRequest.FromString(body)
-        except (DecodeError, RecursionError) as exc:
+            request = parse_otlp_json(body) if encoding == JSON else ExportTraceServiceRequest.FromString(body)
+        except (DecodeError, RecursionError, ValueError) as exc:
             raise InvalidRequest(str(exc)) from None
         if self.saturated_for_s is not None:
             raise Saturated(self.saturated_for_s)

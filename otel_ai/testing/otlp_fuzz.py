@@ -443,3 +443,48 @@ request_bodies = st.one_of(
     st.binary(max_size=512),
     st.binary(max_size=256).map(lambda b: ld(1, b)),
 )
+
+
+# ------------------------------------------------------------------ OTLP/JSON documents
+
+def _tweak(node, rnd: random.Random, depth: int = 0):
+    """Non-canonical but often valid OTLP/JSON: snake_case names, numbers as strings or
+    floats, enum names, nulls, unknown fields, wrong types."""
+    if isinstance(node, dict):
+        out = {}
+        for key, value in node.items():
+            choice = rnd.randrange(40)
+            if choice == 0:
+                key = "".join("_" + c.lower() if c.isupper() else c for c in key)  # snake_case
+            elif choice == 1:
+                value = None
+            elif choice == 2 and isinstance(value, int) and not isinstance(value, bool):
+                value = str(value) if rnd.random() < 0.5 else float(value)
+            elif choice == 3 and isinstance(value, str) and value.isdigit():
+                value = int(value) if rnd.random() < 0.5 else " " + value
+            elif choice == 4 and key == "kind":
+                value = rnd.choice(["SPAN_KIND_SERVER", "SPAN_KIND_CLIENT", "NOPE"])
+            elif choice == 5:
+                out["someFutureField"] = {"x": 1}
+            elif choice == 6 and key in ("traceId", "spanId"):
+                value = value.upper() if rnd.random() < 0.5 else value + " "
+            elif choice == 7:
+                value = rnd.choice([[], {}, "", 0, True, 1.5])
+            out[key] = _tweak(value, rnd, depth + 1)
+        return out
+    if isinstance(node, list):
+        return [_tweak(item, rnd, depth + 1) for item in node]
+    return node
+
+
+@st.composite
+def json_documents(draw: st.DrawFn) -> bytes:
+    """OTLP/JSON as senders write it (from protobuf requests), and tweaked variants."""
+    import json
+
+    from otel_ai.receiver.otlp_json import to_otlp_json
+
+    text = to_otlp_json(draw(protobuf_requests()))
+    if draw(st.booleans()):
+        return text.encode()
+    return json.dumps(_tweak(json.loads(text), random.Random(draw(st.integers(0, 2**32 - 1))))).encode()
