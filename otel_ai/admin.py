@@ -1,7 +1,9 @@
 """The admin HTTP port: health, readiness, /metrics and a read-only incidents API.
 
 Routes live in a table of (method, path regex) -> handler so that later features
-(e.g. POST /slack/actions) add one entry instead of another branch.
+(e.g. POST /slack/actions, the incident page) add one entry instead of another branch.
+Handlers are plain blocking functions of Request -> Response; otel_ai.httpserver serves
+them (Starlette on uvicorn) and runs them on its bounded thread pool.
 """
 from __future__ import annotations
 
@@ -9,14 +11,15 @@ import hmac
 import json
 import logging
 import re
-import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, unquote
 
+import starlette.requests
+import starlette.responses
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from otel_ai.httpserver import BodyRefused, HttpLimits, HttpServer, read_body
 from otel_ai.selfmetrics import SelfMetrics
 from otel_ai.store import IncidentStore
 
@@ -79,6 +82,7 @@ class AdminServer:
         port: int = 8888,
         ready: Callable[[], bool] = lambda: True,
         token: str | None = None,
+        limits: HttpLimits = HttpLimits(),
     ) -> None:
         self.store = store
         self.token = token
@@ -87,8 +91,8 @@ class AdminServer:
         self.port = port
         self._ready = ready
         self._routes: list[tuple[str, re.Pattern[str], Handler, bool]] = []
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._limits = limits
+        self._server: HttpServer | None = None
         self.add_route("GET", r"/healthz", self._healthz)
         self.add_route("GET", r"/readyz", self._readyz)
         self.add_route("GET", r"/metrics", self._metrics)
@@ -101,9 +105,11 @@ class AdminServer:
         the admin token, or, when none is configured, a loopback client."""
         self._routes.append((method.upper(), re.compile(pattern), handler, private))
 
-    def _authorized(self, request: Request) -> bool:
+    def authorized(self, request: Request, token: str | None = None) -> bool:
+        """The admin token (from the Authorization header, or `token` when a form carries
+        it), or, when no token is configured, a loopback client."""
         if self.token:
-            given = request.headers.get("authorization", "")
+            given = f"Bearer {token}" if token is not None else request.headers.get("authorization", "")
             return hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode())
         return request.client in ("127.0.0.1", "::1", "localhost") or request.client.startswith("127.")
 
@@ -111,26 +117,44 @@ class AdminServer:
         """Serve in a background thread; returns the bound port (useful with port=0)."""
         if self._server is not None:
             raise RuntimeError("admin server already started")
-        server = ThreadingHTTPServer((self.host, self.port), self._handler_class())
-        server.daemon_threads = True
-        self._server = server
-        # A short poll interval keeps stop() fast; the idle cost is negligible.
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="otel-ai-admin", daemon=True)
-        self._thread.start()
-        self.port = server.server_address[1]
-        log.info("admin HTTP listening on %s:%d", self.host, self.port)
+        self._server = HttpServer("admin HTTP", self._asgi, self.host, self.port, self._limits,
+                                  port_hint="; choose another with --admin-port (0 = any free port)")
+        try:
+            self.port = self._server.start()
+        except OSError:
+            self._server = None
+            raise
         return self.port
 
-    def stop(self) -> None:
+    def stop(self, grace_s: float = 5.0) -> None:
         server, self._server = self._server, None
-        if server is None:
+        if server is not None:
+            server.stop(grace_s)
+
+    async def _asgi(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return  # lifespan is off; nothing else is served
+        incoming = starlette.requests.Request(scope, receive)
+        try:
+            body = await read_body(incoming, MAX_BODY_BYTES, self._limits.body_timeout_s)
+        except BodyRefused as refused:
+            response = Response.error(refused.status, str(refused))
+            response.headers["Connection"] = "close"
+        except starlette.requests.ClientDisconnect:
             return
-        server.shutdown()
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        else:
+            request = Request(
+                method=incoming.method,
+                path=incoming.url.path,
+                query=parse_qs(incoming.url.query, keep_blank_values=True),
+                headers={k.lower(): v for k, v in incoming.headers.items()},
+                body=body,
+                client=incoming.client.host if incoming.client else "",
+            )
+            assert self._server is not None
+            response = await self._server.run_blocking(self.dispatch, request)
+        await starlette.responses.Response(response.body, response.status, response.headers,
+                                           response.content_type)(scope, receive, send)
 
     # -- dispatch -------------------------------------------------------------------
 
@@ -143,7 +167,7 @@ class AdminServer:
             if method != request.method:
                 allowed.append(method)
                 continue
-            if private and not self._authorized(request):
+            if private and not self.authorized(request):
                 return Response.error(401, "this route needs the admin token (Authorization: Bearer ...) "
                                            "or a loopback client")
             request.params = {k: unquote(v) for k, v in match.groupdict().items()}
@@ -159,62 +183,6 @@ class AdminServer:
             response.headers["Allow"] = ", ".join(sorted(set(allowed)))
             return response
         return Response.error(404, f"not found: {request.path}")
-
-    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
-        admin = self
-
-        class _Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def _serve(self) -> None:
-                try:
-                    response = self._respond()
-                except Exception:
-                    log.exception("admin request failed: %s %s", self.command, self.path)
-                    response = Response.error(500, "internal error")
-                self._write(response)
-
-            def _respond(self) -> Response:
-                url = urlsplit(self.path)
-                try:
-                    length = int(self.headers.get("Content-Length") or 0)
-                except ValueError:
-                    self.close_connection = True
-                    return Response.error(400, "invalid Content-Length")
-                if length > MAX_BODY_BYTES:
-                    self.close_connection = True
-                    return Response.error(413, "request body too large")
-                body = self.rfile.read(length) if length > 0 else b""
-                request = Request(
-                    method=self.command,
-                    path=url.path,
-                    query=parse_qs(url.query, keep_blank_values=True),
-                    headers={k.lower(): v for k, v in self.headers.items()},
-                    body=body,
-                    client=str(self.client_address[0]),
-                )
-                return admin.dispatch(request)
-
-            def _write(self, response: Response) -> None:
-                try:
-                    self.send_response(response.status)
-                    self.send_header("Content-Type", response.content_type)
-                    self.send_header("Content-Length", str(len(response.body)))
-                    for name, value in response.headers.items():
-                        self.send_header(name, value)
-                    self.end_headers()
-                    if self.command != "HEAD":
-                        self.wfile.write(response.body)
-                except OSError:
-                    # The client went away; nothing useful left to do.
-                    log.debug("admin client disconnected: %s %s", self.command, self.path)
-
-            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _serve
-
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
-                log.debug("admin %s - " + format, self.address_string(), *args)
-
-        return _Handler
 
     # -- routes -----------------------------------------------------------------------
 

@@ -1,6 +1,7 @@
 """otel-ai analyze INCIDENT_ID: re-run the analysis of one incident.
 
-A running server is asked first (POST /api/incidents/{id}/analyze on its admin port),
+A running server is asked first (POST /api/incidents/{id}/analyze on the admin URL that
+`serve` recorded in the data dir, or --admin-url),
 so that the server's in-memory incident gets the result and no later change of its
 own overwrites it. With no server answering, the store is updated directly.
 """
@@ -12,6 +13,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from otel_ai import server_record
 from otel_ai.analysis.render import format_analysis
 from otel_ai.config import Settings
 
@@ -33,7 +35,8 @@ def run_analyze(settings: Settings, args) -> int:
 
 
 def _via_server(settings: Settings, args) -> dict | None:
-    url = f"{args.admin_url.rstrip('/')}/api/incidents/{args.incident_id}/analyze"
+    admin_url = server_record.resolve_admin_url(args.admin_url, args.data_dir).rstrip("/")
+    url = f"{admin_url}/api/incidents/{args.incident_id}/analyze"
     request = urllib.request.Request(url, method="POST", data=b"")
     if settings.admin.token:
         request.add_header("Authorization", f"Bearer {settings.admin.token}")
@@ -42,9 +45,11 @@ def _via_server(settings: Settings, args) -> dict | None:
             return json.load(response)
     except urllib.error.HTTPError as exc:
         detail = exc.read().decode("utf-8", "replace")[:300]
-        print(f"otel-ai analyze: the server at {args.admin_url} answered {exc.code}: {detail}", file=sys.stderr)
+        print(f"otel-ai analyze: the server at {admin_url} answered {exc.code}: {detail}", file=sys.stderr)
         raise SystemExit(1) from None
     except (urllib.error.URLError, OSError):
+        if server_record.refuse_store_while_running(args.data_dir, admin_url):
+            raise SystemExit(1) from None
         return None  # no server running: work on the store
 
 

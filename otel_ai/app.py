@@ -27,6 +27,7 @@ from otel_ai.notify.silences import Silences
 from otel_ai.notify.slack_actions import SlackActionVerifier
 from otel_ai.otel_metrics import OtelMetricsBridge, default_metric_exporter
 from otel_ai.otlp_env import otlp_export_configured
+from otel_ai.page.routes import IncidentPage
 from otel_ai.pipeline import Pipeline
 from otel_ai.receiver.grpc_server import OtlpGrpcReceiver
 from otel_ai.receiver.http_server import OtlpHttpReceiver
@@ -101,6 +102,7 @@ class App:
         self.admin.add_route("POST", r"/api/incidents/(?P<id>[^/]+)/analyze", self._analyze, private=True)
         verifier = SlackActionVerifier(creds.slack_signing_secret) if creds.slack_signing_secret else None
         LifecycleRoutes(self.pipeline.incidents, self.silences, verifier).register(self.admin)
+        IncidentPage(self.store, self.pipeline.incidents, settings.admin.trace_url).register(self.admin)
         self.ports: Ports | None = None
         self._started = False
 
@@ -138,7 +140,11 @@ class App:
             log.info("queued %d restored incidents that were never analyzed", resumed)
         if self.delivery is not None:
             self.delivery.start()  # first delivers what a previous run left in the outbox
-        self.ports = Ports(grpc=self.grpc.start(), http=self.http.start(), admin=self.admin.start())
+        try:
+            self.ports = Ports(grpc=self.grpc.start(), http=self.http.start(), admin=self.admin.start())
+        except OSError:
+            self.stop(grace_s=0)  # a taken port: release what did start, then say which port
+            raise
         self._started = True
         return self.ports
 

@@ -51,6 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--routes", type=int, default=0,
                         help="spread SERVER spans over this many distinct http.route values (memory under "
                              "cardinality; default: the generator's ~30 routes)")
+    parser.add_argument("--http", action="store_true",
+                        help="send OTLP/HTTP protobuf (one keep-alive connection per request in flight) "
+                             "instead of OTLP/gRPC")
     parser.add_argument("--json", action="store_true", help="print the results as one JSON object")
     parser.add_argument("--config", metavar="PATH", default=None, help="otel-ai config file for the server")
 
@@ -240,6 +243,8 @@ def _start_clients(args, port: int, batch_file: Path, n_batches: int) -> list[su
         cmd = [sys.executable, "-m", "otel_ai.bench_client", "--target", f"127.0.0.1:{port}",
                "--batches", str(batch_file), "--spans", str(share + (1 if c < extra else 0)),
                "--in-flight", str(args.in_flight), "--offset", str(c * n_batches // args.clients)]
+        if args.http:
+            cmd.append("--http")
         procs.append(subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True))
     return procs
 
@@ -314,17 +319,24 @@ def _drive(args, port: int, batch_file: Path, n_batches: int, say, received, set
             sampler.stop()
 
 
+def _transport(args) -> str:
+    return "OTLP/HTTP protobuf" if args.http else "OTLP/gRPC"
+
+
 def _baseline(args, settings, batch_file: Path, n_batches: int, say) -> float:
-    """CPU µs per span of the minimal receiver on the same traffic."""
+    """CPU µs per span of the minimal receiver on the same traffic and transport."""
     from otel_ai.receiver.grpc_server import OtlpGrpcReceiver
+    from otel_ai.receiver.http_server import OtlpHttpReceiver
     from otel_ai.selfmetrics import SelfMetrics
 
     counter = RouteCounter()
-    receiver = OtlpGrpcReceiver(counter, SelfMetrics(), host="127.0.0.1", port=0,
-                                max_request_bytes=settings.receiver.max_request_bytes)
+    receiver_type = OtlpHttpReceiver if args.http else OtlpGrpcReceiver
+    receiver = receiver_type(counter, SelfMetrics(), host="127.0.0.1", port=0,
+                             max_request_bytes=settings.receiver.max_request_bytes)
     port = receiver.start()
     try:
-        say(f"baseline: sending {args.spans} spans to a minimal receiver (parse + per-route count in Python)")
+        say(f"baseline: sending {args.spans} spans over {_transport(args)} to a minimal receiver "
+            "(parse + per-route count in Python)")
         phase = _drive(args, port, batch_file, n_batches, say, lambda: counter.spans, lambda: True)
     finally:
         receiver.stop()
@@ -379,8 +391,9 @@ def run(args) -> int:
         def settled() -> bool:
             return app.pipeline.queue_depth() == 0 and app.pipeline.batches_processed >= accepted_requests()
 
-        say(f"sending {args.spans} spans with {args.clients} client(s), {args.in_flight} in flight each")
-        phase = _drive(args, ports.grpc, batch_file, len(blobs), say, received, settled)
+        say(f"sending {args.spans} spans over {_transport(args)} with {args.clients} client(s), "
+            f"{args.in_flight} in flight each")
+        phase = _drive(args, ports.http if args.http else ports.grpc, batch_file, len(blobs), say, received, settled)
         results, sampler = phase.results, phase.sampler
         spans_sent = sum(r["spans_sent"] for r in results)
         spans_received = received()
@@ -395,6 +408,7 @@ def run(args) -> int:
         rss_peak = max(s[1] for s in sampler.samples)
         cpu_us = phase.cpu_s / spans_received * 1e6 if spans_received else 0.0
         report = {
+            "transport": "http" if args.http else "grpc",
             "spans_sent": spans_sent,
             "spans_received": int(spans_received),
             "batches": len(blobs),

@@ -13,11 +13,14 @@ neither late nor too old for the server.
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import queue
 import struct
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -27,6 +30,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+HTTP_PATH = "/v1/traces"
 _LEN = struct.Struct("<I")
 
 
@@ -72,12 +76,32 @@ class _Batch:
         return self.request.SerializeToString()
 
 
-def run_client(target: str, batch_file: str, spans: int, in_flight: int, offset: int = 0,
-               max_retries: int = 50, wait_for_go=None) -> dict:
+def _load(batch_file: str) -> list[_Batch]:
     batches = [_Batch(b) for b in read_batches(batch_file)]
     batches = [b for b in batches if b.span_count]
     if not batches:
         raise SystemExit("bench client: no batches to send")
+    return batches
+
+
+def _result(sent_spans: int, issued_spans: int, requests: int, errors: int, error_messages: list[str],
+            retries: int, partial_rejected: int, wall: float, latencies: list[float]) -> dict:
+    return {
+        "spans_sent": sent_spans,
+        "spans_issued": issued_spans,
+        "requests": requests,
+        "errors": errors,
+        "error_messages": error_messages,
+        "retries": retries,
+        "partial_rejected_spans": partial_rejected,
+        "wall_s": wall,
+        "latencies_s": latencies,
+    }
+
+
+def run_client(target: str, batch_file: str, spans: int, in_flight: int, offset: int = 0,
+               max_retries: int = 50, wait_for_go=None) -> dict:
+    batches = _load(batch_file)
     channel = grpc.insecure_channel(target, options=[("grpc.max_send_message_length", 64 * 1024 * 1024)])
     grpc.channel_ready_future(channel).result(timeout=30)
     export = channel.unary_unary(METHOD, request_serializer=None,
@@ -132,17 +156,72 @@ def run_client(target: str, batch_file: str, spans: int, in_flight: int, offset:
             error_messages.append(f"{code}: {exc.details() if isinstance(exc, grpc.RpcError) else exc}")
     wall = time.perf_counter() - started
     channel.close()
-    return {
-        "spans_sent": sent_spans,
-        "spans_issued": issued_spans,
-        "requests": requests,
-        "errors": errors,
-        "error_messages": error_messages,
-        "retries": retries,
-        "partial_rejected_spans": partial_rejected,
-        "wall_s": wall,
-        "latencies_s": latencies,
-    }
+    return _result(sent_spans, issued_spans, requests, errors, error_messages, retries, partial_rejected,
+                   wall, latencies)
+
+
+def run_http_client(target: str, batch_file: str, spans: int, in_flight: int, offset: int = 0,
+                    max_retries: int = 50, wait_for_go=None) -> dict:
+    """The same load over OTLP/HTTP protobuf: one keep-alive connection per request in flight."""
+    batches = _load(batch_file)
+    host, port = target.rsplit(":", 1)
+    lock = threading.Lock()  # re-timing mutates the shared protos
+    state = {"next": offset % len(batches), "issued": 0}
+    latencies: list[float] = []
+    counts = {"sent": 0, "requests": 0, "errors": 0, "retries": 0, "partial": 0}
+    error_messages: list[str] = []
+
+    def next_payload() -> tuple[bytes, int] | None:
+        with lock:
+            if state["issued"] >= spans:
+                return None
+            b = batches[state["next"]]
+            state["next"] = (state["next"] + 1) % len(batches)
+            state["issued"] += b.span_count
+            return b.payload(time.time_ns()), b.span_count
+
+    def worker() -> None:
+        connection = http.client.HTTPConnection(host, int(port), timeout=60)
+        while (item := next_payload()) is not None:
+            payload, n = item
+            for attempt in range(max_retries + 1):
+                t0 = time.perf_counter()
+                try:
+                    connection.request("POST", HTTP_PATH, payload, {"Content-Type": "application/x-protobuf"})
+                    response = connection.getresponse()
+                    body = response.read()
+                except OSError as exc:
+                    connection.close()
+                    status, body, message = 0, b"", str(exc)
+                else:
+                    status, message = response.status, f"HTTP {response.status}"
+                elapsed = time.perf_counter() - t0
+                with lock:
+                    if status == 200:
+                        counts["sent"] += n
+                        counts["requests"] += 1
+                        counts["partial"] += ExportTraceServiceResponse.FromString(body).partial_success.rejected_spans
+                        latencies.append(elapsed)
+                        break
+                    if status in (0, 429, 503) and attempt < max_retries:
+                        counts["retries"] += 1
+                    else:
+                        counts["errors"] += 1
+                        if len(error_messages) < 5:
+                            error_messages.append(message)
+                        break
+                time.sleep(min(1.0, 0.02 * (2 ** min(attempt, 6))))
+        connection.close()
+
+    if wait_for_go is not None:
+        wait_for_go()
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=in_flight, thread_name_prefix="bench-http") as pool:
+        for future in [pool.submit(worker) for _ in range(in_flight)]:
+            future.result()
+    wall = time.perf_counter() - started
+    return _result(counts["sent"], state["issued"], counts["requests"], counts["errors"], error_messages,
+                   counts["retries"], counts["partial"], wall, latencies)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -152,13 +231,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--spans", type=int, required=True)
     p.add_argument("--in-flight", type=int, default=2)
     p.add_argument("--offset", type=int, default=0)
+    p.add_argument("--http", action="store_true", help="OTLP/HTTP protobuf instead of OTLP/gRPC")
     args = p.parse_args(argv)
 
     def wait_for_go() -> None:
         print("READY", flush=True)
         sys.stdin.readline()
 
-    result = run_client(args.target, args.batches, args.spans, max(1, args.in_flight), args.offset,
+    result = (run_http_client if args.http else run_client)(args.target, args.batches, args.spans, max(1, args.in_flight), args.offset,
                         wait_for_go=wait_for_go)
     print(json.dumps(result), flush=True)
     return 0

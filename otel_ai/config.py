@@ -69,6 +69,18 @@ class Admin(_Strict):
     # Needed for the admin routes that change state or spend money (e.g. POST
     # /api/incidents/{id}/analyze); without it they answer loopback clients only.
     token: str | None = None
+    # How people reach this admin port (e.g. https://otel-ai.internal); when set, Slack's
+    # "View Details" opens the incident page there unless slack.detailsUrl says otherwise.
+    public_url: str | None = Field(None, alias="publicUrl")
+    # The tracing UI's page for one trace, {trace_id} filled in: exemplar links on the page.
+    trace_url: str | None = Field(None, alias="traceUrl")
+
+    @field_validator("public_url", "trace_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError(f"must be an http(s) URL, got {value!r}")
+        return value
 
 
 class Windows(_Strict):
@@ -195,6 +207,12 @@ class Settings(_Strict):
     actions: Actions = Actions()
     slack: Slack = Slack()
 
+    @model_validator(mode="after")
+    def _details_on_the_incident_page(self) -> "Settings":
+        if self.slack.details_url is None and self.admin.public_url:
+            self.slack.details_url = self.admin.public_url.rstrip("/") + "/incidents/{incident_id}"
+        return self
+
     @field_validator("events")
     @classmethod
     def _known_types(cls, value: dict[str, EventRule]) -> dict[str, EventRule]:
@@ -213,6 +231,8 @@ _ENV_KEYS = {
     "AI_MAX_COST_PER_DAY": ("budget", "maxCostPerDay"),
     "AI_MODE": ("mode",),
     "OTEL_AI_ADMIN_TOKEN": ("admin", "token"),
+    "OTEL_AI_PUBLIC_URL": ("admin", "publicUrl"),
+    "OTEL_AI_TRACE_URL": ("admin", "traceUrl"),
     "SLACK_INCIDENT_CHANNEL": ("slack", "channel"),
     "AI_MODEL_CRITICAL": ("analysis", "models", "critical"),
     "AI_MODEL_WARNING": ("analysis", "models", "warning"),

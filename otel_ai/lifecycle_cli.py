@@ -15,6 +15,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from otel_ai import server_record
 from otel_ai.analysis.render import format_analysis
 from otel_ai.config import Settings
 from otel_ai.exporters.slack import SlackNotifier
@@ -48,7 +49,7 @@ def run_incidents(settings: Settings, args) -> int:
             return 0
         incident = store.get(args.incident_id)
         if incident is None:
-            print(f"otel-ai: no incident {args.incident_id!r}", file=sys.stderr)
+            print(f"otel-ai: {_why_not_open(args.incident_id, None)}", file=sys.stderr)
             return 1
         if args.json:
             print(json.dumps(incident.snapshot(), indent=2, ensure_ascii=False))
@@ -89,21 +90,47 @@ def _print_incident(incident: Incident) -> None:
 
 def _ack(settings: Settings, args) -> int:
     who = args.by or f"{getpass.getuser()} (cli)"
-    url = f"{args.admin_url.rstrip('/')}/api/incidents/{args.incident_id}/ack"
-    request = urllib.request.Request(url, method="POST", data=json.dumps({"by": who}).encode(),
+    admin_url = server_record.resolve_admin_url(args.admin_url, args.data_dir).rstrip("/")
+    request = urllib.request.Request(f"{admin_url}/api/incidents/{args.incident_id}/ack", method="POST",
+                                     data=json.dumps({"by": who}).encode(),
                                      headers={"Content-Type": "application/json"})
     if settings.admin.token:
         request.add_header("Authorization", f"Bearer {settings.admin.token}")
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             snapshot = json.load(response)
-        print(f"{snapshot['id']} acknowledged by {snapshot['acknowledged_by']} (via {args.admin_url})")
+        print(f"{snapshot['id']} acknowledged by {snapshot['acknowledged_by']} (via {admin_url}; "
+              "the Slack message is updated now)")
         return 0
     except urllib.error.HTTPError as exc:
-        print(f"otel-ai: {exc.code}: {exc.read().decode('utf-8', 'replace')[:300]}", file=sys.stderr)
+        if exc.code == 409:
+            print(f"otel-ai: {_why_not_open(args.incident_id, _server_snapshot(admin_url, args.incident_id))}",
+                  file=sys.stderr)
+        else:
+            print(f"otel-ai: {admin_url} answered {exc.code}: {exc.read().decode('utf-8', 'replace')[:300]}",
+                  file=sys.stderr)
         return 1
     except (urllib.error.URLError, OSError):
+        if server_record.refuse_store_while_running(args.data_dir, admin_url):
+            return 1
         return _ack_in_store(settings, args, who)
+
+
+def _server_snapshot(admin_url: str, incident_id: str) -> dict | None:
+    try:
+        with urllib.request.urlopen(f"{admin_url}/api/incidents/{incident_id}", timeout=10) as response:
+            return json.load(response)
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
+def _why_not_open(incident_id: str, snapshot: dict | None) -> str:
+    """Say which: an id nobody knows, or an incident that is over."""
+    if snapshot is None:
+        return f"unknown incident {incident_id!r}: no incident has this id (see `otel-ai incidents list`)"
+    if snapshot.get("status") == "resolved":
+        return f"incident {incident_id} was resolved at {snapshot.get('resolved_at')}; nothing to acknowledge"
+    return f"incident {incident_id} is {snapshot.get('status')}; nothing to acknowledge"
 
 
 def _ack_in_store(settings: Settings, args, who: str) -> int:
@@ -117,11 +144,12 @@ def _ack_in_store(settings: Settings, args, who: str) -> int:
         incidents.restore(now)
         incident = incidents.acknowledge(args.incident_id, who, now)
         if incident is None:
-            print(f"otel-ai: incident {args.incident_id} is not open (unknown or resolved); nothing to acknowledge",
+            stored = store.get(args.incident_id)
+            print(f"otel-ai: {_why_not_open(args.incident_id, stored.snapshot() if stored else None)}",
                   file=sys.stderr)
             return 1
         print(f"{incident.id} acknowledged by {incident.acknowledged_by} "
-              "(no server running: stored; Slack is updated on the next start)")
+              "(no server running: stored; Slack is updated when the server next starts)")
         return 0
     finally:
         store.close()

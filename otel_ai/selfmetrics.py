@@ -21,6 +21,16 @@ class SelfMetrics:
             "otel_ai_spans_rejected", "Spans refused (partial_success or whole request)", ["reason"], registry=r)
         self.spans_dropped = Counter(
             "otel_ai_spans_dropped", "Accepted spans not counted in windows", ["reason"], registry=r)
+        self.metric_requests = Counter(
+            "otel_ai_metric_export_requests", "OTLP metrics export requests by transport and outcome",
+            ["transport", "outcome"], registry=r)
+        self.data_points_received = Counter(
+            "otel_ai_data_points_received", "Metric data points accepted", ["transport"], registry=r)
+        self.data_points_rejected = Counter(
+            "otel_ai_data_points_rejected", "Metric data points refused (partial_success or whole request)",
+            ["reason"], registry=r)
+        self.metric_streams = Gauge(
+            "otel_ai_metric_streams", "Cumulative metric streams with delta state", registry=r)
         self.queue_depth = Gauge(
             "otel_ai_queue_batches", "Decoded batches waiting for the window stage", registry=r)
         self.subjects = Gauge(

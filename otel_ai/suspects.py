@@ -1,11 +1,21 @@
 """What the failing (or slow) requests of an incident share: ranked key=value suspects,
 exemplar trace ids, top exceptions, and versions first seen shortly before onset.
 
-Per subject it keeps three small rings of captured requests (errors, slow ones, and an
-unbiased 1-in-N trace sample), for at most MAX_SUBJECTS recently active subjects, so
-memory is bounded whatever the traffic. A suspect's score is bad_share - good_share:
-the share of bad requests carrying the pair minus the share of good ones. Ties go to
-the more specific key (a version before a pod, a pod before its node).
+Per subject it keeps small rings of captured requests (errors, slow ones, an unbiased
+1-in-N trace sample, and a sparse history of its good requests reaching ~10 minutes of
+normal traffic back),
+for at most MAX_SUBJECTS recently active subjects, so memory is bounded whatever the
+traffic. A suspect's score is bad_share - good_share: the share of bad requests
+carrying the pair minus the share of good ones. Ties go to the more specific key (a
+version before a pod, a pod before its node).
+
+When a fault hits every request (a slow database behind all of them), there are no good
+requests left to compare with, and every pair of the bad ones would score 1. Then the
+bad requests are compared with the subject's sampled good requests from before the onset
+instead: a pair as common before as after (the version that ran all day) scores 0,
+whatever its share; the suspects say so with ``"compared_with": "before_onset"``. The
+history takes good requests only, so a long fault behind every request never pushes
+out what normal looked like.
 """
 from __future__ import annotations
 
@@ -13,6 +23,7 @@ from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
 
 from otel_ai.decode import Capture
+from otel_ai.message_template import template
 from otel_ai.model import Anomaly
 from otel_ai.timefmt import rfc3339
 
@@ -26,6 +37,10 @@ TOP_SUSPECTS = 5
 MIN_BAD_SHARE = 0.2
 MIN_SCORE = 0.1
 NEW_VERSION_NS = 900 * 1_000_000_000  # a version first seen this long before onset is "new"
+MIN_GOOD = 10  # fewer good requests than this: compare with the requests before the onset
+HISTORY_RING = 128
+HISTORY_SPACING_NS = 5 * 1_000_000_000  # one sampled request per 5 s: the history reaches ~10 min back
+BEFORE_ONSET_NS = 900 * 1_000_000_000
 KEY_PRIORITY = (
     "service.version", "dependency.failed", "dependency.slow", "k8s.pod.name", "service.instance.id",
     "tenant.id", "k8s.node.name", "host.name", "cloud.availability_zone", "cloud.region",
@@ -37,6 +52,8 @@ class SubjectCaptures:
     bad: deque = field(default_factory=lambda: deque(maxlen=BAD_RING))
     slow: deque = field(default_factory=lambda: deque(maxlen=SLOW_RING))
     sampled: deque = field(default_factory=lambda: deque(maxlen=SAMPLE_RING))
+    history: deque = field(default_factory=lambda: deque(maxlen=HISTORY_RING))  # sparse sample of good requests
+    history_next_ns: int = 0
     versions: dict = field(default_factory=dict)  # service.version -> first seen (ns)
 
 
@@ -49,6 +66,7 @@ class Attribution:
     bad_requests: int
     good_requests: int
     exemplar_span_ids: list[str] = field(default_factory=list)  # aligned with exemplar_trace_ids
+    compared_with: str = "good"  # or "before_onset": good_requests then counts those
 
 
 class CaptureStore:
@@ -75,6 +93,9 @@ class CaptureStore:
                 entry.slow.append(capture)
             if capture.sampled and not capture.error:
                 entry.sampled.append(capture)
+                if not capture.slow and capture.end_ns >= entry.history_next_ns:
+                    entry.history.append(capture)
+                    entry.history_next_ns = capture.end_ns + HISTORY_SPACING_NS
             self._note_version(entry, capture)
 
     @staticmethod
@@ -103,15 +124,26 @@ class CaptureStore:
         else:
             bad = _between(entry.bad, since, until)
             good = sampled
+        compared_with = "good"
+        if len(good) < MIN_GOOD:
+            onset = onset_ns(anomaly, [c.end_ns for c in entry.history])
+            before = _unique(_between(entry.history, onset - BEFORE_ONSET_NS, onset - 1)
+                             + _between(entry.sampled, onset - BEFORE_ONSET_NS, onset - 1))
+            if len(before) >= MIN_GOOD:
+                good, compared_with = before, "before_onset"
+        suspects = rank_suspects(bad, good)
+        if compared_with != "good":
+            suspects = [{**s, "compared_with": compared_with} for s in suspects]
         exemplars = sorted(bad, key=lambda c: -c.end_ns)[:5]
         return Attribution(
-            suspects=rank_suspects(bad, good),
+            suspects=suspects,
             exemplar_trace_ids=[c.trace_id.hex() for c in exemplars],
             exemplar_span_ids=[c.span_id.hex() for c in exemplars],
             top_errors=_top_errors(bad),
             new_versions=self._new_versions(entry, anomaly.event_time_ns),
             bad_requests=len(bad),
             good_requests=len(good),
+            compared_with=compared_with,
         )
 
     @staticmethod
@@ -121,6 +153,21 @@ class CaptureStore:
             return []  # the only version ever seen is not a deploy
         return [{"version": v, "first_seen": rfc3339(ns), "seconds_before_onset": round((onset_ns - ns) / 1e9, 1)}
                 for v, ns in versions[1:] if 0 <= onset_ns - ns <= NEW_VERSION_NS]
+
+
+def onset_ns(anomaly: Anomaly, good_ends: list[int]) -> int:
+    """Start of the first slot among the anomaly's recent samples that breached its
+    threshold. When they all did, the breach is older than them: the onset is then just
+    after the newest good request (good_ends: end times of sampled requests that were
+    neither errors nor slow: the history). The event time when no sample breached."""
+    times = [t for t, _ in anomaly.recent_samples]
+    breached = [t for t, value in anomaly.recent_samples if value >= anomaly.threshold]
+    if not breached:
+        return anomaly.event_time_ns
+    slot = times[1] - times[0] if len(times) >= 2 else 0
+    if len(breached) == len(times) and good_ends:
+        return min(max(good_ends) + 1, min(breached) - slot)
+    return min(breached) - slot
 
 
 def _between(ring, since_ns: int, until_ns: int) -> list[Capture]:
@@ -157,5 +204,5 @@ def rank_suspects(bad: list[Capture], good: list[Capture]) -> list[dict]:
 
 
 def _top_errors(bad: list[Capture]) -> list[dict]:
-    counts = Counter(exc for c in bad for exc in set(c.exceptions))
+    counts = Counter(exc for c in bad for exc in {(kind, template(message)) for kind, message in c.exceptions})
     return [{"type": t, "message": m, "count": n} for (t, m), n in counts.most_common(5)]

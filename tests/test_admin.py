@@ -4,6 +4,7 @@ import json
 import logging
 import urllib.error
 import urllib.request
+from email.message import Message
 
 import pytest
 
@@ -37,14 +38,15 @@ def admin(tmp_path):
     store.close()
 
 
-def fetch(url: str, method: str = "GET", data: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
+def fetch(url: str, method: str = "GET", data: bytes | None = None) -> tuple[int, Message, bytes]:
+    """Status, headers (names case-insensitive, as in HTTP) and body."""
     request = urllib.request.Request(url, method=method, data=data)
     try:
         with urllib.request.urlopen(request, timeout=5) as response:
-            return response.status, dict(response.headers), response.read()
+            return response.status, response.headers, response.read()
     except urllib.error.HTTPError as error:
         with error:
-            return error.code, dict(error.headers), error.read()
+            return error.code, error.headers, error.read()
 
 
 def test_start_returns_bound_port_and_healthz(admin):

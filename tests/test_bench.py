@@ -48,3 +48,16 @@ def test_minimal_receiver_counts_spans_per_route():
     results = [counter.consume(blob, "test") for blob in blobs]
     assert counter.spans == sum(r.spans for r in results) == sum(counter.counts.values()) > 0
     assert any(route.startswith("/api/") for route in counter.counts)
+
+
+def test_bench_over_otlp_http_loses_nothing(capsys):
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    args = parser.parse_args(["--spans", "20000", "--http", "--in-flight", "4", "--json"])
+
+    assert bench.run(args) == 0
+
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["transport"] == "http"
+    assert report["spans_received"] == report["spans_sent"] >= 20000
+    assert report["server_errors"] == 0 and report["client_errors"] == 0

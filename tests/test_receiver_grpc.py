@@ -8,6 +8,11 @@ from pathlib import Path
 import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+    ExportMetricsServiceResponse,
+)
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2_grpc import MetricsServiceStub
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -34,10 +39,20 @@ def one_span_request(name: str = "GET /cart", padding: int = 0) -> ExportTraceSe
     return request
 
 
-def requests_counted(metrics: SelfMetrics, outcome: str) -> float:
-    value = metrics.registry.get_sample_value(
-        "otel_ai_export_requests_total", {"transport": "grpc", "outcome": outcome})
+def one_point_request() -> ExportMetricsServiceRequest:
+    request = ExportMetricsServiceRequest()
+    metric = request.resource_metrics.add().scope_metrics.add().metrics.add(name="http.server.request.duration")
+    metric.histogram.data_points.add(count=1, bucket_counts=[1], time_unix_nano=5)
+    return request
+
+
+def requests_counted(metrics: SelfMetrics, outcome: str, name: str = "otel_ai_export_requests_total") -> float:
+    value = metrics.registry.get_sample_value(name, {"transport": "grpc", "outcome": outcome})
     return value or 0.0
+
+
+def metric_requests_counted(metrics: SelfMetrics, outcome: str) -> float:
+    return requests_counted(metrics, outcome, "otel_ai_metric_export_requests_total")
 
 
 class Running:
@@ -47,6 +62,7 @@ class Running:
         self.port = port
         self.channel = grpc.insecure_channel(f"127.0.0.1:{port}")
         self.stub = TraceServiceStub(self.channel)
+        self.metrics_stub = MetricsServiceStub(self.channel)
 
     def raw_export(self, body: bytes, **kwargs: object) -> ExportTraceServiceResponse:
         call = self.channel.unary_unary(
@@ -58,6 +74,7 @@ class Running:
 
 def start(**kwargs: object) -> tuple[OtlpGrpcReceiver, FakeConsumer, SelfMetrics, int]:
     consumer, metrics = FakeConsumer(), SelfMetrics()
+    kwargs.setdefault("metrics_consumer", consumer)
     receiver = OtlpGrpcReceiver(consumer, metrics, port=0, max_request_bytes=MAX_BYTES, **kwargs)  # type: ignore[arg-type]
     return receiver, consumer, metrics, receiver.start()
 
@@ -173,6 +190,86 @@ def test_sdk_exporter_delivers_a_span(running: Running) -> None:
     resource_spans = request.resource_spans[0]
     assert resource_spans.scope_spans[0].spans[0].name == "sdk-span"
     assert {a.key: a.value.string_value for a in resource_spans.resource.attributes}["service.name"] == "sdk-app"
+
+
+# ------------------------------------------------------------ MetricsService
+
+def test_metrics_export_ok(running: Running) -> None:
+    response = running.metrics_stub.Export(one_point_request(), timeout=5)
+    assert not response.HasField("partial_success")
+    [(request, transport)] = running.consumer.metric_requests
+    assert transport == "grpc" and request == one_point_request()
+    assert running.consumer.requests == []
+    assert metric_requests_counted(running.metrics, "ok") == 1
+    assert requests_counted(running.metrics, "ok") == 0  # trace requests are counted apart
+
+
+def test_metrics_partial_success_is_reported(running: Running) -> None:
+    running.consumer.rejected_data_points = 3
+    response = running.metrics_stub.Export(one_point_request(), timeout=5)
+    assert response.partial_success.rejected_data_points == 3
+    assert response.partial_success.error_message == "data points without a time"
+    assert metric_requests_counted(running.metrics, "partial") == 1
+
+
+def test_undecodable_metrics_body_is_invalid_argument(running: Running) -> None:
+    call = running.channel.unary_unary(
+        "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+        request_serializer=lambda b: b, response_deserializer=ExportMetricsServiceResponse.FromString)
+    with pytest.raises(grpc.RpcError) as info:
+        call(one_point_request().SerializeToString()[:-2], timeout=5)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "ExportMetricsServiceRequest" in info.value.details()
+    assert metric_requests_counted(running.metrics, "invalid") == 1
+    assert running.metrics.registry.get_sample_value("otel_ai_data_points_rejected_total", {"reason": "invalid"}) == 1
+
+
+def test_saturated_metrics_are_unavailable_with_retry_info(running: Running) -> None:
+    running.consumer.saturated_for_s = 1.5
+    with pytest.raises(grpc.RpcError) as info:
+        running.metrics_stub.Export(one_point_request(), timeout=5)
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    status = status_pb2.Status.FromString(dict(info.value.trailing_metadata())["grpc-status-details-bin"])
+    retry_info = error_details_pb2.RetryInfo()
+    assert status.details[0].Unpack(retry_info) and retry_info.retry_delay.ToMilliseconds() == 1500
+
+
+def test_oversize_metrics_request_is_resource_exhausted(running: Running) -> None:
+    request = one_point_request()
+    point = request.resource_metrics[0].scope_metrics[0].metrics[0].histogram.data_points[0]
+    point.attributes.add(key="pad").value.string_value = "x" * (MAX_BYTES + 10)
+    with pytest.raises(grpc.RpcError) as info:
+        running.metrics_stub.Export(request, timeout=5)
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert running.consumer.metric_requests == []
+
+
+def test_metrics_need_the_bearer_token_too() -> None:
+    receiver, consumer, metrics, port = start(bearer_token=TOKEN)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = MetricsServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as info:
+                stub.Export(one_point_request(), timeout=5, metadata=(("authorization", "Bearer wrong"),))
+            assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            stub.Export(one_point_request(), timeout=5, metadata=(("authorization", f"Bearer {TOKEN}"),))
+        assert len(consumer.metric_requests) == 1
+        assert metric_requests_counted(metrics, "unauthenticated") == 1
+    finally:
+        receiver.stop(grace_s=0)
+
+
+def test_without_a_metrics_consumer_metrics_are_unimplemented() -> None:
+    receiver, consumer, _, port = start(metrics_consumer=None)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            with pytest.raises(grpc.RpcError) as info:
+                MetricsServiceStub(channel).Export(one_point_request(), timeout=5)
+            assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+            TraceServiceStub(channel).Export(one_span_request(), timeout=5)
+        assert len(consumer.requests) == 1
+    finally:
+        receiver.stop(grace_s=0)
 
 
 def self_signed_cert(directory: Path) -> tuple[Path, Path]:

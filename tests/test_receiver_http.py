@@ -9,6 +9,7 @@ import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from email.message import Message
 from pathlib import Path
 
 import pytest
@@ -52,14 +53,15 @@ class Running:
 
     def post(self, body: bytes, content_type: str = PROTOBUF, headers: dict[str, str] | None = None,
              url: str | None = None, method: str = "POST",
-             context: ssl.SSLContext | None = None) -> tuple[int, dict[str, str], bytes]:
+             context: ssl.SSLContext | None = None) -> tuple[int, Message, bytes]:
+        """Status, headers (names case-insensitive, as in HTTP) and body."""
         request = urllib.request.Request(url or self.url, data=body, method=method,
                                          headers={"Content-Type": content_type, **(headers or {})})
         try:
             with urllib.request.urlopen(request, timeout=5, context=context) as response:
-                return response.status, dict(response.headers), response.read()
+                return response.status, response.headers, response.read()
         except urllib.error.HTTPError as error:
-            return error.code, dict(error.headers), error.read()
+            return error.code, error.headers, error.read()
 
     def counted(self, outcome: str) -> float:
         value = self.metrics.registry.get_sample_value(

@@ -21,6 +21,7 @@
 #include <Python.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -326,50 +327,74 @@ static inline int32_t clamp32(int64_t x) {
 
 /* ------------------------------------------------------------------ sampling weight */
 
-static float threshold_weight(const uint8_t *d, size_t n) {
-    if (n < 1 || n > 14) return 1.0f;
+/* 2^56 / (2^56 - t) rounded once to the nearest double (ties to even), as Python's int / int
+ * does it: otel_ai/sampling.py, threshold_adjusted_count. */
+static double adjusted_count(uint64_t t) {
+    const uint64_t one = (uint64_t)1 << 56;
+    uint64_t d = one - t;                                   /* 1 .. 2^56 */
+    __uint128_t num = (__uint128_t)one << 64;               /* 2^120 */
+    __uint128_t q = num / d, r = num % d;                   /* q in [2^64, 2^120] */
+    int bits = 0;
+    for (__uint128_t x = q; x; x >>= 1) bits++;
+    int drop = bits - 53;                                   /* >= 12 */
+    uint64_t mantissa = (uint64_t)(q >> drop);
+    __uint128_t rest = q & ((((__uint128_t)1) << drop) - 1), half = ((__uint128_t)1) << (drop - 1);
+    if (rest > half || (rest == half && (r != 0 || (mantissa & 1)))) mantissa++;
+    return ldexp((double)mantissa, drop - 64);
+}
+
+/* The adjusted count of a valid `th` value, or 0 for none (the caller uses 1). */
+static double threshold_count(const uint8_t *d, size_t n) {
+    if (n < 1 || n > 14) return 0;
     uint64_t t = 0;
     for (size_t k = 0; k < n; k++) {
         uint8_t c = d[k];
         int digit;
         if (c >= '0' && c <= '9') digit = c - '0';
         else if (c >= 'a' && c <= 'f') digit = c - 'a' + 10;
-        else return 1.0f;
+        else return 0;
         t = (t << 4) | (uint64_t)digit;
     }
-    t <<= 4 * (14 - n);
-    const uint64_t one = (uint64_t)1 << 56;
-    return (float)((double)one / (double)(one - t));
+    return adjusted_count(t << (4 * (14 - n)));
 }
 
-static inline int is_ows(uint8_t c) { return c == ' ' || c == '\t'; }
+/* Python's str.isspace() for ASCII. */
+static inline int is_space(uint8_t c) { return c == ' ' || (c >= '\t' && c <= '\r') || (c >= 0x1c && c <= 0x1f); }
 
-/* otel_ai/decode/sampling.py, tracestate_weight: the `th` of the first `ot` member. */
-static float tracestate_weight(const uint8_t *s, size_t n) {
+/* otel_ai/sampling.py, tracestate_adjusted_count: the `th` of the first `ot` member, 1.0
+ * when there is none or it is invalid. -1 for a non-ASCII tracestate (never valid W3C, and
+ * Unicode whitespace would need Python's tables): the reference reader decides. */
+static double tracestate_weight(const uint8_t *s, size_t n) {
+    for (size_t k = 0; k < n; k++) {
+        if (s[k] >= 0x80) return -1;
+    }
     size_t i = 0;
     while (i <= n) {
         size_t j = i;
         while (j < n && s[j] != ',') j++;
         size_t a = i, b = j;
-        while (a < b && is_ows(s[a])) a++;
-        while (b > a && is_ows(s[b - 1])) b--;
+        while (a < b && is_space(s[a])) a++;
+        while (b > a && is_space(s[b - 1])) b--;
         size_t eq = a;
         while (eq < b && s[eq] != '=') eq++;
-        if (eq < b && eq - a == 2 && s[a] == 'o' && s[a + 1] == 't') {
-            size_t k = eq + 1;
+        if (eq - a == 2 && s[a] == 'o' && s[a + 1] == 't') {
+            size_t k = eq < b ? eq + 1 : b;
             while (k <= b) {
                 size_t e = k;
                 while (e < b && s[e] != ';') e++;
                 size_t c = k;
                 while (c < e && s[c] != ':') c++;
-                if (c < e && c - k == 2 && s[k] == 't' && s[k + 1] == 'h') return threshold_weight(s + c + 1, e - c - 1);
+                if (c - k == 2 && s[k] == 't' && s[k + 1] == 'h') {
+                    double count = c < e ? threshold_count(s + c + 1, e - c - 1) : 0;
+                    return count > 0 ? count : 1.0;
+                }
                 k = e + 1;
             }
-            return 1.0f;
+            return 1.0;
         }
         i = j + 1;
     }
-    return 1.0f;
+    return 1.0;
 }
 
 /* ------------------------------------------------------------------ rows */
@@ -582,7 +607,9 @@ static int parse_span(pass1_t *st, const uint8_t *s, size_t n, size_t block) {
     row->block = (int32_t)block;
     row->span_off = (uint32_t)(s - st->base);
     row->span_len = (uint32_t)n;
-    row->weight = trace_state_len ? tracestate_weight(trace_state, trace_state_len) : 1.0f;
+    double weight = trace_state_len ? tracestate_weight(trace_state, trace_state_len) : 1.0;
+    if (weight < 0) return BAIL;
+    row->weight = (float)weight;
     row->kind = (uint8_t)kind;
     row->rule = rule;
     memcpy(row->str, str, sizeof(str));
@@ -1476,7 +1503,9 @@ static PyObject *module_tracestate_weight(PyObject *module, PyObject *arg) {
     Py_ssize_t n;
     const char *s = PyUnicode_AsUTF8AndSize(arg, &n);
     if (!s) return NULL;
-    return PyFloat_FromDouble((double)tracestate_weight((const uint8_t *)s, (size_t)n));
+    double weight = tracestate_weight((const uint8_t *)s, (size_t)n);
+    if (weight < 0) Py_RETURN_NONE;
+    return PyFloat_FromDouble(weight);
 }
 
 static PyMethodDef reader_methods[] = {
@@ -1503,7 +1532,8 @@ static PyTypeObject ReaderType = {
 };
 
 static PyMethodDef module_methods[] = {
-    {"tracestate_weight", module_tracestate_weight, METH_O, "The adjusted count of a W3C tracestate."},
+    {"tracestate_weight", module_tracestate_weight, METH_O,
+     "The adjusted count of a W3C tracestate (a double, before the float32 column); None if non-ASCII."},
     {NULL, NULL, 0, NULL},
 };
 

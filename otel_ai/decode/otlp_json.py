@@ -21,8 +21,7 @@ from otel_ai.decode.captures import MAX_EXCEPTIONS, MAX_MESSAGE_CHARS, MAX_VALUE
 from otel_ai.decode.columns import ReadResult, SpanRows, block_of_rows, id64, sample_bytes, to_batch, trace_keys
 from otel_ai.decode.contract import SPAN_KIND_CLIENT, SPAN_KIND_SERVER, MalformedRequest, TimeBounds
 from otel_ai.decode.naming import SubjectNaming
-from otel_ai.decode.reference import ReferenceReader
-from otel_ai.decode.sampling import tracestate_weight
+from otel_ai.decode.reference import ReferenceReader, weight_of
 
 _INT64 = (-(2**63), 2**63 - 1)
 _UINT64 = (0, 2**64 - 1)
@@ -334,7 +333,7 @@ class JsonReader:
         rule = _subject_rule(kind, attrs, name)
         if rule is None:
             return None
-        weight = tracestate_weight(trace_state) if trace_state else 1.0
+        weight = weight_of(trace_state)
         return (block, kind, start if start < 2**63 else 0, end if end < 2**63 else 0, code, rule, weight,
                 trace_id, span_id, parent, attrs)
 

@@ -15,7 +15,7 @@ from otel_ai.decode.captures import MAX_EXCEPTIONS, MAX_MESSAGE_CHARS, MAX_VALUE
 from otel_ai.decode.columns import ReadResult, SpanRows, block_of_rows, id64, sample_bytes, to_batch, trace_keys
 from otel_ai.decode.contract import SPAN_KIND_CLIENT, SPAN_KIND_SERVER, MalformedRequest, TimeBounds
 from otel_ai.decode.naming import SubjectNaming
-from otel_ai.decode.sampling import tracestate_weight
+from otel_ai.sampling import tracestate_adjusted_count
 from otel_ai.proto.otel_ai.v1.otlp_view_pb2 import TraceRequestView
 
 _INT64_MAX = 2**63 - 1
@@ -36,6 +36,14 @@ def int_of(value) -> int:
         return number
     text = value.string_value
     return int(text) if text.isascii() and text.isdigit() and len(text) < 6 else 0
+
+
+def weight_of(trace_state: str) -> float:
+    """SpanBatch.weight: the adjusted count from the tracestate's `ot=th:` (1.0 without).
+    Attribute-based sampling (SampleRate, sampling.priority) is a later addition here and
+    in _otlp.c's parse_span."""
+    found = tracestate_adjusted_count(trace_state) if trace_state else None
+    return 1.0 if found is None else found
 
 
 def dependency_of(get, rpc) -> tuple[str, str, str] | None:
@@ -138,7 +146,7 @@ class ReferenceReader:
                                  span.status.code, http_status, grpc_status, resend))
                     spans.append(span)
                     trace_state = span.trace_state
-                    weights.append(tracestate_weight(trace_state) if trace_state else 1.0)
+                    weights.append(weight_of(trace_state))
         table = _table(rows)
         trace_ids = [span.trace_id for span in spans]
         span_rows = SpanRows(

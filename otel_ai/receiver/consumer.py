@@ -1,7 +1,7 @@
 """The one interface between the OTLP receivers and the pipeline behind them.
 
-Like the Collector's consumer.Traces: receivers only parse the transport, hand the
-request over, and translate the outcome into OTLP status codes.
+Like the Collector's consumer.Traces and consumer.Metrics: receivers only parse the
+transport, hand the request over, and translate the outcome into OTLP status codes.
 """
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 
-
 class InvalidRequest(Exception):
-    """The body is not a decodable ExportTraceServiceRequest (INVALID_ARGUMENT / 400)."""
+    """The body is not a decodable export request (INVALID_ARGUMENT / 400)."""
 
 
 class Saturated(Exception):
@@ -47,4 +46,23 @@ class TraceConsumer(Protocol):
 
         Bytes rather than a parsed message: the pipeline decodes them straight into its
         columnar batch, without building protobuf or JSON objects per span."""
+        ...
+
+
+@dataclass(slots=True)
+class MetricsExportResult:
+    """What partial_success reports for metrics: data points refused one by one, and why."""
+
+    rejected_data_points: int = 0
+    error_message: str = ""
+    data_points: int = 0  # data points in the request, accepted or not
+
+
+class MetricsConsumer(Protocol):
+    def consume_metrics(self, body: bytes, transport: str) -> MetricsExportResult:
+        """Accept a serialized ExportMetricsServiceRequest (protobuf), or raise
+        InvalidRequest or Saturated. Must not block for long.
+
+        A separate method name from TraceConsumer.consume, so that one pipeline can be
+        both consumers."""
         ...

@@ -1,35 +1,80 @@
-"""OTLP/gRPC trace receiver: TraceService/Export on a real grpc server.
+"""OTLP/gRPC receiver: TraceService/Export and MetricsService/Export on a real grpc server.
 
 The request is deserialized here rather than by grpc so that a body that does not
 decode becomes INVALID_ARGUMENT (grpc would answer INTERNAL), and status codes follow
-the OTLP spec so that Collector exporters retry exactly the retryable failures.
+the OTLP spec so that Collector exporters retry exactly the retryable failures. Both
+signals share the limits, authentication and status handling; only the consumer, the
+response message and the counters differ.
 """
 from __future__ import annotations
 
+import errno
 import hmac
 import logging
 from concurrent import futures
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import grpc
 from google.protobuf import duration_pb2
+from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceResponse,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
+from prometheus_client import Counter
 
-from otel_ai.receiver.consumer import InvalidRequest, Saturated, TraceConsumer
+from otel_ai.httpserver import ListenError
+from otel_ai.receiver.consumer import (
+    InvalidRequest,
+    MetricsConsumer,
+    MetricsExportResult,
+    Saturated,
+    TraceConsumer,
+)
 from otel_ai.selfmetrics import SelfMetrics
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = "opentelemetry.proto.collector.trace.v1.TraceService"
+METRICS_SERVICE_NAME = "opentelemetry.proto.collector.metrics.v1.MetricsService"
 TRANSPORT = "grpc"
 _STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
 
 def _raw_bytes(data: bytes) -> bytes:
     return data
+
+
+@dataclass(frozen=True, slots=True)
+class _Signal:
+    """What differs between TraceService and MetricsService."""
+
+    service: str
+    request_name: str  # for error messages
+    response_type: type[Message]
+    consume: Callable[[bytes, str], Any]
+    partial: Callable[[Any, Any], int]  # fills response.partial_success; returns the refused count
+    requests: Counter  # labels: transport, outcome
+    rejected: Counter  # labels: reason
+
+
+def _trace_partial(response: ExportTraceServiceResponse, result) -> int:
+    if result.rejected_spans > 0:
+        response.partial_success.rejected_spans = result.rejected_spans
+        response.partial_success.error_message = result.error_message
+    return result.rejected_spans
+
+
+def _metrics_partial(response: ExportMetricsServiceResponse, result: MetricsExportResult) -> int:
+    if result.rejected_data_points > 0:
+        response.partial_success.rejected_data_points = result.rejected_data_points
+        response.partial_success.error_message = result.error_message
+    return result.rejected_data_points
 
 
 class OtlpGrpcReceiver:
@@ -44,11 +89,17 @@ class OtlpGrpcReceiver:
         tls_key_file: str | Path | None = None,
         bearer_token: str | None = None,
         max_workers: int = 4,
+        metrics_consumer: MetricsConsumer | None = None,
     ) -> None:
         if (tls_cert_file is None) != (tls_key_file is None):
             raise ValueError("TLS needs both tls_cert_file and tls_key_file")
-        self._consumer = consumer
         self._metrics = metrics
+        self._signals = [_Signal(SERVICE_NAME, "ExportTraceServiceRequest", ExportTraceServiceResponse,
+                                 consumer.consume, _trace_partial, metrics.requests, metrics.spans_rejected)]
+        if metrics_consumer is not None:  # without one, MetricsService answers UNIMPLEMENTED
+            self._signals.append(_Signal(METRICS_SERVICE_NAME, "ExportMetricsServiceRequest",
+                                         ExportMetricsServiceResponse, metrics_consumer.consume_metrics,
+                                         _metrics_partial, metrics.metric_requests, metrics.data_points_rejected))
         self._host = host
         self._port = port
         self._max_request_bytes = max_request_bytes
@@ -65,15 +116,19 @@ class OtlpGrpcReceiver:
             # grpc refuses bigger messages itself with RESOURCE_EXHAUSTED, before any
             # allocation on our side; it applies to the decompressed size as well.
             # Those refusals never reach export(), so they are not in our counters.
-            options=[("grpc.max_receive_message_length", self._max_request_bytes)],
+            options=[("grpc.max_receive_message_length", self._max_request_bytes),
+                     # On by default in grpc: two servers would then share the port and
+                     # split the traffic silently instead of the second one failing.
+                     ("grpc.so_reuseport", 0)],
         )
-        handler = grpc.unary_unary_rpc_method_handler(
-            self._export,
-            request_deserializer=_raw_bytes,
-            response_serializer=ExportTraceServiceResponse.SerializeToString,
-        )
-        server.add_generic_rpc_handlers(
-            (grpc.method_handlers_generic_handler(SERVICE_NAME, {"Export": handler}),))
+        for signal in self._signals:
+            handler = grpc.unary_unary_rpc_method_handler(
+                lambda raw, context, signal=signal: self._export(signal, raw, context),
+                request_deserializer=_raw_bytes,
+                response_serializer=signal.response_type.SerializeToString,
+            )
+            server.add_generic_rpc_handlers(
+                (grpc.method_handlers_generic_handler(signal.service, {"Export": handler}),))
         address = f"{self._host}:{self._port}"
         try:
             if self._tls_cert_file is not None and self._tls_key_file is not None:
@@ -82,10 +137,13 @@ class OtlpGrpcReceiver:
                 bound_port = server.add_secure_port(address, credentials)
             else:
                 bound_port = server.add_insecure_port(address)
-        except RuntimeError as exc:  # newer grpc raises instead of returning 0
-            raise OSError(f"OTLP/gRPC receiver cannot bind {address}: {exc}") from exc
+        except RuntimeError:  # newer grpc raises instead of returning 0
+            bound_port = 0
         if bound_port == 0:
-            raise OSError(f"OTLP/gRPC receiver cannot bind {address}")
+            raise ListenError(errno.EADDRINUSE,
+                              f"OTLP/gRPC receiver: port {self._port} on {self._host} is already in use or not "
+                              "available (is another otel-ai running?); choose another with --grpc-port "
+                              "(0 = any free port)")
         server.start()
         self._server = server
         log.info("OTLP/gRPC receiver listening on %s:%d%s", self._host, bound_port,
@@ -99,39 +157,34 @@ class OtlpGrpcReceiver:
         self._server.stop(grace_s).wait()
         self._server = None
 
-    def _export(self, raw: bytes, context: grpc.ServicerContext) -> ExportTraceServiceResponse:
+    def _export(self, signal: _Signal, raw: bytes, context: grpc.ServicerContext) -> Message:
         if not self._authorized(context):
-            self._count("unauthenticated")
+            self._count(signal, "unauthenticated")
             context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
 
         if len(raw) > self._max_request_bytes:  # grpc enforces this already; kept as a backstop
-            self._reject_request("too_large")
+            self._reject_request(signal, "too_large")
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                           f"request of {len(raw)} bytes exceeds {self._max_request_bytes}")
 
         try:
-            result = self._consumer.consume(raw, TRANSPORT)
+            result = signal.consume(raw, TRANSPORT)
         except InvalidRequest as exc:
-            self._reject_request("invalid")
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"cannot decode ExportTraceServiceRequest: {exc}")
+            self._reject_request(signal, "invalid")
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"cannot decode {signal.request_name}: {exc}")
         except Saturated as exc:
-            self._count("unavailable")
+            self._count(signal, "unavailable")
             context.set_trailing_metadata(((_STATUS_DETAILS_KEY, _retry_status(exc)),))
             context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         except Exception:
             # Anything else is our bug, not the sender's: INTERNAL is not retried by
             # exporters, so a poison request cannot loop forever.
             log.exception("OTLP/gRPC export failed inside the pipeline")
-            self._count("error")
+            self._count(signal, "error")
             context.abort(grpc.StatusCode.INTERNAL, "internal error while processing the request")
 
-        response = ExportTraceServiceResponse()
-        if result.rejected_spans > 0:
-            response.partial_success.rejected_spans = result.rejected_spans
-            response.partial_success.error_message = result.error_message
-            self._count("partial")
-        else:
-            self._count("ok")
+        response = signal.response_type()
+        self._count(signal, "partial" if signal.partial(response, result) > 0 else "ok")
         return response
 
     def _authorized(self, context: grpc.ServicerContext) -> bool:
@@ -143,14 +196,15 @@ class OtlpGrpcReceiver:
                 return hmac.compare_digest(presented, self._expected_authorization)
         return False
 
-    def _count(self, outcome: str) -> None:
-        self._metrics.requests.labels(transport=TRANSPORT, outcome=outcome).inc()
+    def _count(self, signal: _Signal, outcome: str) -> None:
+        signal.requests.labels(transport=TRANSPORT, outcome=outcome).inc()
 
-    def _reject_request(self, outcome: str) -> None:
-        self._count(outcome)
-        # The spans in an undecodable or oversize body cannot be counted; the request
-        # counts as one so the rejection still shows up next to partial rejections.
-        self._metrics.spans_rejected.labels(reason=outcome).inc()
+    def _reject_request(self, signal: _Signal, outcome: str) -> None:
+        self._count(signal, outcome)
+        # The spans (or data points) in an undecodable or oversize body cannot be
+        # counted; the request counts as one so the rejection still shows up next to
+        # partial rejections.
+        signal.rejected.labels(reason=outcome).inc()
 
 
 def _retry_status(exc: Saturated) -> bytes:

@@ -372,6 +372,7 @@ class _Handler(LoopbackHandler):
         request_id = fake._record(request)
         if reply is None:
             reply = fake._answer(request)
+        fake._echo(lambda: describe_call(request, reply))
         if reply.delay_s > 0 and self.server.stopping.wait(reply.delay_s):
             self.close_connection = True
             return
@@ -393,6 +394,16 @@ class _Handler(LoopbackHandler):
             self.send_header("connection", "close")
         self.end_headers()
         self.wfile.write(body)
+
+
+def describe_call(request: RecordedRequest, reply: _Reply) -> str:
+    """One line for a person watching the fake: what was asked, and what it answered."""
+    body = request.body or {}
+    usage = reply.payload.get("usage") or {}
+    tokens = f" ({usage.get('input_tokens', 0)} in / {usage.get('output_tokens', 0)} out tokens)" if usage else ""
+    error = (reply.payload.get("error") or {}).get("type")
+    return (f"{request.method} {urlsplit(request.path).path} model={body.get('model', '?')} -> {reply.status}"
+            f"{' ' + error if error else ''}{tokens}")
 
 
 def main(argv: list[str] | None = None) -> int:

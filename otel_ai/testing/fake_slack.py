@@ -280,6 +280,7 @@ class FakeSlack(LoopbackFake):
         with self._lock:
             reply = rejected or self._answer(method, args, token, problem)
             self._calls.append(SlackCall(method, args, token, reply.status, reply.payload, at))
+        self._echo(lambda: describe_call(method, args, reply.status, reply.payload))
         return reply
 
     def _answer(self, method: str, args: dict[str, Any], token: str | None, problem: _ApiError | None) -> _Reply:
@@ -693,6 +694,14 @@ class _Handler(LoopbackHandler):
             self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(body)
+
+
+def describe_call(method: str, args: dict[str, Any], status: int, payload: dict[str, Any]) -> str:
+    """One line for a person watching the fake: method, where, what, and the answer."""
+    where = " ".join(str(args[k]) for k in ("channel", "ts", "thread_ts") if args.get(k))
+    text = " ".join(str(args.get("text") or "").split())
+    answer = "ok" if payload.get("ok") else f"error {payload.get('error')}"
+    return f"{method} {where} {text[:100]!r} -> {status} {answer}".replace("  ", " ")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,9 +9,9 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from typing import Any, Self
 
-from otel_ai.receiver.http_server import shutdown_sockets
 
 
 class LoopbackServer(ThreadingHTTPServer):
@@ -93,6 +93,12 @@ class LoopbackFake:
         self.host, self.port = host, port
         self._server: LoopbackServer | None = None
         self._thread: threading.Thread | None = None
+        # Gets one readable line per call received; `python -m` prints them.
+        self.echo: Callable[[str], None] | None = None
+
+    def _echo(self, describe: Callable[[], str]) -> None:
+        if self.echo is not None:
+            self.echo(f"{time.strftime('%H:%M:%S')} {describe()}")
 
     def start(self) -> Self:
         if self._server is None:
@@ -130,9 +136,11 @@ class LoopbackFake:
 
 
 def serve_until_signalled(fake: LoopbackFake, banner: str) -> int:
-    """The `python -m` entry of a fake: print the banner, serve until Ctrl-C or SIGTERM."""
+    """The `python -m` entry of a fake: print the banner, then one line per call received,
+    until Ctrl-C or SIGTERM."""
     # SIGTERM (docker stop, Popen.terminate) ends it as cleanly as Ctrl-C.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    fake.echo = lambda line: print(line, flush=True)
     print(banner, flush=True)
     try:
         while True:
@@ -142,3 +150,12 @@ def serve_until_signalled(fake: LoopbackFake, banner: str) -> int:
     finally:
         fake.stop()
     return 0
+
+
+def shutdown_sockets(connections) -> None:
+    """Wake handler threads blocked on idle keep-alive connections so a stop is prompt."""
+    for connection in connections:
+        try:
+            connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # already closed by the peer

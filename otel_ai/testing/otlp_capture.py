@@ -2,12 +2,17 @@
 
 For tests (and users) of what otel-ai sends back into OpenTelemetry: point
 OTEL_EXPORTER_OTLP_ENDPOINT at `capture.url` (protocol http/protobuf) and read
-`capture.spans()`, `capture.log_records()` and `capture.metrics` afterwards.
+`capture.spans()`, `capture.log_records()` and `capture.metrics` afterwards. By hand:
+
+    python -m otel_ai.testing.otlp_capture --port 4319     # prints one line per export
 """
 from __future__ import annotations
 
+import argparse
 import gzip
+import sys
 import threading
+from collections import Counter
 from typing import Any
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
@@ -23,7 +28,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from otel_ai.testing.loopback import LoopbackFake, LoopbackHandler, LoopbackServer
+from otel_ai.testing.loopback import LoopbackFake, LoopbackHandler, LoopbackServer, serve_until_signalled
 
 _SIGNALS = {
     "/v1/traces": (ExportTraceServiceRequest, ExportTraceServiceResponse),
@@ -100,6 +105,7 @@ class _Handler(LoopbackHandler):
             self._answer(400, b"")
             return
         self.server.fake.keep(self.path.split("?")[0], message)
+        self.server.fake._echo(lambda: describe_request(self.path.split("?")[0], message))
         self._answer(200, response_type().SerializeToString())
 
     def _answer(self, status: int, payload: bytes) -> None:
@@ -108,3 +114,39 @@ class _Handler(LoopbackHandler):
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         self.wfile.write(payload)
+
+
+def describe_request(path: str, message: Any) -> str:
+    """One line per export: the signal, how many items, and the names seen most."""
+    if path == "/v1/traces":
+        names = [span.name for rs in message.resource_spans for ss in rs.scope_spans for span in ss.spans]
+        kind = "spans"
+    elif path == "/v1/logs":
+        names = [record.event_name or record.body.string_value[:40] for rl in message.resource_logs
+                 for sl in rl.scope_logs for record in sl.log_records]
+        kind = "log records"
+    else:
+        names = [metric.name for rm in message.resource_metrics for sm in rm.scope_metrics for metric in sm.metrics]
+        kind = "metrics"
+    common = ", ".join(f"{name or '?'} x{n}" if n > 1 else name or "?" for name, n in Counter(names).most_common(4))
+    return f"{path} {len(names)} {kind}: {common}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m otel_ai.testing.otlp_capture",
+                                     description="Receive OTLP/HTTP (protobuf) traces, logs and metrics on "
+                                                 "loopback and print one line per export.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=4319, help="0 picks a free port; the URL printed has it")
+    args = parser.parse_args(argv)
+    try:
+        capture = OtlpCapture(args.host, args.port).start()
+    except OSError as exc:
+        print(f"cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    return serve_until_signalled(capture, f"OTLP capture on {capture.url} (export OTEL_EXPORTER_OTLP_ENDPOINT="
+                                          f"{capture.url} OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf)")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -75,6 +75,7 @@ class Route:
     calls: tuple[Call, ...] = ()
     internal: str | None = None  # name of an INTERNAL span, if any
     not_found: float = 0.0  # baseline share of 404s (benign)
+    choose_one: bool = False  # calls are alternatives, one per request picked by p (a catch-all route)
 
     @property
     def key(self) -> str:
@@ -205,12 +206,12 @@ def call_dependency_name(call: Call) -> str:
     return call.target.split(":", 1)[0]  # peer.service = callee service name
 
 
-def effective_rates(direct: dict[str, float]) -> dict[str, float]:
+def effective_rates(direct: dict[str, float], routes: dict[str, Route] = ROUTE_BY_ID) -> dict[str, float]:
     """Requests/s per route id given direct rates, adding requests induced by calls."""
-    callers: dict[str, list[tuple[str, float]]] = {rid: [] for rid in ROUTE_BY_ID}
-    for rid, r in ROUTE_BY_ID.items():
+    callers: dict[str, list[tuple[str, float]]] = {rid: [] for rid in routes}
+    for rid, r in routes.items():
         for c in r.calls:
-            if c.target in ROUTE_BY_ID:
+            if c.target in routes:
                 callers[c.target].append((rid, c.p))
     memo: dict[str, float] = {}
 
@@ -219,7 +220,7 @@ def effective_rates(direct: dict[str, float]) -> dict[str, float]:
             memo[rid] = direct.get(rid, 0.0) + sum(total(c) * p for c, p in callers[rid])
         return memo[rid]
 
-    return {rid: total(rid) for rid in ROUTE_BY_ID}
+    return {rid: total(rid) for rid in routes}
 
 
 _ALNUM = "bcdfghjklmnpqrstvwxz2456789"
@@ -246,13 +247,14 @@ class Pod:
     client_attrs: dict = field(default_factory=dict, repr=False)  # as a caller, per callee semconv
 
 
-def layout(rng: random.Random, n_nodes: int = 7) -> tuple[list[str], dict[str, list[Pod]]]:
+def layout(rng: random.Random, n_nodes: int = 7, services: tuple[Service, ...] = SERVICES,
+           region: str = REGION) -> tuple[list[str], dict[str, list[Pod]]]:
     """Nodes and initial pods; pods spread over fewer nodes."""
     nodes = [
-        f"ip-10-0-{rng.randrange(1, 4)}-{rng.randrange(10, 250)}.{REGION}.compute.internal" for _ in range(n_nodes)
+        f"ip-10-0-{rng.randrange(1, 4)}-{rng.randrange(10, 250)}.{region}.compute.internal" for _ in range(n_nodes)
     ]
     pods: dict[str, list[Pod]] = {}
-    for svc in SERVICES:
+    for svc in services:
         rs = _rs_hash(rng)
         pods[svc.name] = [new_pod(rng, svc.name, svc.version, rs, nodes[rng.randrange(n_nodes)], i) for i in range(svc.pods)]
     return nodes, pods
@@ -266,3 +268,42 @@ def new_pod(rng: random.Random, service: str, version: str, rs_hash: str, node: 
 def bump_version(version: str) -> str:
     major, minor, *_ = version.split(".")
     return f"{major}.{int(minor) + 1}.0"
+
+
+# --------------------------------------------------------------------------- topologies
+# The generator runs on a Topology: the shop above (the default, unchanged) or the deep
+# one in deep_topology.py. Everything topology-specific the generator reads is here.
+
+@dataclass(frozen=True, eq=False)
+class Topology:
+    name: str
+    services: tuple[Service, ...]
+    dependencies: tuple[Dependency, ...]
+    routes: tuple[Route, ...]
+    namespace: str
+    region: str
+    nodes: int = 7
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "service_by_name", {s.name: s for s in self.services})
+        object.__setattr__(self, "dependency_by_name", {d.name: d for d in self.dependencies})
+        object.__setattr__(self, "route_by_id", {route_id(r.service, r.key): r for r in self.routes})
+
+    def layout(self, rng: random.Random) -> tuple[list[str], dict[str, list[Pod]]]:
+        return layout(rng, self.nodes, self.services, self.region)
+
+    def effective_rates(self, direct: dict[str, float]) -> dict[str, float]:
+        return effective_rates(direct, self.route_by_id)
+
+
+SHOP = Topology("shop", SERVICES, DEPENDENCIES, ROUTES, NAMESPACE, REGION)
+
+
+def topology_named(name: str) -> Topology:
+    if name == SHOP.name:
+        return SHOP
+    if name == "deep":
+        from otel_ai.testing.deep_topology import DEEP
+
+        return DEEP
+    raise ValueError(f"unknown topology {name!r}; known: shop, deep")

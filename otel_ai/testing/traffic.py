@@ -14,8 +14,10 @@ span content does not depend on how the caller slices time, only the batching do
 """
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import datetime as _dt
+import itertools
 import math
 import random
 import struct
@@ -41,6 +43,18 @@ FAULT_KINDS = (
     "dependency_down",
 )
 NOISE_KINDS = ("4xx_burst", "traffic_surge", "low_traffic_flaky", "steady_flaky")
+
+# --- deep-graph faults and realistic noise (deep_topology.py; see the block "deep faults")
+# network_delay (target: a service; delay_ms=(lo, hi)): calls into it take longer on the
+#   wire, which only its callers' client spans show; cpu_contention (target: a pod;
+#   factor): that pod's own work takes factor times longer; slow_leaf (target: a
+#   dependency; slow_ms=(lo, hi)): it slows every request behind it; deep_error (service,
+#   route; rate): that route fails on its own and its callers answer 5xx up the chain.
+DEEP_FAULT_KINDS = ("network_delay", "cpu_contention", "slow_leaf", "deep_error")
+# error_bursts / latency_bursts (route; level=(lo, hi), burst_s=(lo, hi), every_s): a
+#   route fails 10-30 % (or its own time grows 2-4x) in bursts of 20-90 s every ~5 min;
+#   daily_swing (amplitude, peak_hour): all traffic follows the time of day, +-50 %.
+REALISTIC_NOISE_KINDS = ("error_bursts", "latency_bursts", "daily_swing")
 
 DEPENDENCY_TYPES = frozenset({"UPSTREAM_DEGRADATION", "CIRCUIT_BREAKER_CANDIDATE"})
 
@@ -89,6 +103,9 @@ class GroundTruth:
     subjects: list[tuple[str, str, str, str]]
     types: set[str]
     top_suspect: tuple[str, str] | None
+    # deep faults: the component a root-cause search must name
+    # ({kind, service, pod, version, dependency, operation}); None for the shop's faults
+    root_cause: dict | None = None
 
 
 # --------------------------------------------------------------------------- wire format
@@ -238,6 +255,31 @@ _INTERNAL_UA = {"python": "python-requests/2.31.0", "java": "Java-http-client/17
 
 # --------------------------------------------------------------------------- runtime objects
 
+# Default burst levels: the error share, or the factor on own time.
+_BURST_LEVELS = {"error_bursts": (0.1, 0.3), "latency_bursts": (2.0, 4.0)}
+
+
+class _Bursts:
+    """When a bursty route is in a burst, and how bad: calm gaps of ~``every_s`` (exponential)
+    alternate with bursts of ``burst_s`` = (lo, hi) seconds at a level drawn from ``level``
+    = (lo, hi). Its own RNG, so a burst schedule never shifts the rest of the traffic."""
+
+    def __init__(self, seed: str, params: dict, default_level: tuple[float, float]):
+        self._rng = random.Random(seed)
+        self.every_s = params.get("every_s", 300.0)
+        self.burst_s = params.get("burst_s", (20.0, 90.0))
+        self.levels = params.get("level", default_level)
+        self.start = self.end = self._rng.uniform(0.0, self.every_s)
+        self.level = 0.0
+
+    def level_at(self, t: float) -> float:
+        while t >= self.end:
+            self.start = self.end + self._rng.expovariate(1.0 / self.every_s)
+            self.end = self.start + self._rng.uniform(*self.burst_s)
+            self.level = self._rng.uniform(*self.levels)
+        return self.level if t >= self.start else 0.0
+
+
 class _DepRT:
     __slots__ = ("dep", "name", "mu", "sigma", "lat_mult", "err_p", "timeout_p", "timeout_ns", "down", "slow")
 
@@ -276,7 +318,7 @@ class _RouteRT:
         "id", "route", "service", "pods", "semconv", "head", "static", "path_key", "path_prefix", "path_suffix",
         "path_static", "code_attr", "calls", "mu", "sigma", "internal", "base_exc", "up_errs", "client_key",
         "direct_rate", "rate", "own_err", "own_exc", "p4xx", "lat_mult", "extra", "ver_err", "pod_err",
-        "tenant_err", "grpc", "is_public", "noise_exc", "ph",
+        "tenant_err", "grpc", "is_public", "noise_exc", "ph", "choose", "net_delay", "pod_slow",
     )
 
 
@@ -298,21 +340,25 @@ def _id_value(rnd, name: str | None) -> str:
 # --------------------------------------------------------------------------- generator
 
 class TrafficGenerator:
-    def __init__(self, seed: int = 1, start_ns: int = DEFAULT_START_NS, faults=(), noise=(), rate_scale: float = 1.0):
+    def __init__(self, seed: int = 1, start_ns: int = DEFAULT_START_NS, faults=(), noise=(), rate_scale: float = 1.0,
+                 topology: str = "shop"):
         self.seed = seed
+        self.topology = topo.topology_named(topology)
         self.start_ns = int(start_ns)
         self.rate_scale = rate_scale
         self._rng = random.Random(seed)
         self._random = self._rng.random
         self._randbytes = self._rng.randbytes
-        self.nodes, self.pods = topo.layout(self._rng)
+        self.nodes, self.pods = self.topology.layout(self._rng)
         for plist in self.pods.values():
             for p in plist:
                 self._encode_pod(p)
         self.noise = [self._resolve_noise(n) for n in noise]
+        self._bursts = {id(n): _Bursts(f"{seed}:{i}:{n.kind}", n.params, _BURST_LEVELS[n.kind])
+                        for i, n in enumerate(self.noise) if n.kind in _BURST_LEVELS}
         self.faults = [self._resolve(f) for f in faults]
-        self._deps = {d.name: _DepRT(d) for d in topo.DEPENDENCIES}
-        self._routes = {rid: self._compile_route(rid, r) for rid, r in topo.ROUTE_BY_ID.items()}
+        self._deps = {d.name: _DepRT(d) for d in self.topology.dependencies}
+        self._routes = {rid: self._compile_route(rid, r) for rid, r in self.topology.route_by_id.items()}
         for rt in self._routes.values():
             rt.calls = [self._compile_call(rt, c) for c in rt.route.calls]
         self._pod_events = self._schedule_pod_events()
@@ -362,16 +408,16 @@ class TrafficGenerator:
     # ------------------------------------------------------------------ setup
 
     def _encode_pod(self, pod: Pod) -> None:
-        svc = topo.SERVICE_BY_NAME[pod.service]
+        svc = self.topology.service_by_name[pod.service]
         res = [
             ("service.name", svc.name),
-            ("service.namespace", topo.NAMESPACE),
+            ("service.namespace", self.topology.namespace),
             ("service.version", pod.version),
             ("service.instance.id", pod.name),
             ("deployment.environment.name", "production"),
             ("cloud.provider", "aws"),
-            ("cloud.region", topo.REGION),
-            ("k8s.namespace.name", topo.NAMESPACE),
+            ("cloud.region", self.topology.region),
+            ("k8s.namespace.name", self.topology.namespace),
             ("k8s.deployment.name", svc.name),
             ("k8s.pod.name", pod.name),
             ("k8s.node.name", pod.node),
@@ -395,7 +441,7 @@ class TrafficGenerator:
         return _attrs((("client.address", ip), ("user_agent.original", ua)))
 
     def _compile_route(self, rid: str, r: Route) -> _RouteRT:
-        svc = topo.SERVICE_BY_NAME[r.service]
+        svc = self.topology.service_by_name[r.service]
         rt = _RouteRT()
         rt.id, rt.route, rt.service, rt.semconv = rid, r, svc, svc.semconv
         rt.pods = self.pods[r.service]
@@ -408,6 +454,7 @@ class TrafficGenerator:
         rt.base_exc = _err(*_BASE_EXC[svc.language], svc.name)
         rt.up_errs = {}
         rt.direct_rate = r.rate
+        rt.choose = list(itertools.accumulate(c.p for c in r.calls)) if r.choose_one else None
         if rt.grpc:
             name = f"{r.template}/{r.method}"
             static = (("rpc.system", "grpc"), ("rpc.service", r.template), ("rpc.method", r.method),
@@ -441,7 +488,7 @@ class TrafficGenerator:
 
     def _compile_call(self, caller: _RouteRT, c: Call) -> _CallRT:
         ct = _CallRT()
-        ct.p = c.p
+        ct.p = 1.0 if caller.choose is not None else c.p  # alternatives are picked in _serve
         old = caller.semconv == "old"
         code_key = "http.status_code" if old else "http.response.status_code"
         if c.target in self._deps:
@@ -500,20 +547,22 @@ class TrafficGenerator:
     # ------------------------------------------------------------------ faults
 
     def _route_ids_of(self, service: str) -> list[str]:
-        return [rid for rid, r in topo.ROUTE_BY_ID.items() if r.service == service]
+        return [rid for rid, r in self.topology.route_by_id.items() if r.service == service]
 
     def _resolve(self, f: Fault) -> Fault:
         f = dataclasses.replace(f, params=dict(f.params))
         k = f.kind
+        if k in DEEP_FAULT_KINDS:
+            return self._resolve_deep(f)
         if k not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {k!r}")
         p = f.params
         if k == "bad_deploy":
             f.service = f.service or "checkout"
-            f.target = f.target or topo.bump_version(topo.SERVICE_BY_NAME[f.service].version)
+            f.target = f.target or topo.bump_version(self.topology.service_by_name[f.service].version)
             if f.route:
                 p.setdefault("routes", [f.route])
-            p.setdefault("routes", [topo.ROUTE_BY_ID[r].key for r in self._route_ids_of(f.service)])
+            p.setdefault("routes", [self.topology.route_by_id[r].key for r in self._route_ids_of(f.service)])
             p.setdefault("rate", 0.35)
             p.setdefault("step_s", 20.0)
         elif k == "bad_pod":
@@ -528,7 +577,7 @@ class TrafficGenerator:
             default = {"dependency_errors": "shipping", "dependency_timeouts": "recommendations",
                        "dependency_down": "inventory", "slow_database": "orders-db"}[k]
             f.target = f.target or default
-            if f.target not in topo.DEPENDENCY_BY_NAME:
+            if f.target not in self.topology.dependency_by_name:
                 raise ValueError(f"unknown dependency {f.target!r}")
             if k == "dependency_errors":
                 p.setdefault("rate", 0.4)
@@ -547,17 +596,18 @@ class TrafficGenerator:
         elif k == "route_regression":
             f.service = f.service or "catalog"
             f.route = f.route or "GET /api/products/{id}/reviews"
-            f.target = f.target or topo.bump_version(topo.SERVICE_BY_NAME[f.service].version)
+            f.target = f.target or topo.bump_version(self.topology.service_by_name[f.service].version)
             p.setdefault("extra_ms", 550.0)
-        if f.route is not None and topo.route_id(f.service, f.route) not in topo.ROUTE_BY_ID:
+        if f.route is not None and topo.route_id(f.service, f.route) not in self.topology.route_by_id:
             raise ValueError(f"unknown route {f.service}:{f.route}")
         return f
 
-    @staticmethod
-    def _resolve_noise(n: Noise) -> Noise:
+    def _resolve_noise(self, n: Noise) -> Noise:
         n = dataclasses.replace(n, params=dict(n.params))
-        if n.kind not in NOISE_KINDS:
+        if n.kind not in NOISE_KINDS + REALISTIC_NOISE_KINDS:
             raise ValueError(f"unknown noise kind {n.kind!r}")
+        if n.kind in ("error_bursts", "latency_bursts") and n.route is None:
+            raise ValueError(f"{n.kind} needs a route id ('service:METHOD TEMPLATE')")
         if n.kind == "4xx_burst":
             n.route = n.route or "checkout:POST /api/cart/items"
             n.duration_s = 120.0 if n.duration_s is None else n.duration_s
@@ -567,7 +617,7 @@ class TrafficGenerator:
             n.route = n.route or "orders:POST /api/orders/export"
         elif n.kind == "steady_flaky":
             n.route = n.route or "catalog:GET /api/categories"
-        if n.route is not None and n.route not in topo.ROUTE_BY_ID:
+        if n.route is not None and n.route not in self.topology.route_by_id:
             raise ValueError(f"unknown route id {n.route!r} (want 'service:METHOD TEMPLATE')")
         return n
 
@@ -615,8 +665,9 @@ class TrafficGenerator:
             rt.p4xx = r.not_found
             rt.extra = None
             rt.ver_err = rt.pod_err = rt.tenant_err = None
+            rt.net_delay = rt.pod_slow = None
         for n in self.noise:
-            if not self._active(n.start_s, n.duration_s, t):
+            if not self._active(n.start_s, n.duration_s, t) or n.kind in REALISTIC_NOISE_KINDS:
                 continue
             if n.kind == "traffic_surge":
                 rate_factor *= n.params.get("factor", 5.0)
@@ -634,12 +685,16 @@ class TrafficGenerator:
             rt.lat_mult = lat
         for d in self._deps.values():
             d.lat_mult = lat
+        rate_factor = self._apply_realistic_noise(t, rate_factor)
         for f in self.faults:
             if not self._active(f.start_s, f.params.get("duration_s"), t):
                 continue
             k, p = f.kind, f.params
+            if k in DEEP_FAULT_KINDS:
+                self._apply_deep_fault(f)
+                continue
             if k == "bad_deploy":
-                lang = topo.SERVICE_BY_NAME[f.service].language
+                lang = self.topology.service_by_name[f.service].language
                 for key in p["routes"]:
                     rt = self._routes[topo.route_id(f.service, key)]
                     rt.ver_err = ({f.target: p["rate"]}, _err(*_DEPLOY_EXC[lang], f.service))
@@ -665,6 +720,105 @@ class TrafficGenerator:
                     lo, hi = p["slow_ms"]
                     d.slow = (lo * 1e6, (hi - lo) * 1e6)
         return rate_factor
+
+    # ------------------------------------------------------------------ deep faults and realistic noise
+
+    def _resolve_deep(self, f: Fault) -> Fault:
+        k, p = f.kind, f.params
+        if k == "network_delay":
+            f.target = f.target or "timetable-service"
+            f.service = f.target
+            p.setdefault("delay_ms", (150.0, 250.0))
+        elif k == "cpu_contention":
+            if f.target is None:
+                f.service = f.service or "fraud-service"
+                if f.service not in self.pods:
+                    raise ValueError(f"unknown service {f.service!r}")
+                f.target = self.pods[f.service][0].name
+            if self.pod(f.target) is None:
+                raise ValueError(f"unknown pod {f.target!r}")
+            f.service = self.pod(f.target).service
+            p.setdefault("factor", 30.0)
+        elif k == "slow_leaf":
+            f.target = f.target or "config-db"
+            if f.target not in self.topology.dependency_by_name:
+                raise ValueError(f"unknown dependency {f.target!r}")
+            p.setdefault("slow_ms", (400.0, 900.0))
+        else:  # deep_error
+            f.service = f.service or "auth-service"
+            f.route = f.route or ("Verify rail.auth.v1.AuthService" if f.service == "auth-service" else None)
+            p.setdefault("rate", 0.3)
+            if f.route is None:
+                raise ValueError("deep_error needs a route")
+        if f.service is not None and f.service not in self.topology.service_by_name:
+            raise ValueError(f"unknown service {f.service!r}")
+        if f.route is not None and topo.route_id(f.service, f.route) not in self.topology.route_by_id:
+            raise ValueError(f"unknown route {f.service}:{f.route}")
+        return f
+
+    def _apply_deep_fault(self, f: Fault) -> None:
+        k, p = f.kind, f.params
+        if k == "network_delay":
+            lo, hi = p["delay_ms"]
+            for rid in self._route_ids_of(f.target):
+                self._routes[rid].net_delay = (int(lo * 1e6), int((hi - lo) * 1e6))
+        elif k == "cpu_contention":
+            for rid in self._route_ids_of(f.service):
+                self._routes[rid].pod_slow = {f.target: p["factor"]}
+        elif k == "slow_leaf":
+            lo, hi = p["slow_ms"]
+            self._deps[f.target].slow = (lo * 1e6, (hi - lo) * 1e6)
+        else:  # deep_error
+            rt = self._routes[topo.route_id(f.service, f.route)]
+            rt.own_err = p["rate"]
+            rt.own_exc = _err("IllegalStateError", "token signing key not loaded", f.service)
+
+    def _apply_realistic_noise(self, t: float, rate_factor: float) -> float:
+        for n in self.noise:
+            if n.kind not in REALISTIC_NOISE_KINDS or not self._active(n.start_s, n.duration_s, t):
+                continue
+            if n.kind == "daily_swing":
+                hour = ((self.start_ns / 1e9 + t) % 86_400) / 3600.0
+                amplitude, peak = n.params.get("amplitude", 0.5), n.params.get("peak_hour", 13.0)
+                rate_factor *= 1.0 + amplitude * math.cos(2 * math.pi * (hour - peak) / 24.0)
+                continue
+            level = self._bursts[id(n)].level_at(t)
+            if not level:
+                continue
+            rt = self._routes[n.route]
+            if n.kind == "error_bursts":
+                rt.own_err = max(rt.own_err, level)
+                rt.own_exc = _err("TimeoutError", "upstream connection pool exhausted", rt.service.name)
+            else:
+                rt.lat_mult *= level
+        return rate_factor
+
+    def _deep_fault_effects(self, f: Fault) -> tuple[dict, dict, dict]:
+        """Like _fault_effects, plus per callee service what its callers see on the wire."""
+        own, dep, inbound = {}, {}, {}
+        k, p = f.kind, f.params
+        if k == "network_delay":
+            inbound[f.target] = (0.0, 1.0)
+        elif k == "cpu_contention":
+            for rid in self._route_ids_of(f.service):
+                own[rid] = (0.0, 1.0 / len(self.pods[f.service]))
+        elif k == "slow_leaf":
+            dep[f.target] = (0.0, 1.0)
+        else:
+            own[topo.route_id(f.service, f.route)] = (p["rate"], 0.0)
+        return own, dep, inbound
+
+    def _deep_root_cause(self, f: Fault) -> dict:
+        root = {"kind": "", "service": None, "pod": None, "version": None, "dependency": None, "operation": None}
+        if f.kind == "network_delay":
+            root.update(kind="network", service=f.target)
+        elif f.kind == "cpu_contention":
+            root.update(kind="pod", service=f.service, pod=f.target, version=self.pod(f.target).version)
+        elif f.kind == "slow_leaf":
+            root.update(kind="dependency", dependency=f.target)
+        else:
+            root.update(kind="service", service=f.service, operation=f.route)
+        return root
 
     # ------------------------------------------------------------------ generation
 
@@ -712,6 +866,8 @@ class TrafficGenerator:
         own = math.exp(rt.mu + rt.sigma * _Z[int(rnd() * _NZ)]) * rt.lat_mult
         if rt.extra is not None:
             own += math.exp(rt.extra[0] + rt.extra[1] * _Z[int(rnd() * _NZ)])
+        if rt.pod_slow is not None:
+            own *= rt.pod_slow.get(pod.name, 1.0)
         err = None
         extra_spans = None
         p4 = rt.p4xx
@@ -735,7 +891,10 @@ class TrafficGenerator:
                     err = rt.tenant_err[1]
             code = 500 if err is not None else 200
             cursor = start + int(own * 0.4) + 20_000
-            for c in rt.calls:
+            calls = rt.calls
+            if rt.choose is not None:
+                calls = (calls[min(bisect.bisect_right(rt.choose, rnd() * rt.choose[-1]), len(calls) - 1)],)
+            for c in calls:
                 if c.p < 1.0 and rnd() >= c.p:
                     continue
                 cursor += 40_000
@@ -804,7 +963,8 @@ class TrafficGenerator:
                 path = callee.route.template
             url_attr = _str_attr_fast(c.url_key, c.url_prefix + path)
         net = 150_000 + int(rnd() * 400_000)
-        cend, code = self._serve(callee, start + net, trace_id, span_id, tenant, pod.client_attrs[callee.semconv], path)
+        delay = 0 if callee.net_delay is None else callee.net_delay[0] + int(rnd() * callee.net_delay[1])
+        cend, code = self._serve(callee, start + net + delay, trace_id, span_id, tenant, pod.client_attrs[callee.semconv], path)
         end = cend + net
         parts = [b"\x0a\x10", trace_id, b"\x12\x08", span_id, b"\x22\x08", parent, c.head,
                  _TIMES.pack(0x39, start, 0x41, end), c.attrs, url_attr, c.code_attr[code]]
@@ -905,21 +1065,32 @@ class TrafficGenerator:
         return own, dep
 
     def _ground_truth(self) -> list[GroundTruth]:
-        direct = {rid: r.rate * self.rate_scale for rid, r in topo.ROUTE_BY_ID.items()}
+        direct = {rid: r.rate * self.rate_scale for rid, r in self.topology.route_by_id.items()}
         for n in self.noise:
             if n.kind == "low_traffic_flaky":
                 direct[n.route] = n.params.get("per_min", 3.0) / 60.0
-        rates = topo.effective_rates(direct)
+        rates = self.topology.effective_rates(direct)
         out: list[GroundTruth] = []
+        routes = self.topology.route_by_id
         for f in self.faults:
-            own, dep = self._fault_effects(f)
+            if f.kind in DEEP_FAULT_KINDS:
+                own, dep, inbound = self._deep_fault_effects(f)
+            else:
+                (own, dep), inbound = self._fault_effects(f), {}
             memo: dict[str, tuple[float, float]] = {}
+
+            def seen(c: Call) -> tuple[float, float]:
+                """(err, slow) of a call as its caller sees it."""
+                if c.target not in routes:
+                    return dep.get(c.target, (0.0, 0.0))
+                (e, s), (we, ws) = node(c.target), inbound.get(routes[c.target].service, (0.0, 0.0))
+                return 1.0 - (1.0 - e) * (1.0 - we), 1.0 - (1.0 - s) * (1.0 - ws)
 
             def node(rid: str) -> tuple[float, float]:
                 if rid not in memo:
                     ok_e, ok_s = 1.0 - own.get(rid, (0.0, 0.0))[0], 1.0 - own.get(rid, (0.0, 0.0))[1]
-                    for c in topo.ROUTE_BY_ID[rid].calls:
-                        e, s = node(c.target) if c.target in topo.ROUTE_BY_ID else dep.get(c.target, (0.0, 0.0))
+                    for c in self.topology.route_by_id[rid].calls:
+                        e, s = seen(c)
                         ok_e *= 1.0 - c.p * e
                         ok_s *= 1.0 - c.p * s
                     memo[rid] = (1.0 - ok_e, 1.0 - ok_s)
@@ -927,11 +1098,11 @@ class TrafficGenerator:
 
             by_types: dict[frozenset, list] = {}
             dep_seen: dict[str, list[float]] = {}  # name -> [rate, err*rate, slow*rate]
-            for rid, r in topo.ROUTE_BY_ID.items():
+            for rid, r in self.topology.route_by_id.items():
                 e, s = node(rid)
                 for c in r.calls:
                     name = topo.call_dependency_name(c)
-                    ce, cs = node(c.target) if c.target in topo.ROUTE_BY_ID else dep.get(c.target, (0.0, 0.0))
+                    ce, cs = seen(c)
                     acc = dep_seen.setdefault(name, [0.0, 0.0, 0.0])
                     cr = rates[rid] * c.p
                     acc[0] += cr
@@ -958,12 +1129,13 @@ class TrafficGenerator:
                 "slow_database": ("dependency.slow", f.target),
                 "tenant_failing": ("tenant.id", f.target),
                 "route_regression": ("service.version", f.target),
-            }[f.kind]
+            }.get(f.kind)
+            root = self._deep_root_cause(f) if f.kind in DEEP_FAULT_KINDS else None
             for types, subjects in by_types.items():
-                out.append(GroundTruth(f.kind, onset, sorted(subjects), set(types), top))
+                out.append(GroundTruth(f.kind, onset, sorted(subjects), set(types), top, root))
             for name, (rate, er, sr) in dep_seen.items():
                 if rate >= GT_MIN_RATE and (er / rate >= GT_MIN_ERR or sr / rate >= GT_MIN_SLOW):
-                    out.append(GroundTruth(f.kind, onset, [("dependency", name, "", "")], set(DEPENDENCY_TYPES), None))
+                    out.append(GroundTruth(f.kind, onset, [("dependency", name, "", "")], set(DEPENDENCY_TYPES), None, root))
         return out
 
 

@@ -1,0 +1,251 @@
+"""Joins the spans of each trace across batches and measures every span's own share.
+
+Spans of one trace arrive in different batches, from different services, children
+usually before their parents. The join keeps the recent spans of a ``SpanBatch`` as
+columns and, each time the caller advances it to a cutoff (the watermark: every span
+ending before it has arrived), finalises the spans that ended before the cutoff:
+
+* **self time**: the span's duration minus the union of its children's intervals
+  (clipped to the span), so parallel fan-out is not counted twice. For a CLIENT span
+  whose callee is instrumented, the child is the callee's SERVER span and the self time
+  is the edge overhead (the wire, queues, proxies: where a network delay shows); for an
+  uninstrumented callee it is the whole call;
+* **error origin**: the span failed and none of its children did;
+* **callee**: for a CLIENT span, the route of the SERVER span it led to.
+
+A finalised SERVER span counts for its route and its pod; a CLIENT span counts for its
+edge once its parent (the calling route) is finalised too. Spans leave the join once
+their parent is finalised, when they have none, or ``orphan_wait`` after they ended
+(the parent is elsewhere: an uninstrumented or unsampled caller). Memory is capped at
+``max_spans`` rows of 64 bytes whatever the traffic; past it the oldest spans are
+dropped unjoined (counted in ``dropped``).
+
+Everything is numpy over whole columns: one sort of the span keys per advance, a
+searchsorted to find each span's parent, a grouped running maximum for the interval
+unions. No Python per span.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from otel_ai.decode import SPAN_KIND_CLIENT, SPAN_KIND_SERVER, SpanBatch
+from otel_ai.graph.components import ComponentTable, edge_keys
+
+MAX_SPANS = 1_000_000
+ORPHAN_WAIT_NS = 30 * 1_000_000_000
+_SPAN_MIX = np.uint64(0xD6E8FEB86659FD93)
+_REL_BITS = 40
+_REL_LIMIT = (1 << _REL_BITS) - 1  # ns (~18 min): longer spans are clipped when their children are laid out
+_GROUP_SHIFT = 41
+MAX_ROWS = 1 << (63 - _GROUP_SHIFT)  # row and group numbers are packed above 40/41 bits of time
+
+
+@dataclass(slots=True)
+class Observations:
+    """What one advance measured: one row per (finalised span, component it counts for)."""
+
+    component: np.ndarray  # int32, ComponentTable id
+    end_ns: np.ndarray  # int64, the span's end (event time)
+    total_ms: np.ndarray  # float64, the span's duration
+    self_ms: np.ndarray  # float64, its own share of it
+    error: np.ndarray  # bool
+    origin: np.ndarray  # bool: failed, and no child did
+    weight: np.ndarray  # float32, adjusted count (sampling)
+
+    def __len__(self) -> int:
+        return int(self.component.shape[0])
+
+    @staticmethod
+    def concat(parts: list["Observations"]) -> "Observations":
+        return Observations(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(Observations)))
+
+
+@dataclass(slots=True)
+class _Rows:
+    """The join's state: one row per span still waiting for its parent or children."""
+
+    skey: np.ndarray  # uint64: (trace, span id)
+    pkey: np.ndarray  # uint64: (trace, parent span id); 0 for a root span
+    kind: np.ndarray  # int8
+    subject: np.ndarray  # int32: route (SERVER) or dependency (CLIENT)
+    service: np.ndarray  # int32
+    resource: np.ndarray  # int32
+    start: np.ndarray  # int64
+    end: np.ndarray  # int64
+    error: np.ndarray  # bool
+    weight: np.ndarray  # float32
+    done: np.ndarray  # bool: finalised
+    self_ns: np.ndarray  # int64
+    origin: np.ndarray  # bool
+    callee: np.ndarray  # int32: callee route of a CLIENT span, -1 if none
+
+    def __len__(self) -> int:
+        return int(self.skey.shape[0])
+
+    def take(self, index: np.ndarray) -> "_Rows":
+        return _Rows(*(getattr(self, f.name)[index] for f in fields(_Rows)))
+
+    @staticmethod
+    def concat(parts: list["_Rows"]) -> "_Rows":
+        return _Rows(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(_Rows)))
+
+    def nbytes(self) -> int:
+        return sum(getattr(self, f.name).nbytes for f in fields(_Rows))
+
+
+# The SpanBatch columns the join keeps, in _rows_of's order.
+_BATCH_COLUMNS = ("trace_key", "span_id", "parent_span_id", "kind", "subject_id", "service_id", "resource_id",
+                  "start_ns", "end_ns", "error", "weight")
+
+
+def _span_keys(trace_key: np.ndarray, span_id: np.ndarray) -> np.ndarray:
+    return trace_key ^ (span_id * _SPAN_MIX)  # uint64 arrays wrap silently
+
+
+def _rows_of(trace_key, span_id, parent_span_id, kind, subject, service, resource, start, end, error, weight) -> _Rows:
+    n = trace_key.shape[0]
+    pkey = _span_keys(trace_key, parent_span_id)
+    pkey[parent_span_id == 0] = 0
+    return _Rows(
+        skey=_span_keys(trace_key, span_id), pkey=pkey, kind=kind, subject=subject, service=service,
+        resource=resource, start=start, end=end, error=error, weight=weight, done=np.zeros(n, dtype=bool),
+        self_ns=np.zeros(n, dtype=np.int64), origin=np.zeros(n, dtype=bool), callee=np.full(n, -1, dtype=np.int32),
+    )
+
+
+_EMPTY_BATCH = SpanBatch(np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0), np.zeros(0, bool), np.zeros(0, bool))
+
+
+def _no_observations() -> Observations:
+    return Observations(np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0), np.zeros(0), np.zeros(0, bool),
+                        np.zeros(0, bool), np.zeros(0, np.float32))
+
+
+class TraceJoin:
+    """Not thread-safe: the pipeline's worker owns it."""
+
+    def __init__(self, components: ComponentTable, max_spans: int = MAX_SPANS, orphan_wait_ns: int = ORPHAN_WAIT_NS):
+        self.components = components
+        self.max_spans = min(max_spans, MAX_ROWS)
+        self.orphan_wait_ns = orphan_wait_ns
+        self._rows = _rows_of(*(getattr(_EMPTY_BATCH, name) for name in _BATCH_COLUMNS))
+        self._pending: list[tuple] = []  # the kept columns of batches not merged yet
+        self._pending_rows = 0
+        self.dropped = 0  # spans pushed out by the cap before they were joined
+        self.orphans = 0  # spans whose parent never came (counted with an unknown caller)
+
+    def __len__(self) -> int:
+        return len(self._rows) + self._pending_rows
+
+    def nbytes(self) -> int:
+        return self._rows.nbytes() + sum(column.nbytes for columns in self._pending for column in columns)
+
+    def add(self, batch: SpanBatch) -> None:
+        """Queue a batch's spans; the work happens in advance()."""
+        if len(batch) == 0:
+            return
+        self._pending.append(tuple(getattr(batch, name) for name in _BATCH_COLUMNS))
+        self._pending_rows += len(batch)
+        if len(self) > self.max_spans:
+            self._merge()
+
+    def _merge(self) -> None:
+        if self._pending:
+            arriving = _rows_of(*(np.concatenate(column) for column in zip(*self._pending)))
+            self._rows = _Rows.concat([self._rows, arriving])
+            self._pending, self._pending_rows = [], 0
+        excess = len(self._rows) - self.max_spans
+        if excess > 0:
+            # the oldest spans go: they are the most likely to be complete or orphaned already
+            keep = np.argpartition(self._rows.end, excess)[excess:]
+            self._rows = self._rows.take(np.sort(keep))
+            self.dropped += excess
+
+    def advance(self, cutoff_ns: int) -> Observations:
+        """Finalise every span that ended before cutoff_ns; return what they measured."""
+        self._merge()
+        rows = self._rows
+        n = len(rows)
+        if n == 0:
+            return _no_observations()
+        order = np.argsort(rows.skey)
+        sorted_keys = rows.skey[order]
+        at = np.minimum(np.searchsorted(sorted_keys, rows.pkey), n - 1)
+        has_parent = (rows.pkey != 0) & (sorted_keys[at] == rows.pkey)
+        parent = np.where(has_parent, order[at], 0)
+        ready = np.flatnonzero(~rows.done & (rows.end < cutoff_ns))
+        out = []
+        if ready.shape[0]:
+            self._finalise(rows, ready, parent, has_parent)
+            out.append(self._server_observations(rows, ready))
+        parent_done = has_parent & rows.done[parent]
+        expired = rows.end < cutoff_ns - self.orphan_wait_ns
+        release = rows.done & (parent_done | (rows.pkey == 0) | expired)
+        self.orphans += int((release & ~parent_done & (rows.pkey != 0)).sum())
+        out.append(self._edge_observations(rows, np.flatnonzero(release & (rows.kind == SPAN_KIND_CLIENT)), parent,
+                                           parent_done))
+        self._rows = rows.take(np.flatnonzero(~release))
+        return Observations.concat(out)
+
+    @staticmethod
+    def _finalise(rows: _Rows, ready: np.ndarray, parent: np.ndarray, has_parent: np.ndarray) -> None:
+        n = len(rows)
+        is_ready = np.zeros(n, dtype=bool)
+        is_ready[ready] = True
+        child = np.flatnonzero(has_parent & is_ready[parent])
+        covered = np.zeros(n, dtype=np.int64)
+        child_failed = np.zeros(n, dtype=bool)
+        callee = np.full(n, -1, dtype=np.int32)
+        if child.shape[0]:
+            up = parent[child]
+            p_start = rows.start[up]
+            limit = np.minimum(rows.end[up] - p_start, _REL_LIMIT)
+            c_start = np.clip(rows.start[child] - p_start, 0, limit)
+            c_end = np.clip(rows.end[child] - p_start, 0, limit)
+            # one sort on (parent row, child start): rows < 2**22 and starts < 2**40 fit an int64
+            order = np.argsort((up.astype(np.int64) << _REL_BITS) | c_start)
+            up, child, c_start, c_end = up[order], child[order], c_start[order], c_end[order]
+            first = np.ones(up.shape[0], dtype=bool)
+            first[1:] = up[1:] != up[:-1]
+            group = np.cumsum(first) - 1
+            # Union of intervals per parent: a running maximum of the ends so far, made
+            # per group by lifting each group above the previous one.
+            lift = group.astype(np.int64) << _GROUP_SHIFT
+            reach = np.maximum.accumulate(lift + c_end)
+            before = np.empty_like(reach)
+            before[0] = lift[0]
+            before[1:] = reach[:-1]
+            before[first] = lift[first]
+            piece = np.maximum(c_end - np.maximum(c_start, before - lift), 0)
+            parents = up[first]
+            covered[parents] = np.bincount(group, weights=piece).astype(np.int64)
+            child_failed[parents] = np.bincount(group, weights=rows.error[child]) > 0
+            served = rows.kind[child] == SPAN_KIND_SERVER
+            callee[up[served]] = rows.subject[child[served]]
+        rows.self_ns[ready] = rows.end[ready] - rows.start[ready] - covered[ready]
+        rows.origin[ready] = rows.error[ready] & ~child_failed[ready]
+        rows.callee[ready] = callee[ready]
+        rows.done[ready] = True
+
+    def _server_observations(self, rows: _Rows, ready: np.ndarray) -> Observations:
+        server = ready[rows.kind[ready] == SPAN_KIND_SERVER]
+        ids = np.concatenate((self.components.route_ids(rows.subject[server]),
+                              self.components.pod_ids(rows.resource[server])))
+        return self._observations(rows, np.concatenate((server, server)), ids)
+
+    def _edge_observations(self, rows: _Rows, client: np.ndarray, parent: np.ndarray, parent_done: np.ndarray) -> Observations:
+        up = parent[client]
+        from_route = parent_done[client] & (rows.kind[up] == SPAN_KIND_SERVER)
+        caller = np.where(from_route, rows.subject[up], -1)
+        keys = edge_keys(caller, rows.service[client], rows.subject[client], rows.callee[client])
+        return self._observations(rows, client, self.components.ids(keys))
+
+    @staticmethod
+    def _observations(rows: _Rows, index: np.ndarray, ids: np.ndarray) -> Observations:
+        return Observations(
+            component=ids, end_ns=rows.end[index],
+            total_ms=(rows.end[index] - rows.start[index]) / 1e6, self_ms=rows.self_ns[index] / 1e6,
+            error=rows.error[index], origin=rows.origin[index], weight=rows.weight[index],
+        )
