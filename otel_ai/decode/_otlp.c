@@ -466,12 +466,34 @@ static int push_row(pass1_t *st, row_t **out) {
 #define PRESENT(a) (present & (1u << (a)))
 #define TAG(field, wire_type) (((uint32_t)(field) << 3) | (uint32_t)(wire_type))
 
+/* Status {message = 2, code = 3}; a repeated Status merges: the last values win. */
+static int parse_status(const uint8_t *s, size_t n, int32_t *code, const uint8_t **message, size_t *message_len) {
+    rd_t r = {s, s + n};
+    while (r.p < r.end) {
+        uint32_t f;
+        int wt;
+        uint64_t x;
+        if (rd_tag(&r, &f, &wt) != OK) return BAIL;
+        if (f == 2 && wt == 2) {
+            if (rd_string(&r, message, message_len) != OK) return BAIL;
+        } else if (f == 3 && wt == 0) {
+            if (rd_varint(&r, &x) != OK) return BAIL;
+            *code = (int32_t)(uint32_t)x;
+        } else if (rd_skip(&r, wt) != OK) {
+            return BAIL;
+        }
+    }
+    return OK;
+}
+
 static int parse_span(pass1_t *st, const uint8_t *s, size_t n, size_t block) {
     rd_t r = {s, s + n};
     const uint8_t *trace_id = NULL, *span_id = NULL, *parent = NULL, *trace_state = NULL, *name = s;
     size_t trace_id_len = 0, span_id_len = 0, parent_len = 0, trace_state_len = 0, name_len = 0;
     int32_t kind = 0, status = 0;
     uint64_t start = 0, end = 0;
+    const uint8_t *message = s;
+    size_t message_len = 0;
     anyv_t attrs[A_COUNT];
     uint32_t present = 0;
     while (r.p < r.end) {
@@ -509,27 +531,9 @@ static int parse_span(pass1_t *st, const uint8_t *s, size_t n, size_t block) {
         case TAG(11, 2):
             if (rd_bytes(&r, &q, &m) != OK || validate_message(q, m, 2, 3) != OK) return BAIL;
             break;
-        case TAG(15, 2): {
-            /* Status {message = 2, code = 3}; a repeated Status merges: last values win. */
-            if (rd_bytes(&r, &q, &m) != OK) return BAIL;
-            rd_t sr = {q, q + m};
-            while (sr.p < sr.end) {
-                uint32_t sf;
-                int swt;
-                const uint8_t *ms;
-                size_t mn;
-                if (rd_tag(&sr, &sf, &swt) != OK) return BAIL;
-                if (sf == 2 && swt == 2) {
-                    if (rd_string(&sr, &ms, &mn) != OK) return BAIL;
-                } else if (sf == 3 && swt == 0) {
-                    if (rd_varint(&sr, &x) != OK) return BAIL;
-                    status = (int32_t)(uint32_t)x;
-                } else if (rd_skip(&sr, swt) != OK) {
-                    return BAIL;
-                }
-            }
+        case TAG(15, 2):
+            if (rd_bytes(&r, &q, &m) != OK || parse_status(q, m, &status, &message, &message_len) != OK) return BAIL;
             break;
-        }
         default:
             if (rd_skip(&r, wt) != OK) return BAIL;
         }
@@ -1426,17 +1430,8 @@ static PyObject *span_details(Reader *self, const uint8_t *s, size_t n, int want
             if (parse_entry(q, m, &e->key, &e->key_len, &e->value, &dropped) != OK) goto malformed;
             if (!dropped) e->seq = nentries++;
         } else if (f == 15) {
-            rd_t sr = {q, q + m};
-            while (sr.p < sr.end) {
-                uint32_t sf;
-                int swt;
-                if (rd_tag(&sr, &sf, &swt) != OK) goto malformed;
-                if (sf == 2 && swt == 2) {
-                    if (rd_bytes(&sr, &status_message, &status_len) != OK) goto malformed;
-                } else if (rd_skip(&sr, swt) != OK) {
-                    goto malformed;
-                }
-            }
+            int32_t code;
+            if (parse_status(q, m, &code, &status_message, &status_len) != OK) goto malformed;
         }
     }
     tid = PyBytes_FromStringAndSize((const char *)trace_id, (Py_ssize_t)trace_id_len);

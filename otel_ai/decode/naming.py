@@ -43,6 +43,56 @@ def route_from_span_name(name: str) -> str:
     return f"{method} {templated}".strip()
 
 
+def span_subject(kind: int, get, text, number, name: str) -> tuple | None:
+    """How a Python reader reads one SERVER (kind 2) or CLIENT span: (rule, a, b, c, HTTP
+    status, gRPC status, resend count) for `SubjectNaming.resolve`, or None for a CLIENT
+    span without a dependency name. `get(key)` is an attribute value or None, `text(value)`
+    its string ("" unless it is one), `number(value)` its integer as reference.int_of reads
+    it. _otlp.c's parse_span is the same rule in C.
+
+    Routes: http.route, else rpc.service/rpc.method/rpc.system, else the templated span
+    name. Dependencies: peer.service, else server.address, else db.system/db.namespace
+    (old names too), else rpc.service."""
+    value = get("http.response.status_code")
+    if value is None:
+        value = get("http.status_code")
+    http_status = 0 if value is None else number(value)
+    rpc = get("rpc.service")
+    grpc_status = -1
+    if rpc is not None:
+        value = get("rpc.grpc.status_code")
+        if value is not None:
+            grpc_status = number(value)
+    if kind == 2:
+        method = get("http.request.method")
+        if method is None:
+            method = get("http.method")
+        method = "" if method is None else text(method)
+        route = get("http.route")
+        if route is not None:
+            return ROUTE, method, text(route), "", http_status, grpc_status, 0
+        if rpc is not None:
+            rpc_method, rpc_system = get("rpc.method"), get("rpc.system")
+            return (RPC, text(rpc), "" if rpc_method is None else text(rpc_method),
+                    "" if rpc_system is None else text(rpc_system), http_status, grpc_status, 0)
+        return UNROUTED, method, name, "", http_status, grpc_status, 0
+    value = get("http.request.resend_count")
+    resend = 0 if value is None else number(value)
+    for key in ("peer.service", "server.address", "net.peer.name"):
+        value = get(key)
+        if value is not None and text(value):
+            return DEPENDENCY, text(value), "", "", http_status, grpc_status, resend
+    system = get("db.system.name") or get("db.system")
+    if system is not None and text(system):
+        namespace = get("db.namespace") or get("db.name")
+        if namespace is not None and text(namespace):
+            return DB_DEPENDENCY, text(system), text(namespace), "", http_status, grpc_status, resend
+        return DEPENDENCY, text(system), "", "", http_status, grpc_status, resend
+    if rpc is not None and text(rpc):
+        return DEPENDENCY, text(rpc), "", "", http_status, grpc_status, resend
+    return None
+
+
 class SubjectNaming:
     """Interning state of one pipeline's decode stage. Not thread-safe: callers serialise."""
 

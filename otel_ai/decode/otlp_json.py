@@ -20,7 +20,7 @@ import orjson
 from otel_ai.decode.captures import MAX_EXCEPTIONS, MAX_MESSAGE_CHARS, MAX_VALUE_CHARS, NOT_SUSPECT_KEYS, value_text
 from otel_ai.decode.columns import ReadResult, SpanRows, block_of_rows, id64, sample_bytes, to_batch, trace_keys
 from otel_ai.decode.contract import SPAN_KIND_CLIENT, SPAN_KIND_SERVER, MalformedRequest, TimeBounds
-from otel_ai.decode.naming import SubjectNaming
+from otel_ai.decode.naming import SubjectNaming, span_subject
 from otel_ai.decode.reference import ReferenceReader, weight_of
 
 _INT64 = (-(2**63), 2**63 - 1)
@@ -194,56 +194,16 @@ def _string(value: tuple | None) -> str:
     return "" if value is None else value[1]
 
 
+def _text(value: tuple) -> str:
+    return value[1]
+
+
 def _int_of(value: tuple) -> int:
     """reference.int_of over the view's AnyValue."""
     if value[2]:
         return value[2]
     text = value[1]
     return int(text) if text.isascii() and text.isdigit() and len(text) < 6 else 0
-
-
-def _subject_rule(kind: int, attrs: dict, name: str):
-    """(rule, a, b, c, http status, gRPC status, resend) as the reference reader reads a span,
-    or None for a CLIENT span without a dependency name."""
-    get = attrs.get
-    value = get("http.response.status_code")
-    if value is None:
-        value = get("http.status_code")
-    http_status = 0 if value is None else _int_of(value)
-    rpc = get("rpc.service")
-    grpc_status = -1
-    if rpc is not None:
-        value = get("rpc.grpc.status_code")
-        if value is not None:
-            grpc_status = _int_of(value)
-    if kind == SPAN_KIND_SERVER:
-        method = get("http.request.method")
-        if method is None:
-            method = get("http.method")
-        route = get("http.route")
-        if route is not None:
-            return "R", _string(method), route[1], "", http_status, grpc_status, 0
-        if rpc is not None:
-            return "P", rpc[1], _string(get("rpc.method")), _string(get("rpc.system")), http_status, grpc_status, 0
-        return "N", _string(method), name, "", http_status, grpc_status, 0
-    for key in ("peer.service", "server.address", "net.peer.name"):
-        value = get(key)
-        if value is not None and value[1]:
-            return "D", value[1], "", "", http_status, grpc_status, _resend(get)
-    system = get("db.system.name") or get("db.system")
-    if system is not None and system[1]:
-        namespace = get("db.namespace") or get("db.name")
-        if namespace is not None and namespace[1]:
-            return "B", system[1], namespace[1], "", http_status, grpc_status, _resend(get)
-        return "D", system[1], "", "", http_status, grpc_status, _resend(get)
-    if rpc is not None and rpc[1]:
-        return "D", rpc[1], "", "", http_status, grpc_status, _resend(get)
-    return None
-
-
-def _resend(get) -> int:
-    value = get("http.request.resend_count")
-    return 0 if value is None else _int_of(value)
 
 
 # ------------------------------------------------------------------ the reader
@@ -330,7 +290,7 @@ class JsonReader:
         _check_rest_of_span(span)
         if kind != SPAN_KIND_SERVER and kind != SPAN_KIND_CLIENT:
             return None
-        rule = _subject_rule(kind, attrs, name)
+        rule = span_subject(kind, attrs.get, _text, _int_of, name)
         if rule is None:
             return None
         weight = weight_of(trace_state)

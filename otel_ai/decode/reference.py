@@ -14,9 +14,9 @@ from google.protobuf.message import DecodeError
 from otel_ai.decode.captures import MAX_EXCEPTIONS, MAX_MESSAGE_CHARS, MAX_VALUE_CHARS, NOT_SUSPECT_KEYS, value_text
 from otel_ai.decode.columns import ReadResult, SpanRows, block_of_rows, id64, sample_bytes, to_batch, trace_keys
 from otel_ai.decode.contract import SPAN_KIND_CLIENT, SPAN_KIND_SERVER, MalformedRequest, TimeBounds
-from otel_ai.decode.naming import SubjectNaming
-from otel_ai.sampling import tracestate_adjusted_count
+from otel_ai.decode.naming import SubjectNaming, span_subject
 from otel_ai.proto.otel_ai.v1.otlp_view_pb2 import TraceRequestView
+from otel_ai.sampling import tracestate_adjusted_count
 
 _INT64_MAX = 2**63 - 1
 _RESOURCE_CACHE = 10_000
@@ -38,30 +38,16 @@ def int_of(value) -> int:
     return int(text) if text.isascii() and text.isdigit() and len(text) < 6 else 0
 
 
+def _text(value) -> str:
+    return value.string_value
+
+
 def weight_of(trace_state: str) -> float:
     """SpanBatch.weight: the adjusted count from the tracestate's `ot=th:` (1.0 without).
     Attribute-based sampling (SampleRate, sampling.priority) is a later addition here and
     in _otlp.c's parse_span."""
     found = tracestate_adjusted_count(trace_state) if trace_state else None
     return 1.0 if found is None else found
-
-
-def dependency_of(get, rpc) -> tuple[str, str, str] | None:
-    """peer.service, else server.address, else db.system/db.namespace (old names too),
-    else rpc.service: the naming rule and its strings, or None without a name."""
-    for key in ("peer.service", "server.address", "net.peer.name"):
-        value = get(key)
-        if value is not None and value.string_value:
-            return "D", value.string_value, ""
-    system = get("db.system.name") or get("db.system")
-    if system is not None and system.string_value:
-        namespace = get("db.namespace") or get("db.name")
-        if namespace is not None and namespace.string_value:
-            return "B", system.string_value, namespace.string_value
-        return "D", system.string_value, ""
-    if rpc is not None and rpc.string_value:
-        return "D", rpc.string_value, ""
-    return None
 
 
 class ReferenceReader:
@@ -106,42 +92,11 @@ class ReferenceReader:
                     kind = span.kind
                     if kind != SPAN_KIND_SERVER and kind != SPAN_KIND_CLIENT:
                         continue
-                    get = span.attributes.get
-                    grpc_status = -1
-                    resend = 0
-                    value = get("http.response.status_code")
-                    if value is None:
-                        value = get("http.status_code")
-                    http_status = 0 if value is None else int_of(value)
-                    rpc = get("rpc.service")
-                    if rpc is not None:
-                        value = get("rpc.grpc.status_code")
-                        if value is not None:
-                            grpc_status = int_of(value)
-                    if kind == SPAN_KIND_SERVER:
-                        method = get("http.request.method")
-                        if method is None:
-                            method = get("http.method")
-                        method = "" if method is None else method.string_value
-                        route = get("http.route")
-                        if route is not None:
-                            sid = naming.route(service, method, route.string_value)
-                        elif rpc is not None:
-                            rpc_method, rpc_system = get("rpc.method"), get("rpc.system")
-                            sid = naming.rpc_route(service, rpc.string_value,
-                                                   "" if rpc_method is None else rpc_method.string_value,
-                                                   "" if rpc_system is None else rpc_system.string_value)
-                        else:
-                            sid = naming.unrouted(service, method, span.name)
-                    else:
-                        dependency = dependency_of(get, rpc)
-                        if dependency is None:
-                            continue
-                        rule, a, b = dependency
-                        sid = naming.dependency(a) if rule == "D" else naming.db_dependency(a, b)
-                        value = get("http.request.resend_count")
-                        if value is not None:
-                            resend = int_of(value)
+                    found = span_subject(kind, span.attributes.get, _text, int_of, span.name)
+                    if found is None:
+                        continue
+                    rule, a, b, c, http_status, grpc_status, resend = found
+                    sid = naming.resolve(rule, service, a, b, c)[0]
                     rows.append((sid, kind, span.start_time_unix_nano, span.end_time_unix_nano,
                                  span.status.code, http_status, grpc_status, resend))
                     spans.append(span)

@@ -71,13 +71,13 @@ scalar_values = st.one_of(
 )
 
 
-def _array(values: list[AnyValue]) -> AnyValue:
+def array_value(values: list[AnyValue]) -> AnyValue:
     value = AnyValue()
     value.array_value.values.extend(values)
     return value
 
 
-any_values = st.one_of(scalar_values, st.lists(scalar_values, max_size=3).map(_array))
+any_values = st.one_of(scalar_values, st.lists(scalar_values, max_size=3).map(array_value))
 keys = st.one_of(st.sampled_from(SEMANTIC_KEYS), text)
 attributes = st.lists(st.tuples(keys, any_values), max_size=8)
 times = st.one_of(
@@ -125,7 +125,9 @@ def spans(draw: st.DrawFn) -> Span:
 
 
 @st.composite
-def protobuf_requests(draw: st.DrawFn) -> ExportTraceServiceRequest:
+def protobuf_requests(draw: st.DrawFn, span_strategy: st.SearchStrategy[Span] | None = None) -> ExportTraceServiceRequest:
+    """Up to 3 resources (a service name, random attributes) of up to 2 scopes of spans."""
+    span_strategy = span_strategy or spans()
     request = ExportTraceServiceRequest()
     for _ in range(draw(st.integers(0, 3))):
         resource_spans = request.resource_spans.add()
@@ -137,7 +139,7 @@ def protobuf_requests(draw: st.DrawFn) -> ExportTraceServiceRequest:
         for _ in range(draw(st.integers(0, 2))):
             scope_spans = resource_spans.scope_spans.add()
             scope_spans.scope.name = draw(text)
-            scope_spans.spans.extend(draw(st.lists(spans(), max_size=6)))
+            scope_spans.spans.extend(draw(st.lists(span_strategy, max_size=6)))
     return request
 
 
