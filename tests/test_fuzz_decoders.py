@@ -66,17 +66,7 @@ def sample(pipeline: Pipeline, name: str, labels: dict[str, str]) -> float:
 
 # ------------------------------------------------------------ (a) arbitrary bytes
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _framed(field: int, payload: bytes) -> bytes:
-    return bytes([field << 3 | 2]) + _varint(len(payload)) + payload
+_framed = fuzz.ld  # a length-delimited field
 
 
 def _one_valid_body() -> bytes:

@@ -127,7 +127,7 @@ def spans(draw: st.DrawFn) -> Span:
 @st.composite
 def protobuf_requests(draw: st.DrawFn, span_strategy: st.SearchStrategy[Span] | None = None) -> ExportTraceServiceRequest:
     """Up to 3 resources (a service name, random attributes) of up to 2 scopes of spans."""
-    span_strategy = span_strategy or spans()
+    span_strategy = spans() if span_strategy is None else span_strategy
     request = ExportTraceServiceRequest()
     for _ in range(draw(st.integers(0, 3))):
         resource_spans = request.resource_spans.add()
