@@ -93,6 +93,11 @@ def span_subject(kind: int, get, text, number, name: str) -> tuple | None:
     return None
 
 
+def dependency_name(rule: str, a: str, b: str) -> str:
+    """The name of a dependency as span_subject's DEPENDENCY / DB_DEPENDENCY rule gives it."""
+    return (a if rule == DEPENDENCY else f"{a}/{b}")[:MAX_DEPENDENCY_CHARS]
+
+
 class SubjectNaming:
     """Interning state of one pipeline's decode stage. Not thread-safe: callers serialise."""
 
@@ -120,10 +125,10 @@ class SubjectNaming:
         return self.subjects.route(service, method[:MAX_METHOD_CHARS], template)
 
     def dependency(self, name: str) -> int:
-        return self.subjects.dependency(name[:MAX_DEPENDENCY_CHARS])
+        return self.subjects.dependency(dependency_name(DEPENDENCY, name, ""))
 
     def db_dependency(self, system: str, namespace: str) -> int:
-        return self.subjects.dependency(f"{system}/{namespace}"[:MAX_DEPENDENCY_CHARS])
+        return self.subjects.dependency(dependency_name(DB_DEPENDENCY, system, namespace))
 
     def resolve(self, rule: str, service: str, a: str, b: str, c: str) -> tuple[int, bool]:
         """A cache miss of the native reader: the subject id, and whether it is an overflow

@@ -38,7 +38,8 @@ def int_of(value) -> int:
     return int(text) if text.isascii() and text.isdigit() and len(text) < 6 else 0
 
 
-def _text(value) -> str:
+def view_text(value) -> str:
+    """An attribute's string in the view ("" unless it is a string)."""
     return value.string_value
 
 
@@ -92,7 +93,7 @@ class ReferenceReader:
                     kind = span.kind
                     if kind != SPAN_KIND_SERVER and kind != SPAN_KIND_CLIENT:
                         continue
-                    found = span_subject(kind, span.attributes.get, _text, int_of, span.name)
+                    found = span_subject(kind, span.attributes.get, view_text, int_of, span.name)
                     if found is None:
                         continue
                     rule, a, b, c, http_status, grpc_status, resend = found
