@@ -96,3 +96,12 @@ def test_resources_are_interned_by_identity_and_capped():
     request = ExportTraceServiceRequest()
     _span(_resource(request, "svc", "p3"), 1, 0, 2, 0, 1, {"http.route": "/x"})
     assert decoder.decode(request.SerializeToString(), None).resource_id.tolist() == [0]
+
+
+def test_median_ns_is_numpys_median():
+    from otel_ai.decode.columns import median_ns
+
+    rng = np.random.default_rng(5)
+    for n in (1, 2, 3, 4, 511, 512):
+        for values in (rng.integers(T0, T0 + 10**12, n), rng.integers(0, 2**63 - 1, n), np.full(n, 2**63 - 1)):
+            assert median_ns(values.astype(np.int64)) == int(np.median(values.astype(np.int64)))
