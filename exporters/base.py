@@ -1,8 +1,11 @@
-"""The one interface every incident sink implements (JSONL, console, Slack, OTLP, ...).
+"""The one interface every incident sink implements (store, JSONL, console, OTLP, rollback).
 
-Modelled on the OpenTelemetry SDK's SpanExporter: the pipeline calls `export` once per
-incident change, with the incident as it is after the change, and `shutdown` once at exit.
-Batching, retries and threading belong to the caller, not to each exporter.
+Modelled on the OpenTelemetry SDK's SpanExporter: `export` is called once per incident
+change, in version order, with the incident as it is after the change, and `shutdown`
+once at exit. Each sink runs on its own bounded queue and thread (otel_ai/stages.py):
+queueing, ordering and threading belong to the caller, not to each exporter. Sinks
+record every change in every mode; paging people is the notifiers' job
+(notifiers/base.py), behind the notification policy.
 """
 from __future__ import annotations
 

@@ -41,6 +41,7 @@ def _measurement(incident: Incident) -> str:
         return incident.summary
     unit = str(data.get("unit") or "")
     value = data.get("current_value", data.get("value"))
+    resolved = incident.status == "resolved" and "peak_value" in data
     details = []
     if "threshold" in data:
         details.append(f"threshold {_number(data['threshold'], unit)}")
@@ -49,7 +50,12 @@ def _measurement(incident: Incident) -> str:
         details.append(f"baseline {_number(baseline, unit)}")
     if data.get("window"):
         details.append(str(data["window"]))
-    text = f"{metric} {_number(value, unit)}"
+    if resolved:
+        recovery = data.get("recovery_value")
+        at_recovery = f"{_number(recovery, unit)} at recovery" if recovery is not None else "no traffic at recovery"
+        text = f"{metric} peak {_number(data['peak_value'], unit)}, {at_recovery}"
+    else:
+        text = f"{metric} {_number(value, unit)}"
     return f"{text} ({', '.join(details)})" if details else text
 
 

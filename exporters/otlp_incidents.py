@@ -5,11 +5,17 @@ Sent with the OTel SDK's own OTLP exporters, configured by the standard variable
 tracing UI shows each incident next to the failing requests it links to.
 
 The trace id and the root span id are derived from the incident id, so every change of
-an incident lands in the same trace without keeping state: child spans (detect,
-analyze, notify, acknowledge, resolve) go out as they happen; the root span, which
-covers the incident's whole life, goes out when it resolves. Everything carries the
-resource attribute otel_ai.generated=true, which otel-ai's own decoder drops (the
-loop guard), so incidents sent back through a Collector are never analyzed again.
+an incident lands in the same trace without keeping state. The root span, the incident
+as detected (from the first slot over the threshold to the open), goes out when the
+incident opens; its children go out as they happen: detect (again on a reopen),
+analyze, notify (one per notifier), acknowledge, resolve (which carries the outcome:
+duration, peak, value at recovery). So a tracing UI never shows an orphan, even while
+the incident is still open or after a restart. Everything carries the resource
+attribute otel_ai.generated=true, which otel-ai's own decoder drops (the loop guard),
+so incidents sent back through a Collector are never analyzed again.
+
+Everything sent is redacted first (otel_ai/analysis/redact.py), like every other
+output that leaves the process.
 """
 from __future__ import annotations
 
@@ -34,6 +40,8 @@ from opentelemetry.trace import (
     set_span_in_context,
 )
 
+from otel_ai.analysis.redact import redact_incident, redactor_from_settings
+from otel_ai.config import Redaction
 from otel_ai.decode import GENERATED_ATTRIBUTE
 from otel_ai.model import Incident
 from otel_ai.otlp_env import otlp_protocol
@@ -75,10 +83,11 @@ def default_exporters() -> tuple[SpanExporter, LogRecordExporter]:
 
 
 class OtlpIncidentExporter:
-    notifies = False  # a record of what happened, in every rollout mode
+    name = "otlp"
 
     def __init__(self, span_exporter: SpanExporter, log_exporter: LogRecordExporter,
-                 resource: Resource | None = None) -> None:
+                 resource: Resource | None = None, redaction: Redaction | None = None) -> None:
+        self.redactor = redactor_from_settings(redaction or Redaction())
         self.resource = resource or Resource.create({"service.name": "otel-ai", GENERATED_ATTRIBUTE: True})
         self.spans = BatchSpanProcessor(span_exporter, schedule_delay_millis=1000)
         self.logs = LoggerProvider(resource=self.resource, shutdown_on_exit=False)
@@ -87,9 +96,12 @@ class OtlpIncidentExporter:
 
     # ---- exporter interface ----
     def export(self, incident: Incident) -> None:
+        incident = redact_incident(self.redactor, incident)
         change = incident.last_change
         step = {"opened": "detect", "reopened": "detect", "analyzed": "analyze", "acknowledged": "acknowledge",
                 "resolved": "resolve"}.get(change)
+        if change == "opened":
+            self._root(incident)
         if step == "detect":
             self._span(incident, "detect", self._detect_start(incident), incident.updated_at_ns, links=True)
         elif step == "analyze":
@@ -99,15 +111,23 @@ class OtlpIncidentExporter:
             self._span(incident, "acknowledge", at, at, {"incident.acknowledged_by": incident.acknowledged_by or ""})
         elif step == "resolve":
             at = incident.resolved_at_ns or incident.updated_at_ns
-            self._span(incident, "resolve", at, at, {"incident.resolution": incident.context.get("resolution", "")})
-            self._root(incident)
+            self._span(incident, "resolve", at, at, self._outcome(incident))
         self._event(incident)
 
-    def notified(self, incident: Incident, channel: str, ts: str, at_ns: int) -> None:
-        """Called by Slack delivery after the first post: the notify step of the incident's trace."""
-        self._span(incident, "notify", at_ns, at_ns, {"messaging.system": "slack",
-                                                      "messaging.destination.name": channel, "slack.message.ts": ts},
-                   kind=SpanKind.PRODUCER)
+    def notified(self, notifier: str, snapshot: dict, detail: dict, at_ns: int) -> None:
+        """A notifier made the incident's notification (a Slack post, a PagerDuty trigger):
+        the notify step of the incident's trace. `snapshot` is the redacted one it sent."""
+        incident_id, event_type = str(snapshot.get("id") or ""), str(snapshot.get("type") or "")
+        if not incident_id:
+            return
+        trace_id, root_id = incident_trace_ids(incident_id)
+        attributes = {"incident.id": incident_id, "incident.type": event_type, "incident.step": "notify",
+                      "otel_ai.notifier": notifier, **{k: str(v)[:200] for k, v in detail.items()}}
+        span = ReadableSpan(
+            name=f"notify {event_type}", context=_context(trace_id, _child_span_id(incident_id, f"notify:{notifier}", 0)),
+            parent=_context(trace_id, root_id), resource=self.resource, attributes=attributes, kind=SpanKind.PRODUCER,
+            start_time=at_ns, end_time=at_ns, instrumentation_scope=SCOPE)
+        self.spans.on_end(span)
 
     def force_flush(self, timeout_ms: int = 10_000) -> bool:
         return self.spans.force_flush(timeout_ms) and self.logs.force_flush(timeout_ms)
@@ -118,14 +138,27 @@ class OtlpIncidentExporter:
 
     # ---- spans ----
     def _root(self, incident: Incident) -> None:
+        """The incident as detected; sent when it opens, so its later steps always have a parent."""
         trace_id, root_id = incident_trace_ids(incident.id)
-        end = incident.resolved_at_ns or incident.updated_at_ns
         span = ReadableSpan(
             name=_root_name(incident), context=_context(trace_id, root_id), parent=None, resource=self.resource,
             attributes=self._attributes(incident), links=self._links(incident), kind=SpanKind.INTERNAL,
-            status=Status(StatusCode.ERROR, incident.summary[:200]), start_time=incident.opened_at_ns,
-            end_time=max(end, incident.opened_at_ns), instrumentation_scope=SCOPE)
+            status=Status(StatusCode.ERROR, incident.summary[:200]), start_time=self._detect_start(incident),
+            end_time=incident.opened_at_ns, instrumentation_scope=SCOPE)
         self.spans.on_end(span)
+
+    @staticmethod
+    def _outcome(incident: Incident) -> dict[str, Any]:
+        data = incident.data
+        attributes: dict[str, Any] = {
+            "incident.resolution": str(incident.context.get("resolution", "")),
+            "incident.duration_s": max(0.0, ((incident.resolved_at_ns or incident.updated_at_ns)
+                                             - incident.opened_at_ns) / 1e9),
+            "incident.status": incident.status}
+        for key in ("peak_value", "recovery_value", "threshold"):
+            if isinstance(data.get(key), (int, float)):
+                attributes[f"incident.{key}"] = float(data[key])
+        return attributes
 
     def _span(self, incident: Incident, step: str, start: int, end: int, extra: dict | None = None,
               links: bool = False, kind: SpanKind = SpanKind.INTERNAL) -> None:

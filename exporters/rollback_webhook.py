@@ -36,7 +36,9 @@ def rollback_target(incident: Incident) -> dict[str, str] | None:
 
 
 class RollbackWebhook:
-    notifies = False  # gated by mode itself: only "active" acts
+    """A sink: it sees every change and acts only in mode "active" (see decide)."""
+
+    name = "rollback"
 
     def __init__(self, settings: Settings, timeout_s: float = 5.0) -> None:
         self.settings = settings

@@ -54,8 +54,8 @@ def _via_server(settings: Settings, args) -> dict | None:
 
 
 def _via_store(settings: Settings, args) -> dict | None:
+    from otel_ai.analysis.related import rank_related
     from otel_ai.app import build_analyzer
-    from otel_ai.incidents import MAX_RELATED, related_entry
     from otel_ai.store import IncidentStore
 
     store = IncidentStore(Path(args.data_dir) / "incidents.db")
@@ -65,13 +65,11 @@ def _via_store(settings: Settings, args) -> dict | None:
             print(f"otel-ai analyze: no incident {args.incident_id!r} in {args.data_dir}", file=sys.stderr)
             return None
         analyzer = build_analyzer(settings, store)
-        open_ones = [i for i in store.list(status="open", limit=50) if i.id != incident.id]
-        analyzer.related = lambda _incident: [related_entry(i) for i in open_ones[:MAX_RELATED]]
-        incident.analysis = analyzer.analyze(incident)
+        incident.analysis = analyzer.analyze(incident, rank_related(incident, store.list(status="open", limit=50)))
         incident.version += 1
         incident.last_change = "analyzed"
         store.save(incident)
-        analyzer.shutdown()
+        analyzer.close()
         return incident.snapshot()
     finally:
         store.close()

@@ -40,8 +40,8 @@ def run_check(args) -> int:
     print("\nClaude analysis", file=out)
     for mark, text in _claude_checks(settings, Path(args.data_dir)):
         line(mark, text)
-    print("\nSlack", file=out)
-    for mark, text in _slack_checks(settings, Path(args.data_dir)):
+    print("\nNotifications", file=out)
+    for mark, text in _notifier_checks(settings, Path(args.data_dir)):
         line(mark, text)
 
     print("\nEvent detection", file=out)
@@ -120,17 +120,55 @@ def _claude_checks(settings, data_dir: Path) -> list[tuple[str, str]]:
     return results
 
 
-def _slack_checks(settings, data_dir: Path) -> list[tuple[str, str]]:
-    """Token verified with auth.test, channels and signing secret present, outbox state."""
-    token = os.environ.get("SLACK_BOT_TOKEN", "")
-    if not token:
-        return [(WARN, "SLACK_BOT_TOKEN not set: no Slack notifications (optional)")]
+def _notifier_checks(settings, data_dir: Path) -> list[tuple[str, str]]:
+    """The mode, each notifier's state (a warning when one is configured but nothing will be
+    sent), Slack's token verified with auth.test, and the outbox."""
+    from otel_ai.app import Credentials, build_notifiers
+
+    creds = Credentials.from_env()
+    _, states = build_notifiers(settings, creds)
+    results = []
+    if settings.mode == "shadow":
+        results.append((WARN, "AI_MODE=shadow: incidents are analyzed and recorded, nothing will be sent to anyone"))
+    else:
+        results.append((OK, f"mode {settings.mode}: notifiers that are on get incidents at or above minConfidence "
+                            f"{settings.min_confidence:g}"))
+    for state in states:
+        if state.sending:
+            results.append((OK, state.line()))
+        elif state.configured:
+            results.append((WARN, f"{state.name} is configured but nothing will be sent: {state.why}"))
+        else:
+            results.append((OK, state.line()))
+    unknown = sorted({n for route in settings.notify.routes for n in route.notifiers} - {s.name for s in states})
+    if unknown:
+        results.append((WARN, f"notify.routes name unknown notifier(s) {unknown}: nothing is sent to them"))
+    if not any(state.configured for state in states):
+        results.append((WARN, "no notifier configured: incidents reach only the console, JSONL, the store and the "
+                              "admin API (set SLACK_BOT_TOKEN, PAGERDUTY_ROUTING_KEY or AI_WEBHOOK_URL)"))
+    if creds.slack_bot_token:
+        results += _slack_checks(settings, creds)
+    db = data_dir / "incidents.db"
+    if db.exists():
+        from otel_ai.notify.outbox import Outbox
+        from otel_ai.store import IncidentStore
+
+        store = IncidentStore(db)
+        counts = Outbox(store).counts()
+        store.close()
+        dead = counts.get("dead", 0)
+        results.append((WARN if dead else OK, f"outbox: {counts.get('pending', 0)} pending, {dead} undeliverable"))
+    return results
+
+
+def _slack_checks(settings, creds) -> list[tuple[str, str]]:
+    """Token verified with auth.test, channels and signing secret present."""
     from slack_sdk.errors import SlackApiError, SlackClientError
 
-    from otel_ai.notify.delivery import make_client
+    from otel_ai.notifiers.slack import make_client
 
     results = []
-    client = make_client(token, os.environ.get("SLACK_API_URL") or None)
+    client = make_client(creds.slack_bot_token, creds.slack_api_url)
     try:
         who = client.auth_test()
         results.append((OK, f"Slack token accepted: bot {who.get('user')} in team {who.get('team')} ({client.base_url})"))
@@ -142,19 +180,9 @@ def _slack_checks(settings, data_dir: Path) -> list[tuple[str, str]]:
     missing = [s for s in ("critical", "warning", "info") if not rules.channel_for(s)]
     results.append((FAIL, f"no Slack channel for {', '.join(missing)} incidents: set SLACK_INCIDENT_CHANNEL") if missing
                    else (OK, "channels: " + ", ".join(f"{s} → {rules.channel_for(s)}" for s in ("critical", "warning", "info"))))
-    secret = os.environ.get("SLACK_SIGNING_SECRET", "")
-    results.append((OK, "SLACK_SIGNING_SECRET set: the Acknowledge button works (POST /slack/actions)") if secret
+    results.append((OK, "SLACK_SIGNING_SECRET set: the Acknowledge button works (POST /slack/actions)")
+                   if creds.slack_signing_secret
                    else (WARN, "SLACK_SIGNING_SECRET not set: the Acknowledge button is refused"))
-    db = data_dir / "incidents.db"
-    if db.exists():
-        from otel_ai.notify.outbox import Outbox
-        from otel_ai.store import IncidentStore
-
-        store = IncidentStore(db)
-        counts = Outbox(store).counts()
-        store.close()
-        dead = counts.get("dead", 0)
-        results.append((WARN if dead else OK, f"outbox: {counts.get('pending', 0)} pending, {dead} undeliverable"))
     return results
 
 
@@ -208,6 +236,7 @@ def _pipeline_self_test(settings) -> tuple[str, str]:
         for body in generator.serialized_batches(420):
             pipeline.feed(body)
         pipeline.flush()
+        pipeline.stop()
         store.close()
     took = time.monotonic() - started
     if recorder.opened():

@@ -76,6 +76,8 @@ def cmd_serve(args) -> int:
     app.start()
     server_record.write(data_dir, server_record.admin_url_for(settings.admin.host, app.ports.admin))
     _print_ports(app)
+    for line in app.banner():
+        print(f"otel-ai notifications: {line.strip()}", file=sys.stderr, flush=True)
     try:
         _wait_for_signal()
         print("otel-ai: shutting down, draining accepted spans...", file=sys.stderr, flush=True)

@@ -159,17 +159,28 @@ class Analysis(_Strict):
         return self
 
 
+def _http_url(value: str | None) -> str | None:
+    if value and not value.startswith(("http://", "https://")):
+        raise ValueError(f"must be an http(s) URL, got {value!r}")
+    return value
+
+
 class Actions(_Strict):
     # Called only with mode "active"; see exporters/rollback_webhook.py for the safeguards.
     rollback_webhook: str | None = Field(None, alias="rollbackWebhook")
     min_confidence: float = Field(0.9, alias="minConfidence", ge=0, le=1)
 
-    @field_validator("rollback_webhook")
-    @classmethod
-    def _http_url(cls, value: str | None) -> str | None:
-        if value and not value.startswith(("http://", "https://")):
-            raise ValueError(f"must be an http(s) URL, got {value!r}")
-        return value
+    _url = field_validator("rollback_webhook")(_http_url)
+
+
+class NotifierPolicy(_Strict):
+    """The notification policy's timing, per notifier (as Alertmanager sets it per route)."""
+    group_wait: float = Field(10.0, alias="groupWait")
+    repeat_interval: float = Field(4 * 3600.0, alias="repeatInterval")  # 0: no reminders
+    send_resolved: bool = Field(True, alias="sendResolved")
+    details_url: str | None = Field(None, alias="detailsUrl")
+
+    _parse = field_validator("group_wait", "repeat_interval", mode="before")(_duration)
 
 
 class SlackChannels(_Strict):
@@ -178,24 +189,59 @@ class SlackChannels(_Strict):
     info: str | None = None
 
 
-class Slack(_Strict):
+class Slack(NotifierPolicy):
     channel: str | None = None  # $SLACK_INCIDENT_CHANNEL
     channels: SlackChannels = SlackChannels()  # per severity, over `channel`
-    details_url: str | None = Field(None, alias="detailsUrl")
-    group_wait: float = Field(10.0, alias="groupWait")
-    repeat_interval: float = Field(4 * 3600.0, alias="repeatInterval")
-    send_resolved: bool = Field(True, alias="sendResolved")
-
-    _parse = field_validator("group_wait", "repeat_interval", mode="before")(_duration)
 
     def channel_for(self, severity: str) -> str | None:
         return getattr(self.channels, severity, None) or self.channel
 
 
+class PagerDuty(NotifierPolicy):
+    # PagerDuty escalates an unacknowledged incident itself; reminders would only add noise.
+    repeat_interval: float = Field(0.0, alias="repeatInterval")
+    events_url: str = Field("https://events.pagerduty.com/v2/enqueue", alias="eventsUrl")  # $PAGERDUTY_EVENTS_URL
+    source: str = "otel-ai"
+    timeout: float = 10.0
+
+    _url = field_validator("events_url")(_http_url)
+    _parse_timeout = field_validator("timeout", mode="before")(_duration)
+
+
+class Webhook(NotifierPolicy):
+    url: str | None = None  # $AI_WEBHOOK_URL; the HMAC secret comes from $AI_WEBHOOK_SECRET only
+    timeout: float = 10.0
+
+    _url = field_validator("url")(_http_url)
+    _parse_timeout = field_validator("timeout", mode="before")(_duration)
+
+
+ROUTE_MATCH_KEYS = ("severity", "service", "type", "route")
+
+
+class Route(_Strict):
+    """Alertmanager-style: the first route whose matchers all hold decides, unless it says continue."""
+    match: dict[str, str | list[str]] = Field(default_factory=dict)
+    notifiers: list[str]  # names of notifiers; `otel-ai check` warns about one that is not on
+    continue_: bool = Field(False, alias="continue")
+
+    @field_validator("match")
+    @classmethod
+    def _known_keys(cls, value: dict) -> dict:
+        unknown = sorted(set(value) - set(ROUTE_MATCH_KEYS))
+        if unknown:
+            raise ValueError(f"unknown matcher(s) {unknown}; use {', '.join(ROUTE_MATCH_KEYS)}")
+        return value
+
+
+class Notify(_Strict):
+    routes: list[Route] = Field(default_factory=list)  # none: every configured notifier gets every incident
+
+
 class Settings(_Strict):
     enabled: bool = True
     min_confidence: float = Field(0.75, alias="minConfidence", ge=0, le=1)
-    mode: Literal["shadow", "notify", "active"] = "shadow"
+    mode: Literal["shadow", "notify", "active"] = "notify"
     events: dict[str, EventRule]
     budget: Budget = Budget()
     receiver: Receiver = Receiver()
@@ -206,11 +252,21 @@ class Settings(_Strict):
     analysis: Analysis
     actions: Actions = Actions()
     slack: Slack = Slack()
+    pagerduty: PagerDuty = PagerDuty()
+    webhook: Webhook = Webhook()
+    notify: Notify = Notify()
+
+    def notifier_rules(self, name: str) -> NotifierPolicy:
+        """A notifier's policy timing: its own config block, or the defaults for one without."""
+        rules = getattr(self, name, None)
+        return rules if isinstance(rules, NotifierPolicy) else NotifierPolicy()
 
     @model_validator(mode="after")
     def _details_on_the_incident_page(self) -> "Settings":
-        if self.slack.details_url is None and self.admin.public_url:
-            self.slack.details_url = self.admin.public_url.rstrip("/") + "/incidents/{incident_id}"
+        # Every notifier's link (Slack's View Details, PagerDuty's link, the webhook's generatorURL).
+        for rules in (self.slack, self.pagerduty, self.webhook):
+            if rules.details_url is None and self.admin.public_url:
+                rules.details_url = self.admin.public_url.rstrip("/") + "/incidents/{incident_id}"
         return self
 
     @field_validator("events")
@@ -234,6 +290,8 @@ _ENV_KEYS = {
     "OTEL_AI_PUBLIC_URL": ("admin", "publicUrl"),
     "OTEL_AI_TRACE_URL": ("admin", "traceUrl"),
     "SLACK_INCIDENT_CHANNEL": ("slack", "channel"),
+    "PAGERDUTY_EVENTS_URL": ("pagerduty", "eventsUrl"),
+    "AI_WEBHOOK_URL": ("webhook", "url"),
     "AI_MODEL_CRITICAL": ("analysis", "models", "critical"),
     "AI_MODEL_WARNING": ("analysis", "models", "warning"),
 }

@@ -59,7 +59,7 @@ def run_demo(settings: Settings, args) -> int:
     settle = time.monotonic() + 25.0
     while time.monotonic() < settle and not app.store.count():
         time.sleep(0.5)
-    app.analyzer.flush(timeout_s=settings.analysis.deadline)
+    app.pipeline.drain(timeout_s=settings.analysis.deadline)
     opened = _summary(ports.admin)
     app.stop()
     print(f"otel-ai demo: {sent} export requests sent; {opened} incident(s) in {data_dir}", file=sys.stderr)

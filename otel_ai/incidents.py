@@ -1,10 +1,16 @@
 """Incident lifecycle: dedup, open -> (acknowledged) -> resolved, recovery
-verification, flap reopening, persistence, and fan-out to exporters.
+verification, flap reopening, and publishing each change downstream.
 
 One incident per (subject, type) episode. While it is open, new detections update it.
 It resolves only after the subject has looked healthy for `recoveryPeriod` of event
 time (or had no traffic at all for `staleAfter`); a breach within `cooldown` of
 resolving reopens the same incident instead of paging anew.
+
+Every change gets the next version and is published (a copy) while the lock is held;
+publishing only appends to the downstream queues (otel_ai/stages.py), so consumers see
+versions in order and nothing downstream runs under this lock. Later stages never
+change an incident themselves: they post events (otel_ai/events.py) that `apply` turns
+into changes.
 """
 from __future__ import annotations
 
@@ -13,10 +19,10 @@ import hashlib
 import logging
 import threading
 import time
-from typing import Callable, Iterable
+from typing import Callable
 
 from otel_ai.config import Settings
-from otel_ai.exporters.base import IncidentExporter
+from otel_ai.events import AnalysisDone, BudgetExhausted, IncidentEvent
 from otel_ai.model import DEPENDENCY, SYSTEM, Anomaly, Incident, Subject
 from otel_ai.selfmetrics import SelfMetrics
 from otel_ai.store import IncidentStore
@@ -26,7 +32,6 @@ from otel_ai.timefmt import NS_PER_S, rfc3339
 log = logging.getLogger(__name__)
 
 MATERIAL_CHANGE = 0.2  # relative change of the metric that is worth a new snapshot
-MAX_RELATED = 5
 BUDGET_SUBJECT = Subject(SYSTEM, "otel-ai", "", "ai-budget")
 
 
@@ -59,25 +64,41 @@ def summarize(anomaly: Anomaly) -> str:
     return text
 
 
-def related_entry(incident: Incident) -> dict:
-    """How another open incident is described in an analysis prompt."""
-    return {"type": incident.type, "subject_kind": incident.subject.kind, "service": incident.subject.service,
-            "route": incident.subject.route, "summary": incident.summary, "opened_at": rfc3339(incident.opened_at_ns),
-            "metric": {k: incident.data.get(k) for k in ("metric", "current_value", "threshold", "unit")}}
+_METRIC_NAMES = {"error_rate": "Error rate", "latency_p95": "p95 latency"}
+
+
+def _amount(value, unit: str) -> str:
+    if not isinstance(value, (int, float)):
+        return "?"
+    return f"{value:.0f} ms" if unit == "ms" else f"{value:.1f}%" if unit == "%" else f"{value:g} {unit}".strip()
+
+
+def resolved_summary(incident: Incident) -> str:
+    """'Error rate peaked at 42.0% on POST /api/pay (threshold 10%); 0.8% at recovery': a resolved
+    incident is described by its worst and its last value, not by its last breach."""
+    data = incident.data
+    unit = str(data.get("unit") or "")
+    name = _METRIC_NAMES.get(str(data.get("metric")), str(data.get("metric") or "value"))
+    s = incident.subject
+    where = f"calls to {s.service}" if s.kind == DEPENDENCY else s.label()
+    text = f"{name} peaked at {_amount(data.get('peak_value'), unit)} on {where} (threshold {_amount(data.get('threshold'), unit)})"
+    recovery = data.get("recovery_value")
+    return text + (f"; {_amount(recovery, unit)} at recovery" if recovery is not None else "; no traffic at recovery")
 
 
 class IncidentManager:
-    def __init__(self, settings: Settings, store: IncidentStore, exporters: Iterable[IncidentExporter],
+    def __init__(self, settings: Settings, store: IncidentStore, publish: Callable[[Incident], None],
                  metrics: SelfMetrics):
         self.settings = settings
-        self.store = store
-        self.exporters = list(exporters)
+        self.store = store  # read at start (restore) and for incidents no longer in memory; sinks write it
+        self.publish = publish
         self.metrics = metrics
         self.active: dict[tuple[Subject, str], Incident] = {}
         self.resolved: dict[tuple[Subject, str], Incident] = {}
         self.rules = settings.incidents
         self._lock = threading.RLock()
         self.event_time_ns = 0  # latest event time seen; the clock of changes made off the pipeline
+        self._latest_values: dict[tuple[Subject, str], float | None] = {}  # the metric now, per watched incident
 
     @_locked
     def restore(self, now_ns: int) -> int:
@@ -143,8 +164,10 @@ class IncidentManager:
         incident.summary = summarize(anomaly)
         incident.confidence = anomaly.confidence
         incident.below_min_confidence = anomaly.confidence < self.settings.min_confidence
+        peak = incident.data.get("peak_value")
         incident.data = {
             "metric": anomaly.metric, "current_value": anomaly.value, "threshold": anomaly.threshold,
+            "peak_value": anomaly.value if not isinstance(peak, (int, float)) else max(peak, anomaly.value),
             "baseline_value": anomaly.baseline, "window": anomaly.window, "trend": anomaly.trend,
             "unit": anomaly.unit, "breach_ratio": anomaly.breach_ratio, "p_value": anomaly.p_value,
             "confidence_factors": anomaly.confidence_factors,
@@ -159,6 +182,11 @@ class IncidentManager:
         }
         if found.suspects or not incident.suspects:
             incident.suspects = found.suspects
+
+    @_locked
+    def observe_values(self, values: dict[tuple[Subject, str], float | None]) -> None:
+        """The watched incidents' metric as of the latest closed slot: the value at recovery."""
+        self._latest_values = dict(values)
 
     @_locked
     def on_health(self, event_time_ns: int, verdicts: dict[tuple[Subject, str], bool | None]) -> None:
@@ -187,6 +215,13 @@ class IncidentManager:
         incident.resolved_at_ns = now
         self.metrics.time_to_resolve.labels(type=incident.type).observe(max(0.0, (now - incident.opened_at_ns) / NS_PER_S))
         incident.context = {**incident.context, "resolution": reason}
+        if incident.subject.kind != SYSTEM:
+            recovery = self._latest_values.get(key) if reason == "recovered" else None
+            incident.data = {**incident.data, "recovery_value": recovery,
+                             "peak_value": incident.data.get("peak_value", incident.data.get("current_value"))}
+            if recovery is not None:
+                incident.data["current_value"] = recovery
+            incident.summary = resolved_summary(incident)
         del self.active[key]
         if len(self.resolved) > 10_000:
             self.resolved.pop(next(iter(self.resolved)))
@@ -210,8 +245,17 @@ class IncidentManager:
         return None
 
     @_locked
+    def apply(self, event: IncidentEvent) -> Incident | None:
+        """A later stage's event, as one more change."""
+        if isinstance(event, AnalysisDone):
+            return self.attach_analysis(event.incident_id, event.analysis)
+        if isinstance(event, BudgetExhausted):
+            return self.raise_cost_alert(event.spent_usd, event.limit_usd, event.resets_at_ns, event.detail)
+        raise TypeError(f"unknown incident event {event!r}")
+
+    @_locked
     def attach_analysis(self, incident_id_: str, analysis: dict) -> Incident | None:
-        """Called by the analyzer when an analysis is done: one more snapshot, change "analyzed"."""
+        """An analysis is done: one more snapshot, change "analyzed"."""
         incident = next((i for i in (*self.active.values(), *self.resolved.values()) if i.id == incident_id_), None)
         if incident is None:
             incident = self.store.get(incident_id_)
@@ -247,32 +291,10 @@ class IncidentManager:
         self._emit(incident, "opened", now)
         return incident
 
-    @_locked
-    def related(self, incident: Incident) -> list[dict]:
-        """Other open incidents that may explain this one: dependencies first, then the same service."""
-        others = [i for i in self.active.values() if i.id != incident.id and i.subject.kind != SYSTEM]
-        others.sort(key=lambda i: (i.subject.kind != DEPENDENCY, i.subject.service != incident.subject.service,
-                                   -i.opened_at_ns))
-        picked = [i for i in others if i.subject.kind == DEPENDENCY or i.subject.service == incident.subject.service]
-        return [related_entry(i) for i in picked[:MAX_RELATED]]
-
-    def _notify_allowed(self, incident: Incident) -> bool:
-        # Shadow mode and low-confidence incidents: analyzed and recorded, nobody paged.
-        return self.settings.mode != "shadow" and not incident.below_min_confidence
-
     def _emit(self, incident: Incident, change: str, now: int) -> None:
         incident.version += 1
         incident.updated_at_ns = max(now, incident.updated_at_ns)
         incident.last_change = change
         self.metrics.incident_changes.labels(change=change).inc()
         self.metrics.open_incidents.set(len(self.active))
-        self.store.save(incident)
-        snapshot = incident.copy()
-        notify = self._notify_allowed(incident)
-        for exporter in self.exporters:
-            if getattr(exporter, "notifies", False) and not notify:
-                continue
-            try:
-                exporter.export(snapshot)
-            except Exception:  # one broken sink must not stop the others or the pipeline
-                log.exception("exporter %s failed on incident %s", type(exporter).__name__, incident.id)
+        self.publish(incident.copy())

@@ -3,7 +3,8 @@
 Reads go straight to the SQLite store (safe next to a running server: WAL mode).
 Acknowledge asks the running server first, because it holds open incidents in memory
 and would otherwise overwrite the change; with no server it runs the same incident
-stage and Slack notifier on the store, so the outbox gets the update for the next start.
+stage and notification policy on the store, so the outbox gets the updates (Slack,
+PagerDuty, webhook) for the next start.
 """
 from __future__ import annotations
 
@@ -18,10 +19,11 @@ from pathlib import Path
 from otel_ai import server_record
 from otel_ai.analysis.render import format_analysis
 from otel_ai.config import Settings
-from otel_ai.exporters.slack import SlackNotifier
+from otel_ai.exporters.store import StoreExporter
 from otel_ai.incidents import IncidentManager
 from otel_ai.model import Incident
 from otel_ai.notify.outbox import Outbox
+from otel_ai.notify.policy import NotificationPolicy
 from otel_ai.notify.silences import SilenceError, Silences
 from otel_ai.selfmetrics import SelfMetrics
 from otel_ai.store import IncidentStore
@@ -134,12 +136,22 @@ def _why_not_open(incident_id: str, snapshot: dict | None) -> str:
 
 
 def _ack_in_store(settings: Settings, args, who: str) -> int:
-    """The same path the server takes: the incident stage acknowledges, and the Slack
-    notifier queues the message update and thread note in the outbox."""
+    """The same path the server takes: the incident stage acknowledges, and the notification
+    policy queues each notifier's update (Slack message and thread note, PagerDuty
+    acknowledge, webhook) in the outbox. Synchronous: no stage threads here."""
+    from otel_ai.app import Credentials, build_notifiers
+
     store = _store(args)
     try:
-        notifier = SlackNotifier(settings, Outbox(store), Silences(store))
-        incidents = IncidentManager(settings, store, [notifier], SelfMetrics())
+        notifiers, _ = build_notifiers(settings, Credentials.from_env())
+        policy = NotificationPolicy(settings, notifiers, Outbox(store), Silences(store), store)
+        sink = StoreExporter(store)
+
+        def publish(incident: Incident) -> None:
+            sink.export(incident)
+            policy.export(incident)
+
+        incidents = IncidentManager(settings, store, publish, SelfMetrics())
         now = time.time_ns()
         incidents.restore(now)
         incident = incidents.acknowledge(args.incident_id, who, now)
@@ -149,7 +161,7 @@ def _ack_in_store(settings: Settings, args, who: str) -> int:
                   file=sys.stderr)
             return 1
         print(f"{incident.id} acknowledged by {incident.acknowledged_by} "
-              "(no server running: stored; Slack is updated when the server next starts)")
+              "(no server running: stored; notifiers are updated when the server next starts)")
         return 0
     finally:
         store.close()

@@ -5,6 +5,8 @@ bridge reads it on each OTLP export with observable instruments: counters as mon
 sums, gauges as gauges, and each histogram as its count and sum (so MTTR, time to
 acknowledge, detection delay and mean confidence are sum / count on any backend).
 Exported with the SDK's OTLP metric exporter, configured by the standard variables.
+Label values pass through the same redactor as everything else that leaves the process
+(a few carry text from outside, such as the error a notifier's API answered).
 """
 from __future__ import annotations
 
@@ -20,6 +22,8 @@ from opentelemetry.sdk.metrics.export import (
 )
 from opentelemetry.sdk.resources import Resource
 
+from otel_ai.analysis.redact import redactor_from_settings
+from otel_ai.config import Redaction
 from otel_ai.decode import GENERATED_ATTRIBUTE
 from otel_ai.otlp_env import otlp_protocol
 from otel_ai.selfmetrics import SelfMetrics
@@ -40,8 +44,10 @@ def default_metric_exporter() -> MetricExporter:
 
 
 class OtelMetricsBridge:
-    def __init__(self, metrics: SelfMetrics, exporter: MetricExporter, interval_s: float = 60.0) -> None:
+    def __init__(self, metrics: SelfMetrics, exporter: MetricExporter, interval_s: float = 60.0,
+                 redaction: Redaction | None = None) -> None:
         self.metrics = metrics
+        self.redactor = redactor_from_settings(redaction or Redaction())
         self._lock = threading.Lock()
         self._samples: dict[str, list[tuple[dict, float]]] = {}
         self._read_at = 0.0
@@ -67,7 +73,8 @@ class OtelMetricsBridge:
                 samples: dict[str, list[tuple[dict, float]]] = {}
                 for family in self.metrics.registry.collect():
                     for sample in family.samples:
-                        samples.setdefault(sample.name, []).append((dict(sample.labels), sample.value))
+                        labels = {k: self.redactor.text(v) for k, v in sample.labels.items()}
+                        samples.setdefault(sample.name, []).append((labels, sample.value))
                 self._samples, self._read_at = samples, time.monotonic()
             return self._samples
 

@@ -1,10 +1,15 @@
-"""The pipeline behind the receivers: decode -> windows -> detectors -> incidents.
+"""The pipeline behind the receivers: decode -> windows -> detectors -> incidents -> downstream.
 
 Receiver threads call consume(): decode the request into a columnar batch (under one
 lock: the subject table is shared), and put the batch on a bounded queue; a full queue answers Saturated so the Collector retries. One worker thread
 owns everything after that: it adds batches to the windows, closes slots as the
-watermark passes, runs the detectors on each closed slot, and drives incidents.
+watermark passes, runs the detectors on each closed slot, drives incidents, and
+applies the events later stages post back (an analysis is done, the budget ran out).
 `feed()` does the same synchronously, for replay and tests.
+
+Each incident change goes downstream (otel_ai/stages.py) to the store and every other
+consumer: sinks, the analysis stage, the notification policy, each on its own bounded
+queue and thread.
 """
 from __future__ import annotations
 
@@ -22,11 +27,14 @@ from otel_ai.config import Settings
 from otel_ai.decode import Decoder, MalformedRequest, SpanBatch
 from otel_ai.detectors import build_detectors
 from otel_ai.detectors.base import Detector
-from otel_ai.exporters.base import IncidentExporter
+from otel_ai.events import IncidentEvent
+from otel_ai.exporters.store import StoreExporter
+from otel_ai.histogram import percentile
 from otel_ai.incidents import IncidentManager
 from otel_ai.model import DEPENDENCY, ROUTE
 from otel_ai.receiver.consumer import JSON, PROTOBUF, ExportResult, InvalidRequest, Saturated
 from otel_ai.selfmetrics import SelfMetrics
+from otel_ai.stages import Consumer, Downstream
 from otel_ai.store import IncidentStore
 from otel_ai.subjects import SubjectTable
 from otel_ai.suspects import CaptureStore
@@ -35,9 +43,12 @@ from otel_ai.windows import WindowStore, WindowView
 
 log = logging.getLogger(__name__)
 
+MAX_EVENTS = 10_000
+RECOVERY_VALUE_S = 60.0  # the "value at recovery" of a resolved incident is its metric over the last minute
+
 
 class Pipeline:
-    def __init__(self, settings: Settings, store: IncidentStore, exporters: Iterable[IncidentExporter],
+    def __init__(self, settings: Settings, store: IncidentStore, consumers: Iterable[Consumer] = (),
                  metrics: SelfMetrics | None = None, use_wall_clock: bool = True,
                  wall_clock_ns: Callable[[], int] = time.time_ns):
         self.settings = settings
@@ -55,7 +66,10 @@ class Pipeline:
         self.use_wall_clock = use_wall_clock
         self.detectors: list[Detector] = build_detectors(settings) if settings.enabled else []
         self.captures = CaptureStore()
-        self.incidents = IncidentManager(settings, store, exporters, self.metrics)
+        self.downstream = Downstream.of([StoreExporter(store), *consumers], self.metrics)
+        self.incidents = IncidentManager(settings, store, self.downstream.publish, self.metrics)
+        self._events: deque[IncidentEvent] = deque()
+        self._applying = 0  # events being applied right now (by the worker or a drain)
         latency_rule = settings.events.get("LATENCY_ANOMALY")
         self._cold_slow_ms = latency_rule.threshold if latency_rule else 1000.0
         self._decode_lock = threading.Lock()
@@ -104,7 +118,37 @@ class Pipeline:
         batch = self.decode(body, encoding)
         self._count_received(batch, transport)
         self.process(batch)
+        self.apply_events()
         return ExportResult(batch.rejected, batch.reject_message, batch.spans_total)
+
+    # ---- events from later stages (any thread) ----
+    def submit(self, event: IncidentEvent) -> None:
+        """Queue an event for the incident stage; the worker applies it in arrival order."""
+        with self._cv:
+            if len(self._events) >= MAX_EVENTS:
+                self.metrics.sink_dropped.labels(sink="incident-events").inc()
+                log.error("incident event inbox full (%d); dropped %r", MAX_EVENTS, event)
+                return
+            self._events.append(event)
+            self._cv.notify()
+
+    def apply_events(self) -> int:
+        applied = 0
+        while True:
+            with self._cv:
+                if not self._events:
+                    return applied
+                event = self._events.popleft()
+                self._applying += 1
+            try:
+                self.incidents.apply(event)
+            except Exception:
+                log.exception("applying %r failed", event)
+            finally:
+                with self._cv:
+                    self._applying -= 1
+                    self._cv.notify_all()
+            applied += 1
 
     # ---- processing side (the worker thread only) ----
     def process(self, batch: SpanBatch) -> None:
@@ -152,6 +196,7 @@ class Pipeline:
         watched = self.incidents.watched()
         if not watched:
             return
+        self.incidents.observe_values(self._current_values(view, watched))
         verdicts = {}
         for detector in self.detectors:
             mine = [i for i in watched if i.type == detector.event_type]
@@ -162,6 +207,24 @@ class Pipeline:
                 sid = ids[incident.id]
                 verdicts[(incident.subject, incident.type)] = None if sid is None else health.get(sid)
         self.incidents.on_health(view.end_ns, verdicts)
+
+    def _current_values(self, view: WindowView, watched) -> dict:
+        """Each watched incident's metric over the last minute (None without traffic)."""
+        slots = view.slots_for(RECOVERY_VALUE_S)
+        n, errors, _ = view.sums(slots)
+        values = {}
+        for incident in watched:
+            sid = self.subjects.lookup(incident.subject)
+            value = None
+            if sid is not None and sid < view.size and n[sid] > 0:
+                metric = incident.data.get("metric")
+                if metric == "error_rate":
+                    value = round(100.0 * float(errors[sid]) / float(n[sid]), 2)
+                elif metric == "latency_p95":
+                    p95 = percentile(view.hist(slots, np.array([sid], dtype=np.int64)), 0.95)[0]
+                    value = None if np.isnan(p95) else round(float(p95), 1)
+            values[(incident.subject, incident.type)] = value
+        return values
 
     def _learn(self, view: WindowView, closed_slot: int, size: int) -> None:
         lagged = closed_slot - LEARN_LAG_SLOTS
@@ -192,8 +255,9 @@ class Pipeline:
 
     def _run(self) -> None:
         while True:
+            self.apply_events()
             with self._cv:
-                while not self._queue and not self._stopping:
+                while not self._queue and not self._stopping and not self._events:
                     if not self._cv.wait(timeout=1.0):
                         break
                 if self._stopping and not self._queue:
@@ -211,17 +275,41 @@ class Pipeline:
                 log.exception("pipeline worker failed on a batch; continuing")
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        """Drain what was accepted, then stop the worker."""
+        """Drain what was accepted, then stop the worker, then every stage downstream."""
         with self._cv:
             self._stopping = True
             self._cv.notify_all()
         if self._worker is not None:
             self._worker.join(timeout_s)
             self._worker = None
+        self.drain(timeout_s)
+        self.downstream.close()
+
+    def persisted(self, timeout_s: float) -> bool:
+        """Wait until the store has every change made so far."""
+        return self.downstream.queues[0].flush(timeout_s)
+
+    def drain(self, timeout_s: float = 30.0) -> bool:
+        """Until nothing moves: apply posted events, let every downstream stage catch up.
+        True if everything settled within timeout_s."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self.apply_events()
+            with self._cv:
+                while self._applying and time.monotonic() < deadline:
+                    self._cv.wait(0.05)
+            settled = self.downstream.flush(max(0.0, deadline - time.monotonic()))
+            with self._cv:
+                quiet = not self._events and not self._applying
+            if quiet:
+                return settled
+            if time.monotonic() >= deadline:
+                return False
 
     def queue_depth(self) -> int:
         return len(self._queue)
 
-    def flush(self) -> None:
-        """End of input: close every slot seen so far (replay)."""
+    def flush(self, timeout_s: float = 30.0) -> bool:
+        """End of input: close every slot seen so far, then let every stage catch up (replay)."""
         self.advance(self.clock.flush_watermark())
+        return self.drain(timeout_s)

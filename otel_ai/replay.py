@@ -10,7 +10,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from otel_ai.app import build_analyzer, wire_analyzer
+from otel_ai.analysis.stage import AnalysisStage
+from otel_ai.app import build_analyzer
 from otel_ai.config import Settings
 from otel_ai.exporters.console import ConsoleExporter
 from otel_ai.exporters.jsonl import JsonlExporter
@@ -23,11 +24,11 @@ MAX_REPORTED_BAD = 20  # bad records named one by one; the rest are counted
 
 
 def run_replay(settings: Settings, args) -> int:
-    exporters = []
+    sinks = []
     if args.incidents_jsonl:
-        exporters.append(JsonlExporter(args.incidents_jsonl))
+        sinks.append(JsonlExporter(args.incidents_jsonl))
     if not args.quiet:
-        exporters.append(ConsoleExporter(sys.stderr))
+        sinks.append(ConsoleExporter(sys.stderr))
     try:
         recording = Recording.open(args.file)
     except OSError as exc:
@@ -36,9 +37,8 @@ def run_replay(settings: Settings, args) -> int:
     with tempfile.TemporaryDirectory(prefix="otel-ai-replay-") as tmp, recording:
         store = IncidentStore(Path(args.data_dir or tmp) / "incidents.db")
         analyzer = build_analyzer(settings, store)
-        exporters.insert(0, analyzer)
-        pipeline = Pipeline(settings, store, exporters, analyzer.metrics, use_wall_clock=False)
-        wire_analyzer(analyzer, pipeline)
+        analysis = AnalysisStage(analyzer, submit=lambda event: pipeline.submit(event))
+        pipeline = Pipeline(settings, store, [analysis, *sinks], analyzer.metrics, use_wall_clock=False)
         started = time.monotonic()
         records = spans = bad = rejected = 0
         progress = _Progress(recording, show=not args.no_progress)
@@ -60,8 +60,7 @@ def run_replay(settings: Settings, args) -> int:
             bad += 1
         finally:
             progress.close()
-        pipeline.flush()
-        if not analyzer.flush(timeout_s=settings.analysis.deadline * 2):
+        if not pipeline.flush(timeout_s=settings.analysis.deadline * 2):
             print("otel-ai replay: some analyses did not finish in time", file=sys.stderr)
         elapsed = time.monotonic() - started
         opened = int(sum(s.value for m in pipeline.metrics.incidents.collect() for s in m.samples
@@ -70,8 +69,7 @@ def run_replay(settings: Settings, args) -> int:
         print(f"otel-ai replay: {records} records ({recording.compression} compression), {spans} spans in "
               f"{elapsed:.1f}s ({spans / max(elapsed, 1e-9):,.0f} spans/s); {bad} bad records{more}, "
               f"{rejected} rejected spans; {opened} incidents opened", file=sys.stderr)
-        for exporter in exporters:
-            exporter.shutdown()
+        pipeline.stop()
         store.close()
     return 1 if records and bad == records else 0
 

@@ -59,11 +59,18 @@ class SelfMetrics:
             "otel_ai_analysis_seconds", "Wall time from queueing to a finished analysis",
             buckets=(0.5, 1, 2, 5, 10, 20, 30, 60, 90, 120), registry=r)
         self.notifications = Counter(
-            "otel_ai_notifications", "Notification decisions (queued, grouped, silenced)", ["outcome"], registry=r)
-        self.slack_calls = Counter(
-            "otel_ai_slack_calls", "Slack Web API calls by method and result", ["method", "result"], registry=r)
+            "otel_ai_notifications", "Notification policy decisions per notifier (queued, grouped, inhibited, "
+            "silenced, gated, not_routed)", ["notifier", "outcome"], registry=r)
+        self.notifier_calls = Counter(
+            "otel_ai_notifier_calls", "Calls to notifiers' APIs by notifier and result", ["notifier", "result"],
+            registry=r)
         self.outbox_pending = Gauge(
-            "otel_ai_outbox_pending", "Notifications waiting for delivery", registry=r)
+            "otel_ai_outbox_pending", "Notifications waiting for delivery", ["notifier"], registry=r)
+        self.sink_queue = Gauge(
+            "otel_ai_sink_queue", "Incident changes waiting for a sink or stage", ["sink"], registry=r)
+        self.sink_dropped = Counter(
+            "otel_ai_sink_dropped", "Incident changes dropped because a sink or stage fell behind", ["sink"],
+            registry=r)
         self.time_to_resolve = Histogram(
             "otel_ai_incident_time_to_resolve_seconds", "MTTR: event time from open to resolved",
             ["type"], buckets=(60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 43200, 86400), registry=r)

@@ -17,7 +17,7 @@ from typing import Any
 from otel_ai.model import Incident, Subject
 
 # Bump when the table layout changes and add a step to _MIGRATIONS.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _CREATE_V1 = (
     """
@@ -105,8 +105,33 @@ _CREATE_V3 = (
     """,
 )
 
+# One outbox for every notifier (Slack, PagerDuty, webhook): rows carry the notifier, and
+# `notifications` holds each notifier's reference to what it made (Slack's channel and ts).
+_CREATE_V4 = (
+    "ALTER TABLE outbox ADD COLUMN notifier TEXT NOT NULL DEFAULT 'slack'",
+    "DROP INDEX outbox_pending",
+    "DROP INDEX outbox_one_message",
+    "DROP INDEX outbox_one_note",
+    "CREATE INDEX outbox_pending ON outbox(notifier, state, seq)",
+    "CREATE UNIQUE INDEX outbox_one_message ON outbox(notifier, incident_id) WHERE kind = 'message' AND state = 'pending'",
+    "CREATE UNIQUE INDEX outbox_one_note ON outbox(notifier, incident_id, note_key) WHERE kind = 'note'",
+    """
+    CREATE TABLE notifications (
+        notifier TEXT NOT NULL,
+        incident_id TEXT NOT NULL,
+        ref TEXT NOT NULL,
+        delivered_version INTEGER NOT NULL,
+        notified_at_ns INTEGER NOT NULL,
+        PRIMARY KEY (notifier, incident_id)
+    )
+    """,
+    "INSERT INTO notifications SELECT 'slack', incident_id, json_object('channel', channel, 'ts', ts), "
+    "delivered_version, notified_at_ns FROM slack_messages",
+    "DROP TABLE slack_messages",
+)
+
 # _MIGRATIONS[n] takes a database from user_version n to n + 1.
-_MIGRATIONS: dict[int, tuple[str, ...]] = {0: _CREATE_V1, 1: _CREATE_V2, 2: _CREATE_V3}
+_MIGRATIONS: dict[int, tuple[str, ...]] = {0: _CREATE_V1, 1: _CREATE_V2, 2: _CREATE_V3, 3: _CREATE_V4}
 
 _INCIDENT_FIELDS = {f.name for f in dataclasses.fields(Incident)}
 _SUBJECT_FIELDS = {f.name for f in dataclasses.fields(Subject)}

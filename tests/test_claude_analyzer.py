@@ -1,4 +1,8 @@
-"""The Claude analyzer against the loopback fake of the Messages API, through the real SDK."""
+"""The Claude analyzer against the loopback fake of the Messages API, through the real SDK.
+
+(Issue 9: the queue and workers moved from the analyzer into the analysis stage, whose
+results are events for the incident stage; the queueing tests drive the stage and read
+those events. The assertions are unchanged.)"""
 from __future__ import annotations
 
 import json
@@ -7,9 +11,11 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from otel_ai.exporters.claude import ClaudeAnalyzer
 
 from otel_ai.analysis.budget import Budget
+from otel_ai.analysis.claude import ClaudeAnalyzer
+from otel_ai.analysis.stage import AnalysisStage
+from otel_ai.events import AnalysisDone, BudgetExhausted
 from otel_ai.analysis.pricing import Usage, actual_cost
 from otel_ai.analysis.prompts import FENCE_CLOSE, FENCE_OPEN
 from otel_ai.analysis.schema import AnalysisAnswer
@@ -73,15 +79,23 @@ def test_warning_incidents_use_the_cheaper_model(fake):
     assert fake.messages_requests()[0].body["model"] == "claude-haiku-5-5"
 
 
-def collect(a: ClaudeAnalyzer) -> list[tuple[str, dict]]:
-    results: list[tuple[str, dict]] = []
-    a.on_result = lambda incident_id, analysis: results.append((incident_id, analysis))
-    return results
+class Events(list):
+    """What the stage posts back to the incident stage."""
+
+    def results(self) -> list[tuple[str, dict]]:
+        return [(e.incident_id, e.analysis) for e in self if isinstance(e, AnalysisDone)]
+
+    def alerts(self) -> list[BudgetExhausted]:
+        return [e for e in self if isinstance(e, BudgetExhausted)]
+
+
+def stage(a: ClaudeAnalyzer) -> tuple[AnalysisStage, Events]:
+    events = Events()
+    return AnalysisStage(a, submit=events.append), events
 
 
 def test_each_qualifying_incident_is_analyzed_once(fake):
-    a = analyzer(fake)
-    results = collect(a)
+    a, events = stage(analyzer(fake))
     incident = IncidentFactory.create_sample("ERROR_RATE_SPIKE")
     low = IncidentFactory.create("LATENCY_ANOMALY", id="inc_low", below_min_confidence=True, confidence=0.5)
     a.export(incident)
@@ -90,7 +104,7 @@ def test_each_qualifying_incident_is_analyzed_once(fake):
     a.export(low)
     assert a.flush(10)
     a.shutdown()
-    assert [incident_id for incident_id, _ in results] == [incident.id]
+    assert [incident_id for incident_id, _ in events.results()] == [incident.id]
     assert len(fake.messages_requests()) == 1
 
 
@@ -176,26 +190,24 @@ def test_wrong_key_is_not_retried(fake):
 
 def test_analysis_never_blocks_export(fake):
     fake.script(*[FakeAnthropic.answer(sample_answer(), delay_s=1.0) for _ in range(3)])
-    a = analyzer(fake, concurrency=1)
-    results = collect(a)
+    a, events = stage(analyzer(fake, concurrency=1))
     started = time.monotonic()
     for n in range(3):
         a.export(IncidentFactory.create("ERROR_RATE_SPIKE", id=f"inc_{n}"))
     assert time.monotonic() - started < 0.2  # export only queues
     assert a.flush(15)
     a.shutdown()
-    assert sorted(i for i, _ in results) == ["inc_0", "inc_1", "inc_2"]
+    assert sorted(i for i, _ in events.results()) == ["inc_0", "inc_1", "inc_2"]
 
 
 def test_full_queue_falls_back_to_offline_immediately(fake):
     fake.script(*[FakeAnthropic.answer(sample_answer(), delay_s=1.0) for _ in range(4)])
-    a = analyzer(fake, concurrency=1, queue_size=1)
-    results = collect(a)
+    a, events = stage(analyzer(fake, concurrency=1, queue_size=1))
     for n in range(4):
         a.export(IncidentFactory.create("ERROR_RATE_SPIKE", id=f"inc_{n}"))
     assert a.flush(15)
     a.shutdown()
-    by_id = dict(results)
+    by_id = dict(events.results())
     assert len(by_id) == 4
     assert any(r["offline_reason"] == "queue_full" for r in by_id.values())
     assert any(r["source"] == "claude" for r in by_id.values())
@@ -208,14 +220,12 @@ def test_concurrent_analyses_respect_the_budget(fake):
     s = settings(concurrency=4)
     s.budget.max_cost_per_day = 0.01
     budget = Budget(s.budget)
-    a = ClaudeAnalyzer(s, budget, api_key="test-key", base_url=fake.url)
-    alerts = []
-    a.on_budget_alert = alerts.append
-    results = collect(a)
+    a, events = stage(ClaudeAnalyzer(s, budget, api_key="test-key", base_url=fake.url))
     for n in range(40):
         a.export(IncidentFactory.create("LATENCY_ANOMALY", id=f"inc_{n}"))
     assert a.flush(30)
     a.shutdown()
+    results, alerts = events.results(), events.alerts()
     claude = [r for _, r in results if r["source"] == "claude"]
     spent = sum(r["cost_usd"] for r in claude)
     assert claude and len(claude) < 40

@@ -1,7 +1,10 @@
 """Incidents back into OpenTelemetry, end to end: OTel SDK app -> otel-ai -> an OTLP
 capture receiver, which gets the incident trace (root + detect/analyze/notify/
 acknowledge/resolve, links to real failing traces), log Events per change, and the
-loop guard drops the incident spans when they come back. /metrics shows the KPIs."""
+loop guard drops the incident spans when they come back. /metrics shows the KPIs.
+
+(Issue 9 / 13: the root span now goes out when the incident opens, so it is checked
+while the incident is still open, and the outcome moved to the resolve span.)"""
 from __future__ import annotations
 
 import random
@@ -97,7 +100,14 @@ def test_incident_trace_log_events_loop_guard_and_kpis(tmp_path: Path, monkeypat
             send(tracer, processor.force_flush, sent, start + HEALTHY_S * NS, FAILING_S, True, rng)
             incident = wait_for("the incident", lambda: next(iter(app.store.list()), None))
             wait_for("its analysis", lambda: app.store.get(incident.id).analysis)
-            wait_for("its Slack message", lambda: app.outbox.message_ref(incident.id))
+            wait_for("its Slack message", lambda: app.outbox.notification("slack", incident.id))
+            # No orphans while it is open: the root is out, and every step so far is its child.
+            trace_id, root_id = incident_trace_ids(incident.id)
+            assert app.otlp.force_flush()
+            open_spans = [s for _, s in capture.spans() if int.from_bytes(s.trace_id, "big") == trace_id]
+            assert any(int.from_bytes(s.span_id, "big") == root_id for s in open_spans)
+            assert all(int.from_bytes(s.parent_span_id, "big") == root_id for s in open_spans
+                       if int.from_bytes(s.span_id, "big") != root_id)
             assert app.pipeline.incidents.acknowledge(incident.id, "U42", time.time_ns())
             send(tracer, processor.force_flush, sent, start + (HEALTHY_S + FAILING_S) * NS, RECOVERY_S, False, rng)
             wait_for("the resolution", lambda: app.store.get(incident.id).status == "resolved")
@@ -105,7 +115,6 @@ def test_incident_trace_log_events_loop_guard_and_kpis(tmp_path: Path, monkeypat
             admin = f"http://127.0.0.1:{ports.admin}"
 
             # ---- the incident trace ----
-            trace_id, root_id = incident_trace_ids(incident.id)
             spans = [(res, s) for res, s in capture.spans() if int.from_bytes(s.trace_id, "big") == trace_id]
             by_name = {s.name: (res, s) for res, s in spans}
             root_name = "incident ERROR_RATE_SPIKE POST /api/payments"
@@ -115,7 +124,7 @@ def test_incident_trace_log_events_loop_guard_and_kpis(tmp_path: Path, monkeypat
             assert int.from_bytes(root.span_id, "big") == root_id and not root.parent_span_id
             root_attrs = attributes(root.attributes)
             assert root_attrs["incident.id"] == incident.id and root_attrs["incident.type"] == "ERROR_RATE_SPIKE"
-            assert root_attrs["incident.status"] == "resolved" and root_attrs["incident.service"] == "checkout"
+            assert root_attrs["incident.status"] == "open" and root_attrs["incident.service"] == "checkout"
             assert root_attrs["incident.current_value"] > root_attrs["incident.threshold"]
             linked = {link.trace_id.hex() for link in root.links}
             assert linked and linked <= sent.failing_trace_ids  # one click reaches a real failing request
@@ -124,6 +133,10 @@ def test_incident_trace_log_events_loop_guard_and_kpis(tmp_path: Path, monkeypat
                 _, child = by_name[f"{step} ERROR_RATE_SPIKE"]
                 assert int.from_bytes(child.parent_span_id, "big") == root_id, step
             print_trace(root, [s for _, s in spans if s is not root])
+            outcome = attributes(by_name["resolve ERROR_RATE_SPIKE"][1].attributes)
+            assert outcome["incident.status"] == "resolved" and outcome["incident.resolution"] == "recovered"
+            assert outcome["incident.peak_value"] >= root_attrs["incident.current_value"]
+            assert outcome["incident.recovery_value"] < outcome["incident.threshold"]
             analyze = attributes(by_name["analyze ERROR_RATE_SPIKE"][1].attributes)
             assert analyze["gen_ai.system"] == "anthropic"
             assert analyze["gen_ai.request.model"] == "claude-sonnet-5-5"

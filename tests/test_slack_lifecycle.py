@@ -180,7 +180,7 @@ def test_bad_slack_requests_change_nothing(tmp_path: Path) -> None:
                 threshold=10.0, baseline=0.5, window="1m", breach_ratio=3.0, trend="rising", confidence=0.95,
                 confidence_factors={}, recent_samples=[(now, 30.0)], sample_count=200, bad_count=60,
                 event_time_ns=now, bad_rule="error"), lambda a: Attribution([], [], [], [], 0, 0))
-            assert app.analyzer.flush(5)  # the offline analysis is a change of its own; let it land first
+            assert app.pipeline.drain(5)  # the offline analysis is a change of its own; let it land first
             version = app.store.get(incident.id).version
             good_body, good_headers = slack.signed_action("ack_incident", incident.id)
             cases = {

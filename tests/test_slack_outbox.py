@@ -1,8 +1,10 @@
-"""Nothing lost, nothing doubled: kill -9 around delivery, and a minute of Slack 429s.
+"""Nothing lost, nothing doubled: kill -9 around delivery, and a minute of 429s.
 
-The crash tests run the real `otel-ai serve` as a subprocess against the fake Slack,
-SIGKILL it at the worst moments, restart it on the same data directory, and count the
-top-level messages Slack received for the incident."""
+The crash tests run the real `otel-ai serve` as a subprocess against the fake Slack
+(and, issue 9, the fake PagerDuty and webhook receiver), SIGKILL it at the worst
+moments, restart it on the same data directory, and count the top-level messages Slack
+received for the incident, the PagerDuty triggers and the webhook notifications. The
+minute of 429s is Slack's and PagerDuty's and the webhook's at once, in one run."""
 from __future__ import annotations
 
 import os
@@ -27,9 +29,12 @@ from test_slack_lifecycle import (
     lifecycle_settings,
 )
 
+from otel_ai.app import Credentials
 from otel_ai.notify.outbox import Outbox
 from otel_ai.store import IncidentStore
+from otel_ai.testing.fake_pagerduty import FakePagerDuty
 from otel_ai.testing.fake_slack import FakeSlack, Step
+from otel_ai.testing.fake_webhook import FakeWebhook
 from otel_ai.testing.harness import wait_for
 
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -44,12 +49,18 @@ def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
 class Server:
     """`otel-ai serve` in a child process, on free ports, with Slack pointed at the fake."""
 
-    def __init__(self, data_dir: Path, slack: FakeSlack) -> None:
+    def __init__(self, data_dir: Path, slack: FakeSlack, pagerduty: FakePagerDuty | None = None,
+                 webhook: FakeWebhook | None = None) -> None:
         config = data_dir.parent / "otel-ai.yaml"
-        config.write_text("mode: notify\nslack:\n  groupWait: 0.2s\n")
+        config.write_text("mode: notify\nslack:\n  groupWait: 0.2s\npagerduty:\n  groupWait: 0.2s\n"
+                          "webhook:\n  groupWait: 0.2s\n")
         env = {**os.environ, "SLACK_BOT_TOKEN": "xoxb-test", "SLACK_API_URL": slack.url,
                "SLACK_INCIDENT_CHANNEL": CHANNEL, "SLACK_SIGNING_SECRET": slack.signing_secret,
                "ANTHROPIC_API_KEY": "", "NO_PROXY": "127.0.0.1"}
+        if pagerduty is not None:
+            env.update(PAGERDUTY_ROUTING_KEY=pagerduty.routing_key, PAGERDUTY_EVENTS_URL=pagerduty.events_url)
+        if webhook is not None:
+            env.update(AI_WEBHOOK_URL=webhook.url)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "otel_ai", "serve", "--config", str(config), "--data-dir", str(data_dir),
              "--host", "127.0.0.1", "--grpc-port", "0", "--http-port", "0", "--admin-port", "0"],
@@ -82,8 +93,8 @@ def pending_incidents(data_dir: Path) -> list[str]:
     store = IncidentStore(data_dir / "incidents.db")
     try:
         outbox = Outbox(store)
-        return [i.id for i in store.list() if outbox.has_message_or_pending(i.id)
-                and outbox.message_ref(i.id) is None]
+        return [i.id for i in store.list() if outbox.has_notification("slack", i.id)
+                and outbox.notification("slack", i.id) is None]
     finally:
         store.close()
 
@@ -94,28 +105,42 @@ def posted_incident_ids(slack: FakeSlack) -> list[str]:
             if c.status == 200 and c.response.get("ok") and not c.args.get("thread_ts")]
 
 
+def firing(webhook: FakeWebhook, incident_id: str) -> list[dict]:
+    return [p for p in webhook.payloads() if p["status"] == "firing"
+            and p["alerts"][0]["labels"]["incident_id"] == incident_id]
+
+
 def test_kill9_between_detection_and_delivery_delivers_once(tmp_path: Path) -> None:
-    with FakeSlack() as slack:
-        slack.down(3600)  # Slack unreachable: the messages wait in the outbox
+    with FakeSlack() as slack, FakePagerDuty() as pagerduty, FakeWebhook() as webhook:
+        slack.down(3600)  # every notifier unreachable: the notifications wait in the outbox
+        pagerduty.down(3600)
+        webhook.down(3600)
         data = tmp_path / "data"
-        server = Server(data, slack)
+        server = Server(data, slack, pagerduty, webhook)
         try:
             Traffic().send(server.http_port, WARMUP_S + FAULT_S - 30)
             waiting = wait_for("incidents queued for Slack", lambda: pending_incidents(data))
             server.kill9()
         finally:
             server.stop()
-        assert posted_incident_ids(slack) == []
+        assert posted_incident_ids(slack) == [] and pagerduty.accepted() == [] and webhook.payloads() == []
         slack.recover()
-        server = Server(data, slack)
+        pagerduty.recover()
+        webhook.recover()
+        server = Server(data, slack, pagerduty, webhook)
         try:
-            wait_for("delivery after the restart", lambda: set(waiting) <= set(posted_incident_ids(slack)))
+            wait_for("delivery after the restart", lambda: set(waiting) <= set(posted_incident_ids(slack))
+                     and all(pagerduty.events_for(i) and firing(webhook, i) for i in waiting), timeout_s=40)
             time.sleep(1.5)
             posted = posted_incident_ids(slack)
+            triggers = [e.dedup_key for e in pagerduty.triggers()]
             for incident_id in waiting:
                 assert posted.count(incident_id) == 1, incident_id
+                assert triggers.count(incident_id) == 1, incident_id
+                assert len(firing(webhook, incident_id)) == 1, incident_id
             print(f"\nkill -9 with {len(waiting)} incident(s) queued; after restart: "
-                  f"{[posted.count(i) for i in waiting]} top-level posts each")
+                  f"{[posted.count(i) for i in waiting]} Slack posts, {[triggers.count(i) for i in waiting]} "
+                  f"PagerDuty triggers, {[len(firing(webhook, i)) for i in waiting]} webhook notifications each")
         finally:
             server.stop()
 
@@ -153,46 +178,68 @@ def test_kill9_after_slack_accepted_but_before_we_recorded_it(tmp_path: Path) ->
 
 
 def test_a_minute_of_rate_limits_loses_nothing_and_ingestion_goes_on(tmp_path: Path) -> None:
-    with FakeSlack() as slack:
+    # Slack, PagerDuty and the webhook rate limit for the same minute: one run covers all three.
+    with FakeSlack() as slack, FakePagerDuty() as pagerduty, FakeWebhook() as webhook:
         slack.rate_limit(60.0, retry_after=5)
+        pagerduty.rate_limit(60.0, retry_after=5)
+        webhook.rate_limit(60.0, retry_after=5)
         limited_at = time.monotonic()
-        app = App(lifecycle_settings(), tmp_path / "data", console=False, credentials=credentials(slack))
+        settings = lifecycle_settings()
+        settings.pagerduty.group_wait = settings.webhook.group_wait = 0.2
+        settings.webhook.url = webhook.url
+        creds = Credentials(**{**credentials(slack).__dict__, "pagerduty_routing_key": pagerduty.routing_key})
+        settings.pagerduty.events_url = pagerduty.events_url
+        app = App(settings, tmp_path / "data", console=False, credentials=creds)
         ports = app.start()
         try:
             traffic = Traffic()
             started = time.monotonic()
             traffic.send(ports.http, WARMUP_S + FAULT_S - 30)
-            incidents = wait_for("incidents", lambda: [i for i in app.store.list() if i.type == "ERROR_RATE_SPIKE"])
-            assert app.analyzer.flush(10)
-            acked = incidents[0]
+            wait_for("incidents", lambda: [i for i in app.store.list() if i.type == "ERROR_RATE_SPIKE"])
+            assert app.pipeline.drain(10)
+            # The incident that leads its notification (a failing dependency's routes are listed on it).
+            acked = next(i for i in app.store.list() if app.outbox.has_notification("slack", i.id))
             assert app.pipeline.incidents.acknowledge(acked.id, "U777", time.time_ns()) is not None
             # Ingestion while Slack refuses: every export request is accepted, promptly.
             sent_before = sum(v for v in _received(app))
             traffic.send(ports.http, 30)
             assert sum(v for v in _received(app)) > sent_before
             assert time.monotonic() - started < 55, "the rate limit should still be on"
-            assert not posted_incident_ids(slack)
+            assert not posted_incident_ids(slack) and not pagerduty.accepted() and not webhook.payloads()
             wait_for("delivery after the rate limit", lambda: acked.id in posted_incident_ids(slack), timeout_s=90)
             ids = {i.id for i in app.store.list()}
             outbox = Outbox(app.store)
             wait_for("an empty outbox", lambda: outbox.pending_count() == 0, timeout_s=60)
             posted = posted_incident_ids(slack)
-            notified = [i for i in ids if outbox.message_ref(i) is not None]
+            notified = [i for i in ids if outbox.notification("slack", i) is not None]
             assert notified and all(posted.count(i) == 1 for i in notified)
-            ref = outbox.message_ref(acked.id)
-            final = slack.messages[(ref.channel, ref.ts)]
+            # PagerDuty: one alert per notification, each event once, the acknowledgement included.
+            paged = [i for i in ids if outbox.notification("pagerduty", i) is not None]
+            assert sorted(paged) == sorted(notified)
+            assert all([e.dedup_key for e in pagerduty.triggers()].count(i) == 1 for i in paged)
+            assert [e.action for e in pagerduty.events_for(acked.id)] == ["trigger", "acknowledge"]
+            # The webhook: every notification arrived, collapsed to its latest state.
+            last = [p for p in webhook.payloads() if p["alerts"][0]["labels"]["incident_id"] == acked.id][-1]
+            assert last["status"] == "firing" and last["alerts"][0]["annotations"]["acknowledged_by"] == "U777"
+            ref = outbox.notification("slack", acked.id).ref
+            final = slack.messages[(ref["channel"], ref["ts"])]
             # Collapsed to the latest state: analysed and acknowledged in one message.
             assert "Acknowledged by <@U777>" in block_text(final)
             assert "Offline analysis" in block_text(final)
-            notes = [m["text"] for m in slack.thread(ref.channel, ref.ts)]
+            notes = [m["text"] for m in slack.thread(ref["channel"], ref["ts"])]
             assert any("acknowledged by <@U777>" in n for n in notes)
             assert any("Offline analysis" in n for n in notes)
             assert slack.calls_to("chat.postMessage")[0].status == 429
             limited = sum(c.status == 429 for c in slack.calls)
-            print(f"\nrate limit 60 s: {limited} calls answered 429; afterwards {len(notified)} incident messages "
-                  f"posted once each, {len(slack.calls_to('chat.update'))} updates, {len(notes)} notes on the "
-                  f"acknowledged one; spans accepted while limited: {sum(_received(app)) - sent_before:.0f}; "
-                  f"first post {_first_ok_post(slack) - limited_at:.1f} s after the limit began")
+            pd_limited = sum(e.status == 429 for e in pagerduty.events)
+            hook_limited = sum(c.status == 429 for c in webhook.calls)
+            print(f"\nrate limit 60 s: Slack answered {limited} calls 429, PagerDuty {pd_limited}, the webhook "
+                  f"{hook_limited}; afterwards {len(notified)} incident messages posted once each, "
+                  f"{len(slack.calls_to('chat.update'))} updates, {len(notes)} notes on the acknowledged one; "
+                  f"{len(pagerduty.triggers())} PagerDuty triggers for {len(paged)} notifications; "
+                  f"{len(webhook.payloads())} webhook notifications; spans accepted while limited: "
+                  f"{sum(_received(app)) - sent_before:.0f}; first post {_first_ok_post(slack) - limited_at:.1f} s "
+                  f"after the limit began")
         finally:
             app.stop(grace_s=0)
 

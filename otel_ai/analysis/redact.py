@@ -345,6 +345,42 @@ class Redactor:
 
 def redactor_from_settings(rules) -> Redactor:
     """The configured redactor (config `analysis.redaction`): built-in key lists plus the
-    configured ones. Used for everything that leaves the process: prompts and Slack."""
+    configured ones. Used for everything that leaves the process: prompts, notifiers
+    (Slack, PagerDuty, webhook) and OTLP incident traces, events and metrics."""
     return Redactor(deny_keys=DEFAULT_DENY_KEYS + tuple(rules.deny_keys),
                     allow_keys=DEFAULT_ALLOW_KEYS + tuple(rules.allow_keys), max_value_chars=rules.max_value_chars)
+
+
+# Written by otel-ai itself, never telemetry: kept as they are (a deny-listed key such as
+# "input_tokens" would otherwise blank the token counts).
+_HEX_ID = re.compile(r"[0-9a-f]{16}|[0-9a-f]{32}")
+_OWN_ANALYSIS_FIELDS = ("usage", "cost_usd", "latency_ms", "attempts", "model", "source", "prompt_version",
+                        "analyzed_at", "incident_version", "repaired")
+
+
+def redact_incident(redactor: Redactor, incident):
+    """A copy of an incident fit to leave the process: every string that came from
+    telemetry (route, service, summary, suspects, exceptions, versions, the analysis that
+    quotes them) capped and redacted; suspect values under their attribute's key rule."""
+    from otel_ai.model import Subject
+
+    copy = incident.copy()
+    s = incident.subject
+    copy.subject = Subject(s.kind, redactor.text(s.service), redactor.text(s.method), redactor.text(s.route))
+    copy.summary = redactor.text(incident.summary)
+    copy.data = redactor.data(incident.data)
+    copy.context = redactor.data(incident.context)
+    for ids in ("exemplar_trace_ids", "exemplar_span_ids"):  # hex ids decode formatted: keep them linkable
+        if ids in incident.context:
+            copy.context[ids] = [i if isinstance(i, str) and _HEX_ID.fullmatch(i) else "" for i in incident.context[ids]]
+    copy.suspects = [
+        {**redactor.data(suspect), "value": redactor.pair(str(suspect.get("key", "")), suspect.get("value", ""))}
+        if isinstance(suspect, dict) else redactor.data(suspect)
+        for suspect in incident.suspects
+    ]
+    if isinstance(incident.analysis, dict):
+        copy.analysis = {**redactor.data(incident.analysis),
+                         **{k: incident.analysis[k] for k in _OWN_ANALYSIS_FIELDS if k in incident.analysis}}
+    if incident.acknowledged_by:
+        copy.acknowledged_by = redactor.text(incident.acknowledged_by)
+    return copy

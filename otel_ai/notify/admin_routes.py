@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 
 from otel_ai.admin import AdminServer, BadRequest, Request, Response
 from otel_ai.incidents import IncidentManager
@@ -15,11 +16,18 @@ from otel_ai.timefmt import parse_duration
 log = logging.getLogger(__name__)
 
 
+PERSIST_WAIT_S = 2.0
+
+
 class LifecycleRoutes:
-    def __init__(self, incidents: IncidentManager, silences: Silences, verifier: SlackActionVerifier | None) -> None:
+    def __init__(self, incidents: IncidentManager, silences: Silences, verifier: SlackActionVerifier | None,
+                 persisted: Callable[[float], bool] = lambda timeout_s: True) -> None:
         self.incidents = incidents
         self.silences = silences
         self.verifier = verifier
+        # Waits until the store has every change made so far: the API answers with what a
+        # following read of the store (the CLI, GET /api/incidents) will see.
+        self.persisted = persisted
 
     def register(self, admin: AdminServer) -> None:
         # Public: Slack cannot send our admin token; the request signature is its credential.
@@ -44,6 +52,8 @@ class LifecycleRoutes:
         incident = self.incidents.acknowledge(action.incident_id, action.user_id, time.time_ns())
         if incident is None:
             log.info("Slack ack for %s by %s: incident not open", action.incident_id, action.user_id)
+        else:
+            self.persisted(PERSIST_WAIT_S / 2)
         # Slack wants a 200 within 3 s; the message update and thread note go through the outbox.
         return Response.text(200, "")
 
@@ -55,6 +65,7 @@ class LifecycleRoutes:
         incident = self.incidents.acknowledge(request.params["id"], who, time.time_ns())
         if incident is None:
             return Response.error(409, f"incident {request.params['id']} is not open (unknown or resolved)")
+        self.persisted(PERSIST_WAIT_S)
         return Response.json(200, incident.snapshot())
 
     def list_silences(self, request: Request) -> Response:

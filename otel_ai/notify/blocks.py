@@ -349,12 +349,17 @@ def _analysis_blocks(snapshot: dict) -> list[dict]:
     return [_section(_analysis_text(analysis))]
 
 
-def _metric_fields(data: dict) -> list[str]:
+def _metric_fields(data: dict, resolved: bool = False) -> list[str]:
     unit = str(data.get("unit") or "")
     fields = []
     current = _amount(data.get("current_value"), unit)
     threshold = _amount(data.get("threshold"), unit)
-    if current:
+    peak = _amount(data.get("peak_value"), unit)
+    if resolved and peak:
+        # A resolved incident is told by its worst and its last value, not by its last breach.
+        fields.append(_field("Peak", f"{peak} (threshold {threshold})" if threshold else peak))
+        fields.append(_field("At recovery", _amount(data.get("recovery_value"), unit) or "no traffic"))
+    elif current:
         fields.append(_field("Current", f"{current} (threshold {threshold})" if threshold else current))
     elif threshold:
         fields.append(_field("Threshold", threshold))
@@ -374,7 +379,7 @@ def _metric_fields(data: dict) -> list[str]:
 
 def _metrics_blocks(snapshot: dict) -> list[dict]:
     data = _dict(snapshot.get("data"))
-    fields = _metric_fields(data)
+    fields = _metric_fields(data, resolved=snapshot.get("status") == "resolved")
     if not fields:
         return []
     metric = data.get("metric")
@@ -460,7 +465,7 @@ def render_incident(snapshot: dict, *, details_url: str | None = None, related: 
     """The one message of an incident, for its current state.
 
     `snapshot` is Incident.snapshot(); `details_url` adds a "View Details" button;
-    `related` (other open incidents, as snapshots or incidents.related_entry dicts) adds
+    `related` (other incidents, as snapshots or the policy's related lines) adds
     a Related section; `now_ns` is when the message is (re)rendered, shown as "updated",
     defaulting to the incident's updated_at; `ack_button=False` leaves out Acknowledge
     (e.g. when no Slack signing secret is configured to receive the click).

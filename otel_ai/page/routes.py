@@ -8,6 +8,7 @@ so a page elsewhere cannot acknowledge through a browser on the operator's machi
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from html import escape
 from urllib.parse import parse_qs, quote, urlsplit
 
@@ -20,10 +21,12 @@ LIST_LIMIT = 200
 
 
 class IncidentPage:
-    def __init__(self, store: IncidentStore, incidents: IncidentManager, trace_url: str | None = None) -> None:
+    def __init__(self, store: IncidentStore, incidents: IncidentManager, trace_url: str | None = None,
+                 persisted: Callable[[float], bool] = lambda timeout_s: True) -> None:
         self.store = store
         self.incidents = incidents
         self.trace_url = trace_url
+        self.persisted = persisted  # the store is written off the incident lock: the redirect must see the ack
         self._admin: AdminServer | None = None
 
     def register(self, admin: AdminServer) -> None:
@@ -62,6 +65,7 @@ class IncidentPage:
         incident = self.incidents.acknowledge(request.params["id"], f"{who} (incident page)", time.time_ns())
         if incident is None:
             return self.show(request, "Not acknowledged: this incident is not open.", status=409)
+        self.persisted(2.0)
         return Response(303, b"", headers={"Location": f"/incidents/{quote(incident.id)}"})
 
     def _needs_token(self) -> bool:

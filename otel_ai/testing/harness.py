@@ -33,6 +33,32 @@ class RecordingExporter:
         return [i for i in self.changes if i.last_change == "opened"]
 
 
+class RecordingNotifier:
+    """A notifier (notifiers/base.py) that keeps every outbox row it is handed, in order."""
+
+    notifies = True
+
+    def __init__(self, name: str = "recorder") -> None:
+        self.name = name
+        self.sent: list = []  # outbox Entry objects
+
+    def send(self, entry, ref):
+        from otel_ai.notifiers.base import Sent
+
+        self.sent.append(entry)
+        return Sent(ref or {"seen": True}, created=ref is None)
+
+    def reconcile(self, entry, ref):
+        return None
+
+    def shutdown(self) -> None:
+        pass
+
+    def messages(self) -> list[dict]:
+        """The incident snapshots of the "message" rows it got."""
+        return [e.payload["incident"] for e in self.sent if e.kind == "message"]
+
+
 @dataclass
 class RunResult:
     incidents: list[Incident]  # as first opened

@@ -135,6 +135,40 @@ class LoopbackFake:
         return f"http://{host}:{port}"
 
 
+class Outages:
+    """rate_limit() and down() for a fake: what a real API does on a bad day."""
+
+    def __init__(self) -> None:
+        self._outage_lock = threading.Lock()
+        self._limited_until = 0.0
+        self._retry_after = 1
+        self._down_until = 0.0
+
+    def rate_limit(self, seconds: float, retry_after: int = 1) -> None:
+        """Answer 429 with Retry-After for the next `seconds`."""
+        with self._outage_lock:
+            self._limited_until, self._retry_after = time.monotonic() + seconds, retry_after
+
+    def down(self, seconds: float) -> None:
+        """Answer 503 for the next `seconds`."""
+        with self._outage_lock:
+            self._down_until = time.monotonic() + seconds
+
+    def recover(self) -> None:
+        with self._outage_lock:
+            self._limited_until = self._down_until = 0.0
+
+    def outage(self) -> tuple[int, dict[str, str]] | None:
+        """(status, headers) to answer now instead of serving, or None."""
+        now = time.monotonic()
+        with self._outage_lock:
+            if now < self._down_until:
+                return 503, {}
+            if now < self._limited_until:
+                return 429, {"Retry-After": str(self._retry_after)}
+        return None
+
+
 def serve_until_signalled(fake: LoopbackFake, banner: str) -> int:
     """The `python -m` entry of a fake: print the banner, then one line per call received,
     until Ctrl-C or SIGTERM."""

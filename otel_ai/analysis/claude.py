@@ -1,9 +1,9 @@
-"""Claude analysis of incidents, on the official anthropic SDK, off the ingestion path.
+"""Claude analysis of one incident, on the official anthropic SDK.
 
-As an exporter it only queues: `export` is called by the incident stage and returns at
-once, and a few worker threads make the API calls. Each qualifying incident (at or
-above minConfidence, not analyzed yet) is analyzed once; the result goes back through
-`on_result`, which attaches it to the incident as a new snapshot.
+`analyze(incident, related)` is a blocking call that always returns an analysis in the
+answer schema: Claude's, or the offline analyzer's when Claude cannot answer. Queueing,
+threads and getting the result back to the incident belong to the analysis stage
+(otel_ai/analysis/stage.py).
 
 Retries are done here rather than by the SDK (max_retries=0) for one reason: the SDK
 sleeps for whatever retry-after says, and an analysis has a deadline. Here a 429, 5xx,
@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import random
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -42,8 +40,6 @@ from otel_ai.timefmt import rfc3339
 
 log = logging.getLogger(__name__)
 
-ANALYZE_ON = ("opened", "reopened", "updated")
-SEEN_LIMIT = 10_000
 BACKOFF_BASE_S = 0.5
 BACKOFF_MAX_S = 8.0
 MIN_ATTEMPT_S = 1.0  # no point starting a call with less time left than this
@@ -96,8 +92,6 @@ def _retry_after_s(exc: Exception) -> float | None:
 
 
 class ClaudeAnalyzer:
-    notifies = False  # it records; Slack and other notifiers are gated by mode and confidence
-
     def __init__(self, settings: Settings, budget: Budget, metrics: SelfMetrics | None = None,
                  api_key: str | None = None, base_url: str | None = None,
                  library: PromptLibrary | None = None) -> None:
@@ -114,107 +108,24 @@ class ClaudeAnalyzer:
             # base_url None lets the SDK read ANTHROPIC_BASE_URL itself.
             self.client = anthropic.Anthropic(api_key=key, base_url=base_url, max_retries=0,
                                               timeout=self.rules.request_timeout)
-        # Wired by the app to the incident stage.
-        self.on_result: Callable[[str, dict], Any] = lambda incident_id, analysis: None
+        # Told about the first refusal of a UTC day for lack of budget (the stage raises COST_ALERT).
         self.on_budget_alert: Callable[[Refusal], Any] = lambda refusal: None
-        self.related: Callable[[Incident], list[dict]] = lambda incident: []
-        self._queue: queue.Queue[tuple[Incident, float]] = queue.Queue(maxsize=self.rules.queue_size)
-        self._seen: OrderedDict[str, None] = OrderedDict()
-        self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._workers: list[threading.Thread] = []
-        self._in_flight = 0
-        self._idle = threading.Condition(self._lock)
 
-    # ---- exporter side: called by the incident stage, must not block ----
-    def export(self, incident: Incident) -> None:
-        if incident.last_change not in ANALYZE_ON or incident.below_min_confidence or incident.analysis is not None:
-            return
-        with self._lock:
-            if incident.id in self._seen or self._stop.is_set():
-                return
-            self._seen[incident.id] = None
-            if len(self._seen) > SEEN_LIMIT:
-                self._seen.popitem(last=False)
-            self._start_workers()
-            try:
-                self._queue.put_nowait((incident.copy(), time.monotonic()))
-                self._in_flight += 1
-            except queue.Full:
-                full = True
-            else:
-                full = False
-            self.metrics.analysis_queue.set(self._queue.qsize())
-        if full:
-            log.warning("analysis queue full (%d); incident %s gets the offline analysis", self.rules.queue_size,
-                        incident.id)
-            self.on_result(incident.id, self.offline(incident, "queue_full"))
-
-    def resume(self, incidents: list[Incident]) -> int:
-        """After a restart: queue open incidents that qualified but were never analyzed."""
-        queued = 0
-        for incident in incidents:
-            if incident.analysis is None and not incident.below_min_confidence:
-                before = len(self._seen)
-                self.export(_as_change(incident, "opened"))
-                queued += len(self._seen) != before
-        return queued
-
-    def _start_workers(self) -> None:
-        if self._workers:
-            return
-        for n in range(self.rules.concurrency):
-            worker = threading.Thread(target=self._run, name=f"otel-ai-analysis-{n}", daemon=True)
-            worker.start()
-            self._workers.append(worker)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                incident, queued_at = self._queue.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            self.metrics.analysis_queue.set(self._queue.qsize())
-            try:
-                try:
-                    result = self.analyze(incident)
-                except Exception as exc:  # an analysis bug must not lose the incident's diagnosis
-                    log.exception("analysis of %s failed", incident.id)
-                    result = self.offline(incident, f"internal_error: {type(exc).__name__}")
-                self.metrics.analysis_latency.observe(time.monotonic() - queued_at)
-                self.on_result(incident.id, result)
-            except Exception:
-                log.exception("attaching the analysis of %s failed", incident.id)
-            finally:
-                with self._lock:
-                    self._in_flight -= 1
-                    self._idle.notify_all()
-
-    def flush(self, timeout_s: float = 120.0) -> bool:
-        """Wait until every queued analysis is done (replay, tests); True if it finished."""
-        deadline = time.monotonic() + timeout_s
-        with self._lock:
-            while self._in_flight:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._idle.wait(min(left, 0.5))
-        return True
-
-    def shutdown(self) -> None:
+    def close(self) -> None:
+        """Give up any retry wait in progress and release the HTTP client."""
         self._stop.set()
-        for worker in self._workers:
-            worker.join(timeout=5.0)
         if self.client is not None:
             self.client.close()
 
     # ---- the analysis itself (any thread; also `otel-ai analyze`) ----
-    def analyze(self, incident: Incident) -> dict[str, Any]:
+    def analyze(self, incident: Incident, related: list[dict] | None = None) -> dict[str, Any]:
+        """`related`: other open incidents that may explain this one (analysis/related.py)."""
+        related = related or []
         if incident.type in OFFLINE_ONLY_TYPES:
-            return self.offline(incident, OFFLINE_ONLY_TYPES[incident.type])
+            return self.offline(incident, OFFLINE_ONLY_TYPES[incident.type], related)
         if self.client is None:
-            return self.offline(incident, "no_api_key")
-        related = self.related(incident)
+            return self.offline(incident, "no_api_key", related)
         prompt = self.library.build_prompt(incident, related)
         reservation = self.budget.reserve(prompt.worst_case_usd, new_analysis=True)
         if isinstance(reservation, Refusal):
@@ -321,18 +232,12 @@ class ClaudeAnalyzer:
     def offline(self, incident: Incident, reason: str, related: list[dict] | None = None, usage: Usage = NO_USAGE,
                 cost: float = 0.0, attempts: int = 0) -> dict[str, Any]:
         started = time.monotonic()
-        answer = analyze_offline(incident, reason, related if related is not None else self.related(incident))
+        answer = analyze_offline(incident, reason, related or [])
         self.metrics.analyses.labels(source="offline", outcome=reason.split(":")[0].split(" ")[0]).inc()
         record = _record(answer, source="offline", model=None, usage=usage, cost=cost,
                          latency_s=time.monotonic() - started, attempts=attempts, repaired=False, incident=incident)
         record["offline_reason"] = reason
         return record
-
-
-def _as_change(incident: Incident, change: str) -> Incident:
-    copy = incident.copy()
-    copy.last_change = change
-    return copy
 
 
 def _answer_text(response: Any) -> str:
