@@ -2,9 +2,18 @@
 
 This process is the server (an ``App`` on ephemeral localhost ports); the load comes
 from ``otel_ai.bench_client`` processes so that client CPU never counts as server
-CPU. Reported: throughput, server CPU per span end to end (gRPC + parse + decode +
-windows + detection) next to the bare protobuf parse floor, Export latency
-percentiles, RSS (peak and growth over the run) and what the server rejected.
+CPU. Reported: throughput, server CPU per span end to end (gRPC + decode + windows +
+detection) next to the bare protobuf parse floor, Export latency percentiles, RSS (peak
+and growth over the run) and what the server rejected.
+
+``--baseline`` first sends the same traffic to a minimal receiver in the same process
+setup (the same gRPC receiver, whose consumer only parses each request with protobuf
+and counts spans per route in a Python loop) and prints otel-ai's CPU per span as a
+ratio of it, a figure that compares across machines.
+
+The traffic is the generator's shop: several services, deep call chains with client
+spans, every route failing 10 % of its requests (about 5 % of all spans are errors,
+most with an exception event), ~512 spans per request.
 """
 from __future__ import annotations
 
@@ -17,13 +26,17 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from otel_ai.bench_client import write_batches
+from otel_ai.decode import describe as describe_decoder
+from otel_ai.receiver.consumer import PROTOBUF, ExportResult
 
 TARGET_BATCHES = 150
+ROUTE_FAILURE_SHARE = 0.1  # every route fails this share of its requests (~5 % of all spans)
 _MiB = 1024 * 1024
 
 
@@ -32,6 +45,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-spans", type=int, default=512, help="spans per Export request (default 512)")
     parser.add_argument("--clients", type=int, default=1, help="client processes (default 1)")
     parser.add_argument("--in-flight", type=int, default=2, help="requests in flight per client (default 2)")
+    parser.add_argument("--baseline", action="store_true",
+                        help="first run a minimal receiver (protobuf parse + per-route count in Python) on the "
+                             "same traffic, and print otel-ai's CPU per span as a ratio of it")
+    parser.add_argument("--routes", type=int, default=0,
+                        help="spread SERVER spans over this many distinct http.route values (memory under "
+                             "cardinality; default: the generator's ~30 routes)")
     parser.add_argument("--http", action="store_true",
                         help="send OTLP/HTTP protobuf (one keep-alive connection per request in flight) "
                              "instead of OTLP/gRPC")
@@ -41,21 +60,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 # --------------------------------------------------------------------------- batches
 
-def build_batches(batch_spans: int, target_batches: int = TARGET_BATCHES, seed: int = 7) -> list[bytes]:
+def build_batches(batch_spans: int, target_batches: int = TARGET_BATCHES, seed: int = 7, routes: int = 0) -> list[bytes]:
     """Realistic requests of ~batch_spans spans, re-chunked from simulated traffic.
 
     Spans keep their resource and scope; within one request, spans of the same
     resource+scope share one ResourceSpans/ScopeSpans, as an SDK or Collector sends.
     """
-    from otel_ai.testing.scenarios import steady_noise
-    from otel_ai.testing.traffic import TrafficGenerator
+    from otel_ai.testing.topology import ROUTE_BY_ID
+    from otel_ai.testing.traffic import Noise, TrafficGenerator
 
+    noise = [Noise("steady_flaky", route=rid, params={"rate": ROUTE_FAILURE_SHARE}) for rid in ROUTE_BY_ID]
     want = batch_spans * target_batches
     duration_s = 180.0
-    probe = TrafficGenerator(seed=seed, noise=steady_noise())
+    probe = TrafficGenerator(seed=seed, noise=noise)
     probe_spans = sum(_count(r) for r in probe.batches(10.0, 1.0))
     rate_scale = max(0.05, want / max(1.0, probe_spans / 10.0) / duration_s * 1.05)
-    gen = TrafficGenerator(seed=seed, noise=steady_noise(), rate_scale=rate_scale)
+    gen = TrafficGenerator(seed=seed, noise=noise, rate_scale=rate_scale)
 
     out: list[bytes] = []
     cur = ExportTraceServiceRequest()
@@ -94,7 +114,22 @@ def build_batches(batch_spans: int, target_batches: int = TARGET_BATCHES, seed: 
         if len(out) >= target_batches:
             break
     emit()
-    return out[:target_batches]
+    out = out[:target_batches]
+    return [_spread_routes(blob, routes) for blob in out] if routes else out
+
+
+def _spread_routes(blob: bytes, routes: int) -> bytes:
+    """Suffix each http.route so that SERVER spans cover about `routes` distinct routes."""
+    request = ExportTraceServiceRequest.FromString(blob)
+    per_route = max(1, routes // 30)  # the generator has ~30 HTTP routes
+    for rs in request.resource_spans:
+        for ss in rs.scope_spans:
+            for span in ss.spans:
+                for attribute in span.attributes:
+                    if attribute.key == "http.route":
+                        variant = int.from_bytes(span.span_id[:4] or b"\0", "little") % per_route
+                        attribute.value.string_value += f"/v{variant}"
+    return request.SerializeToString()
 
 
 def _count(req: ExportTraceServiceRequest) -> int:
@@ -113,6 +148,35 @@ def parse_floor_us(blobs: list[bytes], min_cpu_s: float = 0.3) -> float:
         cpu = time.process_time() - t0
         if cpu >= min_cpu_s:
             return cpu / total_spans * 1e6
+
+
+class RouteCounter:
+    """The baseline's consumer: what any Python OTLP receiver does at the least. It parses
+    each request with protobuf and counts spans per route (http.route, else the span name)
+    in a Python loop."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self.spans = 0
+        self._lock = threading.Lock()
+
+    def consume(self, body: bytes, transport: str, encoding: str = PROTOBUF) -> ExportResult:
+        request = ExportTraceServiceRequest.FromString(body)
+        spans = 0
+        with self._lock:
+            counts = self.counts
+            for resource_spans in request.resource_spans:
+                for scope_spans in resource_spans.scope_spans:
+                    for span in scope_spans.spans:
+                        route = span.name
+                        for attribute in span.attributes:
+                            if attribute.key == "http.route":
+                                route = attribute.value.string_value
+                                break
+                        counts[route] = counts.get(route, 0) + 1
+                        spans += 1
+            self.spans += spans
+        return ExportResult(0, "", spans)
 
 
 # --------------------------------------------------------------------------- measurement helpers
@@ -185,54 +249,27 @@ def _start_clients(args, port: int, batch_file: Path, n_batches: int) -> list[su
     return procs
 
 
-def run(args) -> int:
-    from otel_ai.app import App, Credentials
-    from otel_ai.config import ConfigError, load_settings
+@dataclass
+class _Phase:
+    """One measured run: server CPU and wall time from GO until everything is processed."""
 
-    if args.spans <= 0 or args.batch_spans <= 0 or args.clients <= 0 or args.in_flight <= 0:
-        print("bench: --spans, --batch-spans, --clients and --in-flight must be positive", file=sys.stderr)
-        return 2
-    try:
-        settings = load_settings(args.config)
-    except ConfigError as exc:
-        print(f"bench: {exc}", file=sys.stderr)
-        return 2
-    settings.receiver.host = "127.0.0.1"
-    settings.receiver.grpc_port = 0
-    settings.receiver.http_port = 0
-    settings.admin.host = "127.0.0.1"
-    settings.admin.port = 0
+    cpu_s: float
+    wall_s: float
+    results: list[dict]
+    sampler: _RssSampler
+    started: float
+    clients_done: float
 
-    def say(msg: str) -> None:
-        print(f"bench: {msg}", file=sys.stderr, flush=True)
 
-    tmp = Path(tempfile.mkdtemp(prefix="otel-ai-bench-"))
-    app = None
-    procs: list[subprocess.Popen] = []
+def _drive(args, port: int, batch_file: Path, n_batches: int, say, received, settled) -> _Phase:
+    """Start the clients, let them send, wait until `settled()`; `received()` is progress."""
+    procs = _start_clients(args, port, batch_file, n_batches)
     sampler = None
     try:
-        say(f"building ~{TARGET_BATCHES} batches of {args.batch_spans} spans")
-        blobs = build_batches(args.batch_spans)
-        batch_file = tmp / "batches.bin"
-        write_batches(batch_file, blobs)
-        floor = parse_floor_us(blobs)
-
-        app = App(settings, tmp / "data", console=False, credentials=Credentials())  # no keys: measure ingestion
-        ports = app.start()
-        reg = app.metrics.registry
-        procs = _start_clients(args, ports.http if args.http else ports.grpc, batch_file,
-                               len(blobs))
         for p in procs:
             line = p.stdout.readline()
             if line.strip() != "READY":
                 raise RuntimeError(f"bench client did not start (exit code {p.poll()})")
-
-        def received() -> float:
-            return sum(_samples(reg, "otel_ai_spans_received_total").values())
-
-        transport = "OTLP/HTTP protobuf" if args.http else "OTLP/gRPC"
-        say(f"sending {args.spans} spans over {transport} with {args.clients} client(s), "
-            f"{args.in_flight} in flight each")
         sampler = _RssSampler()
         sampler.start()
         wall0 = time.monotonic()
@@ -240,7 +277,6 @@ def run(args) -> int:
         for p in procs:
             p.stdin.write("GO\n")
             p.stdin.flush()
-
         # Read each client's result while it runs: a large result fills the pipe, and a
         # client blocked on a full pipe never exits.
         outputs = [""] * len(procs)
@@ -262,25 +298,103 @@ def run(args) -> int:
         for p in procs:
             p.wait()
         clients_done = time.monotonic()
-
-        def accepted_requests() -> float:
-            return sum(v for k, v in _samples(reg, "otel_ai_export_requests_total").items()
-                       if dict(k).get("outcome") in ("ok", "partial"))
-
         deadline = time.monotonic() + 120
-        while (app.pipeline.queue_depth() > 0 or app.pipeline.batches_processed < accepted_requests()) \
-                and time.monotonic() < deadline:
+        while not settled() and time.monotonic() < deadline:
             time.sleep(0.005)
         cpu = time.process_time() - cpu0
         wall = time.monotonic() - wall0
         sampler.stop()
-
         results = []
         for p, out in zip(procs, outputs):
             if p.returncode != 0:
                 raise RuntimeError(f"bench client failed with exit code {p.returncode}")
             results.append(json.loads(out.strip().splitlines()[-1]))
+        return _Phase(cpu, wall, results, sampler, wall0, clients_done)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        if sampler is not None and sampler.is_alive():
+            sampler.stop()
 
+
+def _transport(args) -> str:
+    return "OTLP/HTTP protobuf" if args.http else "OTLP/gRPC"
+
+
+def _baseline(args, settings, batch_file: Path, n_batches: int, say) -> float:
+    """CPU µs per span of the minimal receiver on the same traffic and transport."""
+    from otel_ai.receiver.grpc_server import OtlpGrpcReceiver
+    from otel_ai.receiver.http_server import OtlpHttpReceiver
+    from otel_ai.selfmetrics import SelfMetrics
+
+    counter = RouteCounter()
+    receiver_type = OtlpHttpReceiver if args.http else OtlpGrpcReceiver
+    receiver = receiver_type(counter, SelfMetrics(), host="127.0.0.1", port=0,
+                             max_request_bytes=settings.receiver.max_request_bytes)
+    port = receiver.start()
+    try:
+        say(f"baseline: sending {args.spans} spans over {_transport(args)} to a minimal receiver "
+            "(parse + per-route count in Python)")
+        phase = _drive(args, port, batch_file, n_batches, say, lambda: counter.spans, lambda: True)
+    finally:
+        receiver.stop()
+    if counter.spans != sum(r["spans_sent"] for r in phase.results):
+        raise RuntimeError("the baseline receiver lost spans")
+    return phase.cpu_s / counter.spans * 1e6
+
+
+def run(args) -> int:
+    from otel_ai.app import App, Credentials
+    from otel_ai.config import ConfigError, load_settings
+
+    if args.spans <= 0 or args.batch_spans <= 0 or args.clients <= 0 or args.in_flight <= 0 or args.routes < 0:
+        print("bench: --spans, --batch-spans, --clients and --in-flight must be positive, --routes not negative",
+              file=sys.stderr)
+        return 2
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 2
+    settings.receiver.host = "127.0.0.1"
+    settings.receiver.grpc_port = 0
+    settings.receiver.http_port = 0
+    settings.admin.host = "127.0.0.1"
+    settings.admin.port = 0
+
+    def say(msg: str) -> None:
+        print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+    tmp = Path(tempfile.mkdtemp(prefix="otel-ai-bench-"))
+    app = None
+    try:
+        say(f"building ~{TARGET_BATCHES} batches of {args.batch_spans} spans")
+        blobs = build_batches(args.batch_spans, routes=args.routes)
+        batch_file = tmp / "batches.bin"
+        write_batches(batch_file, blobs)
+        floor = parse_floor_us(blobs)
+        baseline = _baseline(args, settings, batch_file, len(blobs), say) if args.baseline else None
+
+        app = App(settings, tmp / "data", console=False, credentials=Credentials())  # no keys: measure ingestion
+        ports = app.start()
+        reg = app.metrics.registry
+
+        def received() -> float:
+            return sum(_samples(reg, "otel_ai_spans_received_total").values())
+
+        def accepted_requests() -> float:
+            return sum(v for k, v in _samples(reg, "otel_ai_export_requests_total").items()
+                       if dict(k).get("outcome") in ("ok", "partial"))
+
+        def settled() -> bool:
+            return app.pipeline.queue_depth() == 0 and app.pipeline.batches_processed >= accepted_requests()
+
+        say(f"sending {args.spans} spans over {_transport(args)} with {args.clients} client(s), "
+            f"{args.in_flight} in flight each")
+        phase = _drive(args, ports.http if args.http else ports.grpc, batch_file, len(blobs), say, received, settled)
+        results, sampler = phase.results, phase.sampler
         spans_sent = sum(r["spans_sent"] for r in results)
         spans_received = received()
         latencies = sorted(x for r in results for x in r["latencies_s"])
@@ -289,11 +403,10 @@ def run(args) -> int:
         server_errors = sum(v for k, v in _samples(reg, "otel_ai_export_requests_total").items()
                             if dict(k).get("outcome") in ("error", "invalid", "too_large", "unauthenticated"))
         incidents = sum(_samples(reg, "otel_ai_incidents_opened_total").values())
-        rss_t10 = wall0 + 0.1 * (clients_done - wall0)
-        rss_10 = sampler.at(rss_t10)
+        rss_10 = sampler.at(phase.started + 0.1 * (phase.clients_done - phase.started))
         rss_end = sampler.samples[-1][1]
         rss_peak = max(s[1] for s in sampler.samples)
-        cpu_us = cpu / spans_received * 1e6 if spans_received else 0.0
+        cpu_us = phase.cpu_s / spans_received * 1e6 if spans_received else 0.0
         report = {
             "transport": "http" if args.http else "grpc",
             "spans_sent": spans_sent,
@@ -302,12 +415,16 @@ def run(args) -> int:
             "batch_spans": args.batch_spans,
             "clients": args.clients,
             "in_flight": args.in_flight,
-            "wall_s": round(wall, 3),
-            "spans_per_s": round(spans_received / wall, 1) if wall > 0 else 0.0,
-            "server_cpu_s": round(cpu, 3),
+            "wall_s": round(phase.wall_s, 3),
+            "spans_per_s": round(spans_received / phase.wall_s, 1) if phase.wall_s > 0 else 0.0,
+            "server_cpu_s": round(phase.cpu_s, 3),
             "cpu_us_per_span": round(cpu_us, 3),
             "parse_floor_us_per_span": round(floor, 3),
             "cpu_over_floor": round(cpu_us / floor, 2) if floor > 0 else None,
+            "baseline_cpu_us_per_span": round(baseline, 3) if baseline else None,
+            "cpu_over_baseline": round(cpu_us / baseline, 3) if baseline else None,
+            "decoder": describe_decoder(),
+            "subjects": len(app.pipeline.subjects),
             "export_p50_ms": round(_percentile(latencies, 0.50) * 1e3, 3),
             "export_p99_ms": round(_percentile(latencies, 0.99) * 1e3, 3),
             "export_max_ms": round((latencies[-1] if latencies else 0.0) * 1e3, 3),
@@ -316,6 +433,7 @@ def run(args) -> int:
             "rss_end_mib": round(rss_end / _MiB, 1),
             "rss_peak_mib": round(rss_peak / _MiB, 1),
             "rss_growth_mib": round((rss_end - rss_10) / _MiB, 1),
+            "rss_growth_pct": round((rss_end - rss_10) / rss_10 * 100, 1) if rss_10 else None,
             "retries": sum(r["retries"] for r in results),
             "client_errors": sum(r["errors"] for r in results),
             "rejected_spans": int(sum(rejected.values())),
@@ -346,12 +464,6 @@ def run(args) -> int:
         say(f"FAILED: {exc}")
         return 1
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-        if sampler is not None and sampler.is_alive():
-            sampler.stop()
         if app is not None:
             app.stop()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -369,10 +481,14 @@ def _table(r: dict) -> str:
         ("server CPU µs/span", f"{r['cpu_us_per_span']:.2f}"),
         ("parse floor µs/span", f"{r['parse_floor_us_per_span']:.2f}"),
         ("ratio CPU/floor", f"{r['cpu_over_floor']}"),
+        ("minimal receiver CPU µs/span", "-" if r["baseline_cpu_us_per_span"] is None
+         else f"{r['baseline_cpu_us_per_span']:.2f} (parse + per-route count in Python)"),
+        ("ratio CPU/minimal receiver", "-" if r["cpu_over_baseline"] is None else f"{r['cpu_over_baseline']:.2f}"),
+        ("decoder, subjects", f"{r['decoder']}, {r['subjects']}"),
         ("Export p50 / p99 / max ms",
          f"{r['export_p50_ms']:.2f} / {r['export_p99_ms']:.2f} / {r['export_max_ms']:.2f}"),
         ("RSS at 10% / end / peak MiB", f"{r['rss_10pct_mib']} / {r['rss_end_mib']} / {r['rss_peak_mib']}"),
-        ("RSS growth MiB (10% -> end)", f"{r['rss_growth_mib']:+.1f}"),
+        ("RSS growth (10% -> end)", f"{r['rss_growth_mib']:+.1f} MiB ({r['rss_growth_pct']:+.1f} %)"),
         ("retries", f"{r['retries']}"),
         ("rejected spans", f"{r['rejected_spans']} ({rej})"),
         ("dropped spans", drop),

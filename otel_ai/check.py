@@ -48,6 +48,7 @@ def run_check(args) -> int:
     for mark, text in _detector_checks(settings):
         line(mark, text)
     line(*_pipeline_self_test(settings))
+    line(*_decoder_check())
 
     print("\nStorage and ports", file=out)
     data_dir = Path(args.data_dir)
@@ -223,6 +224,13 @@ def _port_free(name: str, host: str, port: int) -> tuple[str, str]:
         except OSError as exc:
             return WARN, f"{name} port {host}:{port} is in use ({exc.strerror}); is otel-ai already running?"
     return OK, f"{name} port {host}:{port} is free"
+
+
+def _decoder_check() -> tuple[str, str]:
+    """Which OTLP decoder serves requests: the native one, or the slower Python fallback."""
+    from otel_ai.decode import decoder
+
+    return (OK if decoder.native_wanted() else WARN), f"OTLP decoder: {decoder.describe()}"
 
 
 def _pipeline_self_test(settings) -> tuple[str, str]:

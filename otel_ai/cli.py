@@ -155,8 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fault", default="bad_deploy", help="fault to inject (see otel_ai.testing.scenarios)")
     p.add_argument("--duration", type=float, default=60.0, help="seconds of live traffic (default 60)")
     p.add_argument("--fault-after", type=float, default=15.0, help="seconds of live traffic before the fault")
-    p = command("replay", "replay OTLP JSON lines (Collector file exporter) as fast as possible", cmd_replay)
-    p.add_argument("file", help="file of OTLP JSON lines; '-' for stdin")
+    p = command("replay", "replay recorded OTLP traces (the Collector's file exporter output) as fast as "
+                          "possible", cmd_replay)
+    p.add_argument("file", help="OTLP/JSON lines or length-prefixed protobuf, plain, gzip or zstd; '-' for stdin")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")
     p.add_argument("--incidents-jsonl", help="write incident snapshots here")
     p.add_argument("--quiet", action="store_true", help="no per-incident console lines")
     p = command("analyze", "re-run the analysis of one incident (Claude, or offline without a key)", cmd_analyze)

@@ -1,8 +1,7 @@
 """The pipeline behind the receivers: decode -> windows -> detectors -> incidents -> downstream.
 
-Receiver threads call consume(): parse into the OTLP view, decode into a columnar
-batch (under one lock: the subject table is shared), and put the batch on a bounded
-queue; a full queue answers Saturated so the Collector retries. One worker thread
+Receiver threads call consume(): decode the request into a columnar batch (under one
+lock: the subject table is shared), and put the batch on a bounded queue; a full queue answers Saturated so the Collector retries. One worker thread
 owns everything after that: it adds batches to the windows, closes slots as the
 watermark passes, runs the detectors on each closed slot, drives incidents, and
 applies the events later stages post back (an analysis is done, the budget ran out).
@@ -21,20 +20,18 @@ from collections import deque
 from typing import Callable, Iterable
 
 import numpy as np
-from google.protobuf.message import DecodeError
 
 from otel_ai.baseline import LEARN_LAG_SLOTS, Baselines
 from otel_ai.clock import EventClock
 from otel_ai.config import Settings
-from otel_ai.decode import Decoder, SpanBatch
+from otel_ai.decode import Decoder, MalformedRequest, SpanBatch
 from otel_ai.detectors import build_detectors
 from otel_ai.detectors.base import Detector
 from otel_ai.events import IncidentEvent
 from otel_ai.exporters.store import StoreExporter
 from otel_ai.incidents import IncidentManager
 from otel_ai.model import DEPENDENCY, ROUTE
-from otel_ai.proto.otel_ai.v1.otlp_view_pb2 import TraceRequestView
-from otel_ai.receiver.consumer import ExportResult, InvalidRequest, Saturated
+from otel_ai.receiver.consumer import JSON, PROTOBUF, ExportResult, InvalidRequest, Saturated
 from otel_ai.selfmetrics import SelfMetrics
 from otel_ai.stages import Consumer, Downstream
 from otel_ai.store import IncidentStore
@@ -87,16 +84,18 @@ class Pipeline:
         self.ticks = 0
 
     # ---- receiving side (any thread) ----
-    def decode(self, body: bytes) -> SpanBatch:
-        try:
-            view = TraceRequestView.FromString(body)
-        except (DecodeError, RecursionError) as exc:
-            raise InvalidRequest(str(exc) or "malformed protobuf") from None
+    def decode(self, body: bytes, encoding: str = PROTOBUF) -> SpanBatch:
         with self._decode_lock:
-            return self.decoder.decode(view, self.clock.bounds(self.wall_clock_ns()))
+            bounds = self.clock.bounds(self.wall_clock_ns())
+            try:
+                if encoding == JSON:
+                    return self.decoder.decode_json(body, bounds)
+                return self.decoder.decode(body, bounds)
+            except MalformedRequest as exc:
+                raise InvalidRequest(str(exc)) from None
 
-    def consume(self, body: bytes, transport: str) -> ExportResult:
-        batch = self.decode(body)
+    def consume(self, body: bytes, transport: str, encoding: str = PROTOBUF) -> ExportResult:
+        batch = self.decode(body, encoding)
         receiver = self.settings.receiver
         with self._cv:
             if self._stopping or len(self._queue) >= receiver.queue_batches or self._queued_spans + len(batch) > receiver.queue_spans:
@@ -116,9 +115,9 @@ class Pipeline:
         if batch.own:
             self.metrics.spans_dropped.labels(reason="own_output").inc(batch.own)
 
-    def feed(self, body: bytes, transport: str = "replay") -> ExportResult:
+    def feed(self, body: bytes, transport: str = "replay", encoding: str = PROTOBUF) -> ExportResult:
         """Synchronous consume + process (replay, tests): no queue, no worker."""
-        batch = self.decode(body)
+        batch = self.decode(body, encoding)
         self._count_received(batch, transport)
         self.process(batch)
         self.apply_events()

@@ -27,6 +27,29 @@ def test_bench_small_run_reports_consistent_numbers(capsys):
     assert report["rss_peak_mib"] > 0
 
 
+def test_bench_baseline_reports_the_minimal_receiver_and_the_ratio(capsys):
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    args = parser.parse_args(["--spans", "20000", "--baseline", "--routes", "600", "--json"])
+
+    assert bench.run(args) == 0
+
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["baseline_cpu_us_per_span"] > 0
+    assert report["cpu_over_baseline"] == round(report["cpu_us_per_span"] / report["baseline_cpu_us_per_span"], 3)
+    assert report["spans_received"] == report["spans_sent"] >= 20000
+    assert report["subjects"] > 100  # --routes spread the SERVER spans (the generator has ~30 routes)
+    assert report["decoder"].startswith(("native", "python"))
+
+
+def test_minimal_receiver_counts_spans_per_route():
+    blobs = bench.build_batches(64, target_batches=3)
+    counter = bench.RouteCounter()
+    results = [counter.consume(blob, "test") for blob in blobs]
+    assert counter.spans == sum(r.spans for r in results) == sum(counter.counts.values()) > 0
+    assert any(route.startswith("/api/") for route in counter.counts)
+
+
 def test_bench_over_otlp_http_loses_nothing(capsys):
     parser = argparse.ArgumentParser()
     bench.add_arguments(parser)

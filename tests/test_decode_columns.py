@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from otel_ai.decode import Decoder, id64, trace_keys
-from otel_ai.proto.otel_ai.v1.otlp_view_pb2 import TraceRequestView
+from otel_ai.decode import Decoder
+from otel_ai.decode.columns import id64, trace_keys
 from otel_ai.subjects import SubjectTable
 
 T0 = 1_700_000_000_000_000_000
@@ -35,8 +35,7 @@ def _span(scope, span_id: int, parent: int, kind: int, start_ms: int, end_ms: in
 
 def _decode(request):
     decoder = Decoder(SubjectTable())
-    view = TraceRequestView.FromString(request.SerializeToString())
-    return decoder, decoder.decode(view, None)
+    return decoder, decoder.decode(request.SerializeToString(), None)
 
 
 def test_every_column_is_filled_for_a_two_service_trace():
@@ -96,4 +95,13 @@ def test_resources_are_interned_by_identity_and_capped():
     decoder.resources.max_resources = len(decoder.resources)
     request = ExportTraceServiceRequest()
     _span(_resource(request, "svc", "p3"), 1, 0, 2, 0, 1, {"http.route": "/x"})
-    assert decoder.decode(TraceRequestView.FromString(request.SerializeToString()), None).resource_id.tolist() == [0]
+    assert decoder.decode(request.SerializeToString(), None).resource_id.tolist() == [0]
+
+
+def test_median_ns_is_numpys_median():
+    from otel_ai.decode.columns import median_ns
+
+    rng = np.random.default_rng(5)
+    for n in (1, 2, 3, 4, 511, 512):
+        for values in (rng.integers(T0, T0 + 10**12, n), rng.integers(0, 2**63 - 1, n), np.full(n, 2**63 - 1)):
+            assert median_ns(values.astype(np.int64)) == int(np.median(values.astype(np.int64)))

@@ -26,6 +26,7 @@ from otel_ai.proto.otel_ai.v1.otlp_view_pb2 import TraceRequestView
 from otel_ai.receiver.consumer import ExportResult, InvalidRequest
 from otel_ai.receiver.otlp_json import parse_otlp_json, to_otlp_json
 from otel_ai.store import IncidentStore
+from otel_ai.testing import otlp_fuzz as fuzz
 
 # A fixed wall clock: consume() and feed() of the same body see the same time bounds.
 NOW = time.time_ns()
@@ -65,17 +66,7 @@ def sample(pipeline: Pipeline, name: str, labels: dict[str, str]) -> float:
 
 # ------------------------------------------------------------ (a) arbitrary bytes
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _framed(field: int, payload: bytes) -> bytes:
-    return bytes([field << 3 | 2]) + _varint(len(payload)) + payload
+_framed = fuzz.ld  # a length-delimited field
 
 
 def _one_valid_body() -> bytes:
@@ -122,39 +113,13 @@ def test_arbitrary_bytes_give_a_result_or_invalid_request(store: IncidentStore, 
 
 # ------------------------------------------------------------ (b) structured requests
 
-SEMANTIC_KEYS = [
-    "http.route", "http.request.method", "http.method", "http.response.status_code", "http.status_code",
-    "rpc.service", "rpc.method", "rpc.system", "rpc.grpc.status_code", "peer.service", "server.address",
-    "net.peer.name", "db.system", "db.system.name", "db.namespace", "db.name", "service.name",
-    "exception.type", "exception.message", "user.id",
-]
-
-text = st.text(alphabet=st.characters(codec="utf-8"), max_size=24)
-string_values = st.one_of(
-    text,
-    st.from_regex(r"\A[0-9]{1,7}\Z"),
-    st.sampled_from(["GET", "POST", "get", "", "/users/{id}", "/a/123/b?x=1", "postgresql", "500"]),
-)
+# Attribute values and keys shared with the differential tests (otel_ai.testing.otlp_fuzz).
 int64 = st.integers(-(2**63), INT64_MAX)
-scalar_values = st.one_of(
-    string_values.map(lambda s: AnyValue(string_value=s)),
-    st.one_of(int64, st.integers(-1, 600)).map(lambda i: AnyValue(int_value=i)),
-    st.booleans().map(lambda b: AnyValue(bool_value=b)),
-    st.floats(allow_nan=True, allow_infinity=True).map(lambda f: AnyValue(double_value=f)),
-    st.binary(max_size=8).map(lambda b: AnyValue(bytes_value=b)),
-    st.just(AnyValue()),
-)
+text = fuzz.text
+attributes = fuzz.attributes
+_array = fuzz.array_value
 
 
-def _array(values: list[AnyValue]) -> AnyValue:
-    value = AnyValue()
-    value.array_value.values.extend(values)
-    return value
-
-
-any_values = st.one_of(scalar_values, st.lists(scalar_values, max_size=3).map(_array))
-keys = st.one_of(st.sampled_from(SEMANTIC_KEYS), text)
-attributes = st.lists(st.tuples(keys, any_values), max_size=6)
 # Well-typed semantic attributes, so that routes, dependencies, errors and captures
 # are reached often, not only by luck.
 semantic = st.fixed_dictionaries({}, optional={
@@ -206,21 +171,8 @@ def spans(draw: st.DrawFn, huge_times: bool = False) -> Span:
     return span
 
 
-@st.composite
-def requests(draw: st.DrawFn, huge_times: bool = False) -> ExportTraceServiceRequest:
-    request = ExportTraceServiceRequest()
-    for _ in range(draw(st.integers(0, 3))):
-        resource_spans = request.resource_spans.add()
-        service = draw(st.one_of(st.none(), st.sampled_from(["checkout", "cart", ""]), text))
-        if service is not None:
-            resource_spans.resource.attributes.add(key="service.name").value.string_value = service
-        for key, value in draw(attributes):
-            resource_spans.resource.attributes.append(KeyValue(key=key, value=value))
-        for _ in range(draw(st.integers(0, 2))):
-            scope_spans = resource_spans.scope_spans.add()
-            scope_spans.scope.name = draw(text)
-            scope_spans.spans.extend(draw(st.lists(spans(huge_times), max_size=8)))
-    return request
+def requests(huge_times: bool = False) -> st.SearchStrategy[ExportTraceServiceRequest]:
+    return fuzz.protobuf_requests(spans(huge_times))
 
 
 def _plausible(span: Span) -> bool:

@@ -159,7 +159,7 @@ def test_stop_lets_a_request_in_flight_finish_and_closes_idle_connections() -> N
     entered = threading.Event()
 
     class SlowConsumer(RecordingConsumer):
-        def consume(self, body: bytes, transport: str):
+        def consume(self, body: bytes, transport: str, encoding: str = "protobuf"):
             entered.set()
             time.sleep(0.5)
             return super().consume(body, transport)

@@ -14,7 +14,6 @@ from otel_ai.metrics.decode import MetricsDecoder
 from otel_ai.metrics.points import MetricBatch
 from otel_ai.model import DEPENDENCY, ROUTE, Subject
 from otel_ai.proto.otel_ai.v1.metrics_view_pb2 import MetricsRequestView
-from otel_ai.proto.otel_ai.v1.otlp_view_pb2 import TraceRequestView
 from otel_ai.subjects import SubjectTable
 from otel_ai.testing.metric_requests import (
     CUMULATIVE,
@@ -63,7 +62,7 @@ def test_route_is_the_same_subject_as_the_server_span_of_that_route() -> None:
                                                       name="POST /api/payments", start_time_unix_nano=T0,
                                                       end_time_unix_nano=T0 + 10**6)
     set_attributes(span.attributes, {**PAY, "http.response.status_code": 200})
-    span_batch = Decoder(subjects).decode(TraceRequestView.FromString(spans.SerializeToString()), None)
+    span_batch = Decoder(subjects).decode(spans.SerializeToString(), None)
 
     batch, _ = decode(server_histogram({**PAY, "http.response.status_code": 200}), subjects)
     assert batch.red.subject_id.tolist() == span_batch.subject_id.tolist()

@@ -9,7 +9,6 @@ import pytest
 from otel_ai.decode import Decoder
 from otel_ai.histogram import BINS, bin_index, percentile
 from otel_ai.metrics.ingest import MetricsIngest
-from otel_ai.proto.otel_ai.v1.otlp_view_pb2 import TraceRequestView
 from otel_ai.subjects import SubjectTable
 from otel_ai.testing.span_metrics import SpanMetrics
 from otel_ai.testing.traffic import DEFAULT_START_NS, Fault, Noise, TrafficGenerator
@@ -30,7 +29,7 @@ def both() -> tuple[SubjectTable, np.ndarray, MetricsIngest]:
     spans = np.zeros((0, 3 + BINS))
     for i, body in enumerate(generator.serialized_batches(150, interval_s=INTERVAL_S)):
         bridge.record(body)
-        batch = decoder.decode(TraceRequestView.FromString(body), None)
+        batch = decoder.decode(body, None)
         size = int(batch.subject_id.max()) + 1 if len(batch) else 0
         if spans.shape[0] < size:
             spans = np.concatenate((spans, np.zeros((size - spans.shape[0], 3 + BINS))))

@@ -14,7 +14,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from otel_ai.decode import GENERATED_ATTRIBUTE, GRPC_SERVER_ERRORS, TimeBounds, _dependency_name, _int_of
+from otel_ai.decode import GENERATED_ATTRIBUTE, SPAN_KIND_CLIENT, TimeBounds
+from otel_ai.decode.columns import GRPC_SERVER_ERRORS
+from otel_ai.decode.naming import dependency_name, span_subject
+from otel_ai.decode.reference import int_of as _int_of
+from otel_ai.decode.reference import view_text
 from otel_ai.histogram import BINS
 from otel_ai.metrics import semconv
 from otel_ai.metrics.points import (
@@ -171,7 +175,8 @@ class MetricsDecoder:
             if source.kind == semconv.SERVER:
                 subject_id = self._route(resource.service, get)
             else:
-                dependency = _dependency_name(get, get("rpc.service"))
+                found = span_subject(SPAN_KIND_CLIENT, get, view_text, _int_of, "")
+                dependency = "" if found is None else dependency_name(*found[:3])
                 if not dependency:
                     ignored += 1  # as for CLIENT spans: nothing names the dependency
                     continue

@@ -34,13 +34,18 @@ class ExportResult:
     spans: int = 0  # spans in the request, accepted or not (for progress reports)
 
 
-class TraceConsumer(Protocol):
-    def consume(self, body: bytes, transport: str) -> ExportResult:
-        """Accept a serialized ExportTraceServiceRequest (protobuf), or raise InvalidRequest
-        or Saturated. Must not block for long.
+# Encodings of an ExportTraceServiceRequest body.
+PROTOBUF = "protobuf"
+JSON = "json"  # OTLP/JSON (hex ids)
 
-        Bytes rather than a parsed message: the pipeline parses into its own cheap
-        wire-compatible view (proto/otel_ai/v1/otlp_view.proto)."""
+
+class TraceConsumer(Protocol):
+    def consume(self, body: bytes, transport: str, encoding: str = PROTOBUF) -> ExportResult:
+        """Accept a serialized ExportTraceServiceRequest, or raise InvalidRequest or
+        Saturated. Must not block for long.
+
+        Bytes rather than a parsed message: the pipeline decodes them straight into its
+        columnar batch, without building protobuf or JSON objects per span."""
         ...
 
 

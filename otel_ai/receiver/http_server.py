@@ -15,7 +15,7 @@ from http import HTTPStatus
 from pathlib import Path
 
 from google.protobuf import json_format
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import Message
 from google.rpc import code_pb2, status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
@@ -25,8 +25,10 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route, Router
 
 from otel_ai.httpserver import BodyRefused, HttpLimits, HttpServer, read_body
+from otel_ai.receiver.consumer import JSON as JSON_ENCODING
+from otel_ai.receiver.consumer import PROTOBUF as PROTOBUF_ENCODING
 from otel_ai.receiver.consumer import InvalidRequest, Saturated, TraceConsumer
-from otel_ai.receiver.otlp_json import parse_otlp_json, to_otlp_json
+from otel_ai.receiver.otlp_json import to_otlp_json
 from otel_ai.selfmetrics import SelfMetrics
 
 log = logging.getLogger(__name__)
@@ -139,7 +141,7 @@ class OtlpHttpReceiver:
         if gzipped:
             body = _gunzip(body, self.max_request_bytes)
         try:
-            result = self.consumer.consume(_as_protobuf(body, response_type), TRANSPORT)
+            result = self.consumer.consume(body, TRANSPORT, JSON_ENCODING if response_type == JSON else PROTOBUF_ENCODING)
         except InvalidRequest as exc:
             raise _invalid(exc) from None
         except Saturated as exc:
@@ -162,16 +164,6 @@ class OtlpHttpReceiver:
 def _supported_content_type(request: Request) -> str | None:
     media_type = (request.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
     return media_type if media_type in (PROTOBUF, JSON) else None
-
-
-def _as_protobuf(body: bytes, content_type: str) -> bytes:
-    """The protobuf body the consumer takes; JSON is re-encoded (not the hot path)."""
-    if content_type != JSON:
-        return body
-    try:
-        return parse_otlp_json(body).SerializeToString()
-    except (ValueError, DecodeError, RecursionError) as exc:
-        raise _invalid(exc) from None
 
 
 def _invalid(exc: Exception) -> RequestRejected:

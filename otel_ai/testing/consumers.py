@@ -7,7 +7,8 @@ from google.protobuf.message import DecodeError, Message
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from otel_ai.receiver.consumer import ExportResult, InvalidRequest, MetricsExportResult, Saturated
+from otel_ai.receiver.consumer import JSON, PROTOBUF, ExportResult, InvalidRequest, MetricsExportResult, Saturated
+from otel_ai.receiver.otlp_json import parse_otlp_json
 
 
 class RecordingConsumer:
@@ -22,7 +23,12 @@ class RecordingConsumer:
         self.rejected_data_points = 0
         self.lock = threading.Lock()
 
-    def consume(self, body: bytes, transport: str) -> ExportResult:
+    def consume(self, body: bytes, transport: str, encoding: str = PROTOBUF) -> ExportResult:
+        if encoding == JSON:
+            try:
+                body = parse_otlp_json(body).SerializeToString()
+            except ValueError as exc:
+                raise InvalidRequest(str(exc)) from None
         self._record(self.requests, ExportTraceServiceRequest, body, transport)
         return ExportResult(self.rejected_spans, "spans too old" if self.rejected_spans else "")
 

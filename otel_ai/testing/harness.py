@@ -13,7 +13,6 @@ from otel_ai.decode import Decoder
 from otel_ai.graph.service_graph import ServiceGraph
 from otel_ai.model import Incident
 from otel_ai.pipeline import Pipeline
-from otel_ai.proto.otel_ai.v1.otlp_view_pb2 import TraceRequestView
 from otel_ai.store import IncidentStore
 from otel_ai.subjects import SubjectTable
 
@@ -126,7 +125,7 @@ def run_graph(generator, duration_s: float, slot_s: float = 10.0, lateness_s: fl
     graph = ServiceGraph(slot_ns, subjects, decoder.resources, **graph_options)
     next_slot, spans, cpu, max_end = None, 0, 0.0, 0
     for body in generator.serialized_batches(duration_s):
-        batch = decoder.decode(TraceRequestView.FromString(body), None)
+        batch = decoder.decode(body, None)
         if not len(batch):
             continue
         spans += len(batch)

@@ -1,0 +1,85 @@
+"""The decode stage: OTLP requests (protobuf or JSON) -> SpanBatch.
+
+A reader turns the request into the batch's columns (native C, the direct OTLP/JSON
+reader, or the Python references over numpy); the suspect captures are then picked and
+built the same way for every reader. `OTEL_AI_DECODER=python` forces the reference
+readers (for a suspected bug in a fast one).
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from otel_ai.decode import native
+from otel_ai.decode.captures import ServerPairs, add_captures
+from otel_ai.decode.columns import ReadResult
+from otel_ai.decode.contract import SpanBatch, TimeBounds
+from otel_ai.decode.naming import SubjectNaming
+from otel_ai.decode.otlp_json import JsonFormatReader, JsonReader
+from otel_ai.decode.reference import ReferenceReader
+from otel_ai.subjects import SubjectTable
+
+DECODER_ENV = "OTEL_AI_DECODER"
+
+
+def native_wanted() -> bool:
+    return native.available() and not _reference_forced()
+
+
+def _reference_forced() -> bool:
+    return os.environ.get(DECODER_ENV, "").strip().lower() in ("python", "reference")
+
+
+def describe() -> str:
+    """Which protobuf decoder a new pipeline uses, and why (for `otel-ai check` and startup)."""
+    if native_wanted():
+        return "native (C extension)"
+    if native.available():
+        return f"python reference ({DECODER_ENV}=python)"
+    return f"python reference (the C extension is not built: {native.UNAVAILABLE})"
+
+
+class Decoder:
+    """Turns requests into SpanBatches. Not thread-safe: callers serialise.
+
+    reference=True uses only the reference readers (upb view for protobuf, json_format
+    for JSON): the oracle of the differential tests. By default the native protobuf
+    reader (when built) and the direct JSON reader serve, unless OTEL_AI_DECODER=python.
+    """
+
+    def __init__(self, subjects: SubjectTable, reference: bool | None = None):
+        if reference is None:
+            reference = _reference_forced()
+        self.subjects = subjects
+        self.naming = SubjectNaming(subjects)
+        self.reference = ReferenceReader(self.naming)
+        json_format = JsonFormatReader(self.reference)
+        if reference:
+            self.protobuf, self.json = self.reference, json_format
+        else:
+            self.protobuf = native.NativeReader(self.naming, self.reference) if native.available() else self.reference
+            self.json = JsonReader(self.naming, json_format)
+        self._server_pairs = ServerPairs()
+        # Per subject: duration above which a request counts as slow enough to capture.
+        self.slow_threshold_ms = np.full(0, np.inf)
+        # Counters (otel_ai.counters) whose requests the enabled detectors need captured as
+        # bad, like errors: one numpy mask per batch each.
+        self.capture_marks: tuple = ()
+
+    @property
+    def resources(self):
+        return self.naming.resources
+
+    def decode(self, body: bytes, bounds: TimeBounds | None) -> SpanBatch:
+        """An ExportTraceServiceRequest in protobuf; MalformedRequest says what is wrong."""
+        return self._with_captures(self.protobuf.read(body, bounds))
+
+    def decode_json(self, body: bytes, bounds: TimeBounds | None) -> SpanBatch:
+        """An ExportTraceServiceRequest in OTLP/JSON; MalformedRequest says what is wrong."""
+        return self._with_captures(self.json.read(body, bounds))
+
+    def _with_captures(self, read: ReadResult) -> SpanBatch:
+        add_captures(read, self.slow_threshold_ms, self.subjects.subjects, self.naming.children,
+                     self.naming.pairs.intern, self._server_pairs, self.capture_marks)
+        return read.batch
