@@ -32,7 +32,8 @@ class RetryStorm(RateDetector):
 
     def __init__(self, rule: RetryStormRule):
         super().__init__(rule)
-        self.bad = Counter("retries", select=Retries())  # remembers recent calls: one per pipeline
+        # Remembers recent calls: one per pipeline. Retried calls label the captured ones.
+        self.bad = Counter("retries", select=Retries(), capture_alone=False)
 
     def describe(self) -> str:
         return (f"calls per request to a dependency >= {self.rule.threshold:g}x its usual number, critical from "

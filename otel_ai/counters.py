@@ -29,6 +29,10 @@ class Counter:
     name: str
     select: Callable[[SpanBatch], np.ndarray] | None = None  # rows counted; None: every row
     amount: Callable[[SpanBatch], np.ndarray] | None = None  # per-row value; None: 1 request
+    # As a detector's capture: False labels the requests captured anyway (errors, the
+    # sample) without capturing more for it alone, where its rows are common and cheap
+    # to miss (a second call to a cache; the failing retries are captured as errors).
+    capture_alone: bool = True
 
     def rows(self, batch: SpanBatch) -> np.ndarray:
         """The rows this counter selects, computed once per batch (decode's captures and
@@ -72,19 +76,19 @@ class Retries:
         calls = np.flatnonzero((batch.kind == SPAN_KIND_CLIENT) & (batch.parent_span_id != 0))
         if calls.shape[0] == 0:
             return out
-        with np.errstate(over="ignore"):
-            keys = batch.parent_span_id[calls] ^ (batch.subject_id[calls].astype(np.uint64) * _MIX)
+        # uint64 arrays wrap silently on overflow: the mix needs no errstate.
+        keys = batch.parent_span_id[calls] ^ (batch.subject_id[calls].astype(np.uint64) * _MIX)
         order = np.argsort(keys, kind="stable")  # equal keys stay in span order: the first is the call
         ordered = keys[order]
-        first = np.ones(calls.shape[0], dtype=bool)
-        first[1:] = ordered[1:] != ordered[:-1]
-        repeat = np.zeros(calls.shape[0], dtype=bool)
+        first = np.empty(calls.shape[0], dtype=bool)
+        first[0] = True
+        np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
+        repeat = np.empty(calls.shape[0], dtype=bool)
         repeat[order] = ~first
         horizon = batch.max_end_ns - self.window_ns
         for end_ns, seen in self._recent:
             if end_ns >= horizon:  # older calls are new calls, not retries
-                found = np.minimum(np.searchsorted(seen, keys), seen.shape[0] - 1)
-                repeat |= seen[found] == keys
+                repeat |= np.take(seen, np.searchsorted(seen, keys), mode="clip") == keys
         self._recent.append((batch.max_end_ns, ordered[first]))
         if repeat.any():
             out = out.copy()

@@ -200,8 +200,9 @@ def add_captures(read: ReadResult, slow_threshold_ms: np.ndarray, subject_names:
     sampled = read.sample_byte < (256 // SAMPLE_ONE_IN)
     slow = (duration_ms > slow_thr) & ~error
     interesting = error | slow | sampled
-    marks = [(counter.name, rows) for counter in capture_marks if (rows := counter.rows(batch)).any()]
-    only_marked = np.logical_or.reduce([rows for _, rows in marks]) & ~interesting if marks else None
+    marks = [(counter, rows) for counter in capture_marks if (rows := counter.rows(batch)).any()]
+    alone = [rows for counter, rows in marks if counter.capture_alone]
+    only_marked = np.logical_or.reduce(alone) & ~interesting if alone else None
     if not interesting.any() and (only_marked is None or not only_marked.any()):
         return
     is_client = batch.kind == SPAN_KIND_CLIENT
@@ -262,9 +263,9 @@ def add_captures(read: ReadResult, slow_threshold_ms: np.ndarray, subject_names:
                                 (exceptions + tuple(child_exceptions)) if err else (), span_id, marks_of[k]))
 
 
-def _marks_of(marks: list[tuple[str, np.ndarray]], rows: np.ndarray) -> list[tuple]:
-    """Per wanted row, the names of the marks that select it."""
+def _marks_of(marks: list[tuple], rows: np.ndarray) -> list[tuple]:
+    """Per wanted row, the names of the capture counters that select it."""
     if not marks:
         return [()] * rows.shape[0]
-    picked = [(name, selected[rows].tolist()) for name, selected in marks]
+    picked = [(counter.name, selected[rows].tolist()) for counter, selected in marks]
     return [tuple(name for name, flags in picked if flags[k]) for k in range(rows.shape[0])]

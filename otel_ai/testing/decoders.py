@@ -14,7 +14,8 @@ from otel_ai.decode import Decoder, MalformedRequest, SpanBatch, TimeBounds
 from otel_ai.subjects import SubjectTable
 
 _ARRAYS = [f.name for f in fields(SpanBatch) if f.name not in
-           ("spans_total", "rejected", "reject_message", "ignored", "own", "captures", "max_end_ns", "median_end_ns")]
+           ("spans_total", "rejected", "reject_message", "ignored", "own", "captures", "max_end_ns", "median_end_ns",
+            "derived")]
 _SCALARS = ["spans_total", "rejected", "reject_message", "ignored", "own", "max_end_ns", "median_end_ns"]
 
 
