@@ -217,7 +217,7 @@ def add_captures(read: ReadResult, slow_threshold_ms: np.ndarray, subject_names:
     # Every interesting CLIENT span goes into the child index (cheap), so the requests
     # that called it can name it; only the capped few are read with all attributes. (A
     # call picked only by a mark, neither failed nor slow, names nothing there.)
-    client_idx = np.flatnonzero((interesting | chosen) & is_client)
+    client_idx = np.flatnonzero((interesting if only_marked is None else interesting | chosen) & is_client)
     server_idx = np.flatnonzero(chosen & ~is_client)
     wanted = np.concatenate((client_idx, server_idx))
     found_details = read.details(wanted, chosen[wanted], error[wanted])
@@ -227,7 +227,7 @@ def add_captures(read: ReadResult, slow_threshold_ms: np.ndarray, subject_names:
                   error[wanted].tolist(), slow[wanted].tolist(), sampled[wanted].tolist(), chosen[wanted].tolist(),
                   read.block[wanted].tolist(), found_details)
     n_client = client_idx.shape[0]
-    usual = interesting[wanted].tolist()
+    usual = interesting[wanted].tolist() if only_marked is not None else [True] * wanted.shape[0]
     marks_of = _marks_of(marks, wanted)
     captures = batch.captures
     for k, (subject, end, dur, err, is_slow, is_sampled, is_chosen, block, found) in enumerate(columns):
@@ -265,7 +265,10 @@ def add_captures(read: ReadResult, slow_threshold_ms: np.ndarray, subject_names:
 
 def _marks_of(marks: list[tuple], rows: np.ndarray) -> list[tuple]:
     """Per wanted row, the names of the capture counters that select it."""
-    if not marks:
-        return [()] * rows.shape[0]
-    picked = [(counter.name, selected[rows].tolist()) for counter, selected in marks]
-    return [tuple(name for name, flags in picked if flags[k]) for k in range(rows.shape[0])]
+    out = [()] * rows.shape[0]
+    if marks:
+        flags = np.stack([selected[rows] for _, selected in marks], axis=1)
+        names = [counter.name for counter, _ in marks]
+        for k in np.flatnonzero(flags.any(axis=1)).tolist():  # the few marked rows
+            out[k] = tuple(name for name, flag in zip(names, flags[k].tolist()) if flag)
+    return out
