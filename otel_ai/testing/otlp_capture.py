@@ -108,11 +108,7 @@ class _Handler(LoopbackHandler):
         self._answer(200, response_type().SerializeToString())
 
     def _answer(self, status: int, payload: bytes) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", "application/x-protobuf")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+        self.reply(status, payload, content_type="application/x-protobuf")
 
 
 def describe_request(path: str, message: Any) -> str:
