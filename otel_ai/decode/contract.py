@@ -56,6 +56,8 @@ class SpanBatch:
     grpc_status: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int8))  # -1: none
     resend_count: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int16))  # http.request.resend_count
     weight: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # adjusted count (sampling); 1.0
+    # bool: the span carries sampling.priority, SampleRate or tailsampling.policy (the tail-sampling check)
+    sampling_attribute: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
     trace_key: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))  # 64-bit mix of the trace id
     span_id: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
     parent_span_id: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))  # 0: a root span
