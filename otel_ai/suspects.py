@@ -202,12 +202,23 @@ def _unique(captures: list[Capture]) -> list[Capture]:
     return out
 
 
+def _weighted_counts(captures: list[Capture]) -> Counter:
+    """Per (key, value) pair, the requests that carry it: each capture counts for the
+    requests it stands for (its sampling weight), so a pod sampled at 10 % and another at
+    1 % are compared as the traffic they served, not as the spans that were kept."""
+    counts: Counter = Counter()
+    for c in captures:
+        for pair in set(c.pairs):
+            counts[pair] += c.weight
+    return counts
+
+
 def rank_suspects(bad: list[Capture], good: list[Capture], ask_first: tuple[str, ...] = ()) -> list[dict]:
     if not bad:
         return []
-    bad_counts = Counter(pair for c in bad for pair in set(c.pairs))
-    good_counts = Counter(pair for c in good for pair in set(c.pairs))
-    n_bad, n_good = len(bad), max(len(good), 1)
+    bad_counts = _weighted_counts(bad)
+    good_counts = _weighted_counts(good)
+    n_bad, n_good = sum(c.weight for c in bad), max(sum(c.weight for c in good), 1e-9)
     ranked = []
     for pair, count in bad_counts.items():
         bad_share = count / n_bad
@@ -224,8 +235,12 @@ def rank_suspects(bad: list[Capture], good: list[Capture], ask_first: tuple[str,
 
 
 def _tally(bad: list[Capture], key: str) -> dict:
-    values = Counter(value for c in bad for k, value in c.pairs if k == key)
-    total = max(len(bad), 1)
+    values: Counter = Counter()
+    for c in bad:
+        for k, value in c.pairs:
+            if k == key:
+                values[value] += c.weight
+    total = max(sum(c.weight for c in bad), 1e-9)
     return {"key": key, "bad_requests": len(bad), "distinct": len(values),
             "top": [{"value": v, "share": round(n / total, 3)} for v, n in values.most_common(3)]}
 

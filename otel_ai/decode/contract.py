@@ -32,6 +32,7 @@ class Capture:
     exceptions: tuple  # ((type, message), ...)
     span_id: bytes = b""  # for span links from the incident trace to this request
     marks: tuple = ()  # names of the capture counters that picked it (e.g. "throttled")
+    weight: float = 1.0  # the span's adjusted count: how many requests it stands for
 
 
 @dataclass(slots=True)
