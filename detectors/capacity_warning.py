@@ -20,8 +20,8 @@ import numpy as np
 from otel_ai.config import EventRule
 from otel_ai.counters import BUSY_MS, ERRORS, REQUESTS
 from otel_ai.detectors.base import (
-    CONFIRM_SLOTS, HEALTHY_FRACTION, MEDIUM_SLOTS, MIN_BAD, ROUTE_KIND, TREND_SLOTS, confidence, rate_surprise,
-    rule_text, trend_of, where, window_plan,
+    CONFIRM_SLOTS, HEALTHY_FRACTION, MEDIUM_SLOTS, MIN_BAD, ROUTE_KIND, TREND_SLOTS, confidence, evidence_scale,
+    rate_surprise, rule_text, trend_of, where, window_plan,
 )
 from otel_ai.histogram import share_above
 from otel_ai.model import Anomaly
@@ -83,8 +83,9 @@ class CapacityWarning:
                 continue
             usual_p95 = view.baselines.latency_percentile(ids, 0.95)
             slow = share_above(view.hist(slots, ids), np.nan_to_num(usual_p95, nan=np.inf)) * now["n"][ids]
-            score = rate_surprise(view, ids, slow, now["n"][ids], np.full(ids.shape[0], SLOW_SHARE))
-            for j in np.flatnonzero((slow >= MIN_BAD) & (score >= alpha)):
+            scale = evidence_scale(view, slots)[ids]
+            score = rate_surprise(view, ids, slow * scale, now["n"][ids] * scale, np.full(ids.shape[0], SLOW_SHARE))
+            for j in np.flatnonzero((slow * scale >= MIN_BAD) & (score >= alpha)):
                 sid = int(ids[j])
                 if sid not in found:
                     found[sid] = self._anomaly(view, sid, slots, now, float(usual_p95[j]), int(round(slow[j])),

@@ -79,6 +79,10 @@ class CaptureStore:
     def __init__(self, max_subjects: int = MAX_SUBJECTS):
         self.max_subjects = max_subjects
         self._subjects: OrderedDict[int, SubjectCaptures] = OrderedDict()
+        # How much longer than usual the watermark waits (for metric points): captures run
+        # that much further ahead of the slot being judged, and a failing subject's bad
+        # ring may hold nothing older, so requests that recent count for the anomaly too.
+        self.ahead_ns = 0
 
     def __len__(self) -> int:
         return len(self._subjects)
@@ -121,7 +125,7 @@ class CaptureStore:
         entry = self._subjects.get(anomaly.subject_id)
         if entry is None:
             return Attribution([], [], [], [], 0, 0)
-        since, until = anomaly.event_time_ns - LOOKBACK_NS, anomaly.event_time_ns
+        since, until = anomaly.event_time_ns - LOOKBACK_NS, anomaly.event_time_ns + self.ahead_ns
         sampled = _between(entry.sampled, since, until)
         if anomaly.bad_rule == "slow":
             limit = anomaly.slow_threshold_ms

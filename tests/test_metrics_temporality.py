@@ -28,7 +28,8 @@ def points(rows: list[dict]) -> RedPoints:
         end_ns=np.array([r["end"] for r in rows], dtype=np.int64),
         count=np.array([r["count"] for r in rows], dtype=np.float64), hist=hist,
         error=np.zeros(n, bool), client_error=np.zeros(n, bool),
-        cumulative=np.array([r.get("cumulative", True) for r in rows], dtype=bool))
+        cumulative=np.array([r.get("cumulative", True) for r in rows], dtype=bool),
+        http_status=np.full(n, 200, np.int16), grpc_status=np.full(n, -1, np.int8))
 
 
 def cumulative(stream: int, start: int, end: int, count: float, **extra) -> dict:

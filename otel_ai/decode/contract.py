@@ -70,6 +70,9 @@ class SpanBatch:
     captures: list[Capture] = field(default_factory=list)
     max_end_ns: int = 0
     median_end_ns: int = 0
+    # Rows are pre-aggregated requests (metric points, otel_ai.metrics.rows): a row's weight
+    # counts requests each seen once, not a sampling estimate. Readers leave it False.
+    aggregated: bool = False
     # Masks that counters (otel_ai.counters) derive from the columns, by counter name, so
     # that decode (captures) and the windows compute each one once per batch. Not a column:
     # readers leave it empty.

@@ -131,4 +131,5 @@ def _synthetic_points(first: int, last: int) -> RedPoints:
         stream=keys, subject_id=np.zeros(n, np.int32), kind=np.full(n, 2, np.int8), resource=np.zeros(n, np.int32),
         start_ns=np.full(n, START_NS, np.int64), end_ns=np.full(n, START_NS + INTERVAL_NS, np.int64),
         count=np.full(n, 100.0), hist=np.full((n, BINS), 2.5), error=np.zeros(n, bool),
-        client_error=np.zeros(n, bool), cumulative=np.ones(n, bool))
+        client_error=np.zeros(n, bool), cumulative=np.ones(n, bool), http_status=np.full(n, 200, np.int16),
+        grpc_status=np.full(n, -1, np.int8))

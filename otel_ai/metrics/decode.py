@@ -58,6 +58,8 @@ class _Rows:
     error: list[bool] = field(default_factory=list)
     client_error: list[bool] = field(default_factory=list)
     cumulative: list[bool] = field(default_factory=list)
+    http_status: list[int] = field(default_factory=list)
+    grpc_status: list[int] = field(default_factory=list)
     # Explicit buckets by bucket count: (row, bounds, counts, min, max, ms per unit).
     explicit: dict[int, list[tuple]] = field(default_factory=dict)
     # Exponential buckets by bucket count (the zero bucket first):
@@ -187,7 +189,7 @@ class MetricsDecoder:
             if reason:
                 rejected.add(reason)
                 continue
-            error, client_error = _outcome(get)
+            error, client_error, http_status, grpc_status = _outcome(get)
             start_ns = point.start_time_unix_nano
             rows.stream.append(_stream_key(prefix, point.attributes, start_ns if cumulative else 0))
             rows.subject_id.append(subject_id)
@@ -199,6 +201,8 @@ class MetricsDecoder:
             rows.error.append(error)
             rows.client_error.append(client_error)
             rows.cumulative.append(cumulative)
+            rows.http_status.append(http_status)
+            rows.grpc_status.append(grpc_status)
             _exemplars(rows.exemplars, row, point.exemplars, ms_per_unit)
         return ignored
 
@@ -232,26 +236,30 @@ def _time_problem(start_ns: int, end_ns: int, bounds: TimeBounds | None) -> str:
     return ""
 
 
-def _outcome(get) -> tuple[bool, bool]:
-    """(server error, client error) of a stream, by the rules spans follow: 5xx and
-    server-side gRPC codes are errors, 4xx never are; error.type alone is an error."""
+def _outcome(get) -> tuple[bool, bool, int, int]:
+    """(server error, client error, HTTP status, gRPC code) of a stream, by the rules spans
+    follow: 5xx and server-side gRPC codes are errors, 4xx never are; error.type alone is
+    an error. The codes as SpanBatch holds them (0 and -1 when absent or out of range)."""
     value = get("http.response.status_code")
     if value is None:
         value = get("http.status_code")
     status = 0 if value is None else _int_of(value)
-    if 400 <= status < 500:
-        return False, True
-    if status >= 500:
-        return True, False
+    http_status = status if 0 < status < 1000 else 0
     value = get("rpc.grpc.status_code")
-    if value is not None:
-        code = _int_of(value)
+    code = None if value is None else _int_of(value)
+    grpc_status = code if code is not None and 0 <= code < 128 else -1
+    if 400 <= status < 500:
+        return False, True, http_status, grpc_status
+    if status >= 500:
+        return True, False, http_status, grpc_status
+    if code is not None:
         if code in _SERVER_GRPC_CODES:
-            return True, False
+            return True, False, http_status, grpc_status
         if code:
-            return False, True
+            return False, True, http_status, grpc_status
     error_type = get("error.type")
-    return error_type is not None and bool(error_type.string_value or error_type.int_value), False
+    failed = error_type is not None and bool(error_type.string_value or error_type.int_value)
+    return failed, False, http_status, grpc_status
 
 
 def _stream_key(prefix: bytes, attributes, start_ns: int) -> int:
@@ -358,6 +366,8 @@ def _columns(rows: _Rows, resources: list[MetricResource], rejected: _Rejections
         error=np.array(rows.error, dtype=bool),
         client_error=np.array(rows.client_error, dtype=bool),
         cumulative=np.array(rows.cumulative, dtype=bool),
+        http_status=np.array(rows.http_status, dtype=np.int16),
+        grpc_status=np.array(rows.grpc_status, dtype=np.int8),
         resources=resources,
         exemplars=rows.exemplars,
     )
