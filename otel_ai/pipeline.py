@@ -38,12 +38,11 @@ from otel_ai.events import IncidentEvent
 from otel_ai.exporters.store import StoreExporter
 from otel_ai.incidents import IncidentManager
 from otel_ai.metrics.stage import MetricsStage, MetricWork
-from otel_ai.model import DEPENDENCY, ROUTE
 from otel_ai.receiver.consumer import JSON, PROTOBUF, ExportResult, InvalidRequest, MetricsExportResult, Saturated
 from otel_ai.selfmetrics import SelfMetrics
 from otel_ai.stages import Consumer, Downstream
 from otel_ai.store import IncidentStore
-from otel_ai.subjects import SubjectTable
+from otel_ai.subjects import KIND_CODES, SubjectTable
 from otel_ai.suspects import Attribution, CaptureStore
 from otel_ai.tail_sampling import TailSamplingMonitor
 from otel_ai.timefmt import NS_PER_S
@@ -53,6 +52,7 @@ log = logging.getLogger(__name__)
 
 MAX_EVENTS = 10_000
 JUDGE_SAMPLING_SLOTS = 6  # the tail-sampling verdict is recomputed this often (slots)
+TOP_SATURATION = 10  # instances in the telemetry report, most urgent first
 
 
 class Pipeline:
@@ -81,6 +81,7 @@ class Pipeline:
         self.metrics_stage = MetricsStage(self.subjects)
         self.tail_sampling = TailSamplingMonitor(w.slot)
         self._tail_sampled: set[int] = set()
+        self.telemetry: dict = {}  # the latest _telemetry_report
         self.downstream = Downstream.of([StoreExporter(store), *consumers], self.metrics)
         self.incidents = IncidentManager(settings, store, self.downstream.publish, self.metrics)
         self._events: deque[IncidentEvent] = deque()
@@ -210,6 +211,7 @@ class Pipeline:
         if added.too_early:
             self.metrics.spans_dropped.labels(reason="ahead_of_clock").inc(added.too_early)
         self.tail_sampling.add_spans(batch)
+        self.metrics_stage.note_span_routes(batch, self.decoder.resources)
         self.clock.observe(batch.max_end_ns, batch.median_end_ns, self.wall_clock_ns())
         self.captures.add(batch.captures)
         self.batches_processed += 1
@@ -264,15 +266,17 @@ class Pipeline:
         size = len(self.subjects)
         self.windows.ensure(size)
         kinds = self.subjects.kinds()[:size]
-        view = WindowView(self.windows, closed_slot, size, self.baselines, self.subjects.subjects, kinds)
+        view = WindowView(self.windows, closed_slot, size, self.baselines, self.subjects.subjects, kinds,
+                          self.metrics_stage.saturation)
         for detector in self.detectors:
             for anomaly in detector.detect(view):
                 self.incidents.on_anomaly(anomaly, self._attribute)
         self._check_health(view)
         self._learn(view, closed_slot, size)
         self._watch_sampling(view)
-        self.metrics.subjects.labels(kind=ROUTE).set(size - int(kinds.sum()))
-        self.metrics.subjects.labels(kind=DEPENDENCY).set(int(kinds.sum()))
+        tracked = np.bincount(kinds, minlength=len(KIND_CODES))
+        for kind, code in KIND_CODES.items():
+            self.metrics.subjects.labels(kind=kind).set(int(tracked[code]))
 
     def _watch_sampling(self, view: WindowView) -> None:
         """Every minute of event time: which subjects' traces look tail-sampled (check,
@@ -290,7 +294,24 @@ class Pipeline:
                             100 * suspected.span_error_share)
         self._tail_sampled = {s.subject_id for s in found}
         coverage = self.metrics_stage.coverage
-        self.metrics.metric_subjects.set(int((coverage.until_ns + coverage.lapse_ns >= view.end_ns).sum()))
+        counted = int((coverage.until_ns + coverage.lapse_ns >= view.end_ns).sum())
+        self.metrics.metric_subjects.set(counted)
+        self.telemetry = self._telemetry_report(found, counted)
+
+    def _telemetry_report(self, tail_sampled: list, counted: int) -> dict:
+        """What GET /api/telemetry (and so `otel-ai check`) shows; built here, on the worker,
+        and replaced whole, so the admin thread never reads the stores themselves."""
+        stage = self.metrics_stage
+        return {
+            "metrics": {"streams": len(stage.converter), "subjects_counted_from_metrics": counted},
+            "tail_sampling": [{**_described(self.subjects.subjects[s.subject_id]), "span_error_share":
+                               s.span_error_share, "metric_error_share": s.metric_error_share, "why": s.why}
+                              for s in tail_sampled],
+            "saturation": [{"service": f.series.service, "instance": f.series.instance, "resource": f.series.resource,
+                            "source": f.series.source, "utilization": round(f.ratio, 4),
+                            "seconds_to_saturation": f.seconds_to_saturation}
+                           for f in stage.saturation.forecasts()[:TOP_SATURATION]],
+        }
 
     def _check_health(self, view: WindowView) -> None:
         """Ask each watched incident's detector whether its subject looks healthy, and what
@@ -397,3 +418,8 @@ class Pipeline:
         """End of input: close every slot seen so far, then let every stage catch up (replay)."""
         self.advance(self.clock.flush_watermark())
         return self.drain(timeout_s)
+
+
+def _described(subject) -> dict:
+    return {"kind": subject.kind, "service": subject.service, "method": subject.method, "route": subject.route,
+            "label": subject.label()}

@@ -197,13 +197,15 @@ class WindowView:
     """Read-only window sums for all subjects as of one closed slot, with caching,
     handed to every detector (the one API all detectors share)."""
 
-    def __init__(self, store: WindowStore, closed_slot: int, size: int, baselines, subjects, kinds: np.ndarray):
+    def __init__(self, store: WindowStore, closed_slot: int, size: int, baselines, subjects, kinds: np.ndarray,
+                 saturation=None):
         self.store = store
+        self.saturation = saturation  # metrics.saturation.SaturationStore: instances' CPU and memory, or None
         self.closed_slot = closed_slot
         self.size = size
         self.baselines = baselines
         self.subjects = subjects
-        self.kinds = kinds  # per subject: 0 route, 1 dependency
+        self.kinds = kinds  # per subject: 0 route, 1 dependency, 2 instance (subjects.KIND_CODES)
         self.slot_s = store.slot_ns / 1e9
         self.end_ns = (closed_slot + 1) * store.slot_ns
         self.seen_slots = closed_slot - store.first_slot + 1  # closed slots with history

@@ -61,3 +61,18 @@ def test_bench_over_otlp_http_loses_nothing(capsys):
     assert report["transport"] == "http"
     assert report["spans_received"] == report["spans_sent"] >= 20000
     assert report["server_errors"] == 0 and report["client_errors"] == 0
+
+
+def test_bench_metrics_reports_points_per_second_and_cpu_per_point(capsys):
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    args = parser.parse_args(["--metrics", "--streams", "600", "--rounds", "3", "--json"])
+
+    assert bench.run(args) == 0
+
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["data_points"] == 600 * 3  # every point of every export went through
+    assert report["streams"] == 600  # each cumulative stream has its delta state
+    assert report["data_points_per_s"] > 0 and report["cpu_us_per_data_point"] > 0
+    print(f"\nbench --metrics (tiny, indicative): {report['data_points_per_s']} points/s, "
+          f"{report['cpu_us_per_data_point']} µs CPU per point")

@@ -8,15 +8,17 @@ rounds so that every round after the first is a delta of the one before.
 from __future__ import annotations
 
 import gc
+import math
+import tempfile
 import time
 import tracemalloc
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
 from otel_ai.histogram import BINS
-from otel_ai.metrics.ingest import MetricsIngest
 from otel_ai.metrics.points import RedPoints
 from otel_ai.metrics.temporality import DeltaConverter
 from otel_ai.testing.metric_requests import (
@@ -28,6 +30,7 @@ from otel_ai.testing.metric_requests import (
 )
 
 STATUSES = (200, 201, 204, 404, 500, 503)
+ERROR_STATUS_INDEXES = (4, 5)
 START_NS = 1_700_000_000 * 10**9
 INTERVAL_NS = 10 * 10**9
 
@@ -54,9 +57,13 @@ def histogram_requests(streams: int, rounds: int, points_per_request: int = 1000
     rng = np.random.default_rng(seed)
     per_pod = -(-streams // pods)
     totals = np.zeros((streams, len(DEFAULT_BOUNDS_S) + 1), dtype=np.int64)
+    # Healthy traffic, so that no detector fires: ~1 % of a route's requests fail (its 5xx
+    # streams), and latencies are log-normal around 30 ms.
+    per_stream = np.where(np.isin(np.arange(streams) % len(STATUSES), ERROR_STATUS_INDEXES), 0.5, 40.0)
+    rate = per_stream[:, None] * _bucket_shares(DEFAULT_BOUNDS_S, median_s=0.03, sigma=0.8)[None, :]
     bodies = []
     for r in range(rounds):
-        totals += rng.poisson(3.0, totals.shape)
+        totals += rng.poisson(rate, totals.shape)
         now = START_NS + (r + 1) * INTERVAL_NS
         for first in range(0, streams, points_per_request):
             request = ExportMetricsServiceRequest()
@@ -83,17 +90,35 @@ def histogram_requests(streams: int, rounds: int, points_per_request: int = 1000
     return bodies
 
 
+def _bucket_shares(bounds_s, median_s: float, sigma: float) -> np.ndarray:
+    """Share of log-normal durations falling in each explicit bucket."""
+    cdf = [0.5 * (1 + math.erf(math.log(b / median_s) / (sigma * math.sqrt(2)))) for b in bounds_s]
+    return np.diff([0.0, *cdf, 1.0])
+
+
 def measure_metrics(streams: int = 5000, rounds: int = 4, exponential: bool = False) -> MetricsBenchResult:
-    """Throughput of MetricsIngest.consume_metrics (parse, decode, re-bin, cumulative ->
-    delta, sums) on prepared requests; building them is not measured."""
+    """Throughput of the pipeline's metrics path (Pipeline.feed_metrics: parse, decode,
+    re-bin, cumulative -> delta, rows spread over the slots, windows, the detectors on
+    every slot that closes) on prepared requests; building them is not measured."""
+    from otel_ai.config import load_settings
+    from otel_ai.pipeline import Pipeline
+    from otel_ai.store import IncidentStore
+
     bodies = histogram_requests(streams, rounds, exponential=exponential)
-    ingest = MetricsIngest(wall_clock_ns=None)
-    ingest.subjects.max_routes_per_service = max(ingest.subjects.max_routes_per_service, streams)
-    wall, cpu = time.perf_counter(), time.process_time()
-    points = 0
-    for body in bodies:
-        points += ingest.consume_metrics(body, "bench").data_points
-    return MetricsBenchResult(points, len(ingest.converter), time.perf_counter() - wall, time.process_time() - cpu)
+    settings = load_settings(env={})
+    settings.limits.max_routes_per_service = max(settings.limits.max_routes_per_service, streams)
+    with tempfile.TemporaryDirectory(prefix="otel-ai-bench-metrics-") as tmp:
+        store = IncidentStore(Path(tmp) / "incidents.db")
+        pipeline = Pipeline(settings, store, use_wall_clock=False)
+        wall, cpu = time.perf_counter(), time.process_time()
+        points = 0
+        for body in bodies:
+            points += pipeline.feed_metrics(body, "bench").data_points
+        result = MetricsBenchResult(points, len(pipeline.metrics_stage.converter), time.perf_counter() - wall,
+                                    time.process_time() - cpu)
+        pipeline.stop()
+        store.close()
+    return result
 
 
 @dataclass(frozen=True, slots=True)

@@ -128,8 +128,9 @@ class MetricsDecoder:
                         ignored += self._red(rows, data, which == "exponential_histogram", red, metric.unit,
                                              resource, len(resources) - 1, prefix, bounds, rejected)
                     elif util is not None and which in ("gauge", "sum"):
+                        instance = self.subjects.instance(resource.service, resource.instance or resource.service)
                         ignored += _utilization(utilization, data.data_points, util, metric.name, resource,
-                                                resource_metrics.resource, bounds, rejected)
+                                                resource_metrics.resource, instance, bounds, rejected)
                     else:
                         ignored += n
         red_points = _columns(rows, resources, rejected)
@@ -385,8 +386,10 @@ def _exponential_edges(scale: int, offset: int, buckets: int, ms_per_unit: float
 # ---- resource utilization ----
 
 def _utilization(out: list[tuple], points, source: semconv.UtilizationSource, name: str,
-                 resource: MetricResource, raw_resource, bounds: TimeBounds | None, rejected: _Rejections) -> int:
-    """Appends (series, time, value, state, cpu) per valid point; returns how many were ignored."""
+                 resource: MetricResource, raw_resource, subject_id: int, bounds: TimeBounds | None,
+                 rejected: _Rejections) -> int:
+    """Appends (series, source, time, value, state, cpu, subject) per valid point; returns
+    how many were ignored."""
     container = ""
     if source.per_container:
         for key in semconv.CONTAINER_KEYS:
@@ -411,7 +414,7 @@ def _utilization(out: list[tuple], points, source: semconv.UtilizationSource, na
         if source.busy_states is not None and state is not None and state not in source.busy_states:
             state = ""  # an idle or free state: it still counts the CPU it belongs to
         cpu = _first_text(get, semconv.CPU_KEYS) if source.per_cpu else None
-        out.append((series, source, point.time_unix_nano, float(value) * source.scale, state, cpu))
+        out.append((series, source, point.time_unix_nano, float(value) * source.scale, state, cpu, subject_id))
     return ignored
 
 
@@ -427,11 +430,11 @@ def _samples(points: list[tuple]) -> list[UtilizationSample]:
     """One sample per series and time: per-state points summed over the busy states,
     per-CPU points averaged over the CPUs."""
     groups: dict[tuple, list] = {}
-    for series, source, time_ns, value, state, cpu in points:
-        group = groups.setdefault((series, time_ns), [source, 0.0, set()])
+    for series, source, time_ns, value, state, cpu, subject_id in points:
+        group = groups.setdefault((series, time_ns), [source, 0.0, set(), subject_id])
         if state != "":
             group[1] += value
         group[2].add(cpu)
     return [UtilizationSample(series, time_ns, source.measure,
-                              total / max(1, len(cpus)) if source.per_cpu else total)
-            for (series, time_ns), (source, total, cpus) in groups.items()]
+                              total / max(1, len(cpus)) if source.per_cpu else total, subject_id)
+            for (series, time_ns), (source, total, cpus, subject_id) in groups.items()]

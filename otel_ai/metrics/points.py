@@ -104,6 +104,7 @@ class UtilizationSample:
     time_ns: int
     measure: str  # semconv.RATIO, USAGE or LIMIT
     value: float  # a ratio, or cores / bytes
+    subject_id: int = -1  # the instance subject (SubjectTable.instance) of the pod, process or host
 
 
 @dataclass(slots=True)

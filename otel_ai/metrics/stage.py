@@ -15,7 +15,8 @@ import numpy as np
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
-from otel_ai.decode import TimeBounds
+from otel_ai.decode import SPAN_KIND_SERVER, SpanBatch, TimeBounds
+from otel_ai.metrics import semconv
 from otel_ai.metrics.coverage import MetricCoverage
 from otel_ai.metrics.decode import MetricsDecoder
 from otel_ai.metrics.exemplars import ExemplarStore
@@ -26,6 +27,7 @@ from otel_ai.metrics.temporality import DeltaConverter
 from otel_ai.proto.otel_ai.v1.metrics_view_pb2 import MetricsRequestView
 from otel_ai.receiver.consumer import JSON, InvalidRequest
 from otel_ai.receiver.otlp_json import parse_otlp_json
+from otel_ai.resources import ResourceTable
 from otel_ai.subjects import SubjectTable
 from otel_ai.windows import AddResult, WindowStore
 
@@ -34,6 +36,7 @@ from otel_ai.windows import AddResult, WindowStore
 # interval is 60 s), for as long as metrics keep coming.
 MAX_METRIC_LATENESS_NS = 120 * 10**9
 LATENESS_MEMORY_NS = 300 * 10**9
+SPAN_ROUTES_EVERY = 16
 
 
 @dataclass(slots=True)
@@ -56,6 +59,7 @@ class MetricsStage:
         self.exemplars = ExemplarStore()
         self.saturation = SaturationStore()
         self._intervals: deque[tuple[int, int]] = deque(maxlen=64)  # (end ns, typical export interval ns)
+        self._span_batches = 0
 
     # ---- receiving side (caller holds the decode lock)
     def decode(self, body: bytes, encoding: str, bounds: TimeBounds | None) -> tuple[MetricBatch, MetricWork]:
@@ -79,10 +83,35 @@ class MetricsStage:
         if len(delta) == 0:
             return AddResult(0, 0, 0)
         self._note_interval(delta)
+        self._note_metric_routes(delta)
         self.exemplars.add(delta)
         counted = self.coverage.admit(delta, windows)
         rows = slot_rows(delta if counted.all() else delta.take(np.flatnonzero(counted)), windows.slot_ns)
         return windows.add(rows.batch, hist=rows.hist)
+
+    def _note_metric_routes(self, delta: RedPoints) -> None:
+        """Which routes each instance serves, from its server histograms."""
+        server = np.flatnonzero(delta.kind == semconv.SERVER)
+        if server.shape[0] == 0:
+            return
+        pairs, requests = _sum_by(delta.resource[server], delta.subject_id[server], delta.count[server])
+        for resource, sids, counts in pairs_by_first(pairs, requests):
+            found = delta.resources[resource]
+            self.saturation.note_routes(found.service, found.instance or found.service, sids, counts)
+
+    def note_span_routes(self, batch: SpanBatch, resources: ResourceTable) -> None:
+        """Which routes each instance serves, from its SERVER spans: called for every
+        SPAN_ROUTES_EVERY-th batch (the routes a pod serves change slowly)."""
+        self._span_batches += 1
+        if self._span_batches % SPAN_ROUTES_EVERY:
+            return
+        server = np.flatnonzero(batch.kind == SPAN_KIND_SERVER)
+        if server.shape[0] == 0:
+            return
+        pairs, requests = _sum_by(batch.resource_id[server], batch.subject_id[server], batch.weight[server])
+        for resource, sids, counts in pairs_by_first(pairs, requests):
+            info = resources[resource]
+            self.saturation.note_routes(info.service, info.instance or info.service, sids, counts)
 
     def _note_interval(self, delta: RedPoints) -> None:
         known = delta.start_ns > 0
@@ -96,3 +125,18 @@ class MetricsStage:
         recent = [interval for end, interval in self._intervals if end >= now_ns - LATENESS_MEMORY_NS]
         return min(max(recent, default=0), MAX_METRIC_LATENESS_NS)
 
+
+
+def _sum_by(first: np.ndarray, second: np.ndarray, amounts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct (first, second) pairs, sorted, and the amounts summed per pair."""
+    keys = (first.astype(np.int64) << 32) | second.astype(np.int64)
+    unique, inverse = np.unique(keys, return_inverse=True)
+    return unique, np.bincount(inverse, weights=amounts)
+
+
+def pairs_by_first(pairs: np.ndarray, amounts: np.ndarray):
+    """(first, seconds, amounts) per distinct first value of _sum_by's sorted pairs."""
+    firsts = pairs >> 32
+    starts = np.flatnonzero(np.r_[True, firsts[1:] != firsts[:-1]])
+    for begin, end in zip(starts.tolist(), [*starts[1:].tolist(), pairs.shape[0]]):
+        yield int(firsts[begin]), pairs[begin:end] & 0xFFFFFFFF, amounts[begin:end]
