@@ -93,6 +93,7 @@ class Pipeline:
         self._queued_spans = 0
         self._cv = threading.Condition()
         self._worker: threading.Thread | None = None
+        self._processing = False  # the worker is on a batch it took off the queue
         self._stopping = False
         self.batches_processed = 0
         self.ticks = 0
@@ -125,7 +126,7 @@ class Pipeline:
             self._queue.append(item)
             self._queued_spans += len(item)
             self.metrics.queue_depth.set(len(self._queue))
-            self._cv.notify()
+            self._cv.notify_all()  # the worker, not only someone in wait_idle
         return True
 
     # ---- metrics (any thread)
@@ -371,6 +372,7 @@ class Pipeline:
                 if batch is not None:
                     self._queued_spans -= len(batch)
                     self.metrics.queue_depth.set(len(self._queue))
+                    self._processing = True
             try:
                 if batch is None:
                     self.advance()  # quiet: the wall clock moves the watermark
@@ -378,6 +380,10 @@ class Pipeline:
                     self.process(batch)
             except Exception:
                 log.exception("pipeline worker failed on a batch; continuing")
+            finally:
+                with self._cv:
+                    self._processing = False
+                    self._cv.notify_all()
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Drain what was accepted, then stop the worker, then every stage downstream."""
@@ -413,6 +419,17 @@ class Pipeline:
 
     def queue_depth(self) -> int:
         return len(self._queue)
+
+    def wait_idle(self, timeout_s: float = 30.0) -> bool:
+        """Until everything queued so far went through the worker; True if it did in time."""
+        deadline = time.monotonic() + timeout_s
+        with self._cv:
+            while self._queue or self._processing:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cv.wait(min(left, 0.05))
+        return True
 
     def flush(self, timeout_s: float = 30.0) -> bool:
         """End of input: close every slot seen so far, then let every stage catch up (replay)."""

@@ -185,8 +185,10 @@ class MetricsDecoder:
                     continue
                 subject_id = self.subjects.dependency(dependency)
             row = len(rows.count)
-            reason = (_exponential_buckets(rows, row, point, ms_per_unit) if exponential
-                      else _explicit_buckets(rows, row, point, ms_per_unit))
+            # A cumulative point's min and max are over the stream's whole life, not its last
+            # interval: they would reshape every interval's latency, so only delta points use them.
+            reason = (_exponential_buckets(rows, row, point, ms_per_unit, not cumulative) if exponential
+                      else _explicit_buckets(rows, row, point, ms_per_unit, not cumulative))
             if reason:
                 rejected.add(reason)
                 continue
@@ -274,7 +276,7 @@ def _stream_key(prefix: bytes, attributes, start_ns: int) -> int:
     return int.from_bytes(hashlib.blake2b(b"\x00".join(parts), digest_size=8).digest(), "little")
 
 
-def _explicit_buckets(rows: _Rows, row: int, point, ms_per_unit: float) -> str:
+def _explicit_buckets(rows: _Rows, row: int, point, ms_per_unit: float, use_extremes: bool) -> str:
     counts = point.bucket_counts
     bounds = point.explicit_bounds
     n = len(counts)
@@ -286,13 +288,13 @@ def _explicit_buckets(rows: _Rows, row: int, point, ms_per_unit: float) -> str:
         return f"with more than {MAX_BUCKETS} buckets"
     if sum(counts) != point.count:
         return "whose count differs from the sum of its buckets"
-    minimum = point.min if point.HasField("min") else math.nan
-    maximum = point.max if point.HasField("max") else math.nan
+    minimum = point.min if use_extremes and point.HasField("min") else math.nan
+    maximum = point.max if use_extremes and point.HasField("max") else math.nan
     rows.explicit.setdefault(n, []).append((row, list(bounds), list(counts), minimum, maximum, ms_per_unit))
     return ""
 
 
-def _exponential_buckets(rows: _Rows, row: int, point, ms_per_unit: float) -> str:
+def _exponential_buckets(rows: _Rows, row: int, point, ms_per_unit: float, use_extremes: bool) -> str:
     positive = point.positive.bucket_counts
     negative = point.negative.bucket_counts
     if len(positive) + len(negative) > MAX_BUCKETS:
@@ -303,8 +305,8 @@ def _exponential_buckets(rows: _Rows, row: int, point, ms_per_unit: float) -> st
     zero = point.zero_count + sum(negative)
     if zero + sum(positive) != point.count:
         return "whose count differs from the sum of its buckets"
-    minimum = point.min * ms_per_unit if point.HasField("min") and point.min > 0 else 0.0
-    maximum = point.max * ms_per_unit if point.HasField("max") and point.max >= 0 else math.inf
+    minimum = point.min * ms_per_unit if use_extremes and point.HasField("min") and point.min > 0 else 0.0
+    maximum = point.max * ms_per_unit if use_extremes and point.HasField("max") and point.max >= 0 else math.inf
     rows.exponential.setdefault(len(positive) + 1, []).append(
         (row, (point.scale, point.positive.offset, len(positive), ms_per_unit), [zero, *positive], minimum, maximum))
     return ""

@@ -48,6 +48,11 @@ class ExemplarStore:
             kept[0 if error else 1].append(MetricExemplar(exemplar.time_ns, exemplar.trace_id.hex(),
                                                           exemplar.span_id.hex(), exemplar.value_ms, error))
 
+    def of_subject(self, subject_id: int) -> list[MetricExemplar]:
+        """The subject's exemplars kept: of failing requests, then of the others, oldest first."""
+        kept = self._subjects.get(subject_id)
+        return [] if kept is None else [*kept[0], *kept[1]]
+
     def for_anomaly(self, anomaly: Anomaly, limit: int = 5) -> list[MetricExemplar]:
         """The subject's latest exemplars of bad requests before the anomaly: failing ones
         for error rules, slower than the threshold for latency rules, else any."""
