@@ -37,10 +37,7 @@ FAULT_ERROR_SHARE = 0.3
 FAULT_CART_MEDIAN_S = 0.6  # the cart route slows from ~20 ms to ~600 ms
 
 
-@pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("NO_PROXY", "no_proxy"):
-        monkeypatch.setenv(name, "127.0.0.1,localhost")
+pytestmark = pytest.mark.usefixtures("loopback_without_proxy")
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ metric exporter, exporting on force_flush), trace apps with a probability sample
 writes `th` into tracestate, and a tail sampler standing in for the Collector's."""
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +16,7 @@ from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
 from opentelemetry.trace import StatusCode, TraceState
 
@@ -53,14 +55,31 @@ def request_histogram(provider: MeterProvider, name: str = "http.server.request.
                                                       explicit_bucket_boundaries_advisory=SERVER_BOUNDS_S)
 
 
+class SeededIds(RandomIdGenerator):
+    """Random trace and span ids from a seed: which traces a sampler keeps is then the
+    same on every run."""
+
+    def __init__(self, seed: int) -> None:
+        self._random = random.Random(seed)
+
+    def generate_span_id(self) -> int:
+        return self._random.getrandbits(64) or 1
+
+    def generate_trace_id(self) -> int:
+        return self._random.getrandbits(128) or 1
+
+
 @contextmanager
-def traces_app(port: int, resource: dict, sampler: Sampler | None = None,
-               exporter: SpanExporter | None = None) -> Iterator[tuple[TracerProvider, BatchSpanProcessor]]:
-    """An instrumented process sending traces over OTLP/gRPC, exporting on force_flush."""
+def traces_app(port: int, resource: dict, sampler: Sampler | None = None, exporter: SpanExporter | None = None,
+               seed: int | None = None) -> Iterator[tuple[TracerProvider, BatchSpanProcessor]]:
+    """An instrumented process sending traces over OTLP/gRPC, exporting on force_flush;
+    with a seed, its trace ids are the same on every run."""
     exporter = exporter or OTLPSpanExporter(endpoint=f"127.0.0.1:{port}", insecure=True, timeout=10)
     processor = BatchSpanProcessor(exporter, max_queue_size=200_000, schedule_delay_millis=3_600_000,
                                    max_export_batch_size=20_000)
     kwargs = {} if sampler is None else {"sampler": sampler}
+    if seed is not None:
+        kwargs["id_generator"] = SeededIds(seed)
     provider = TracerProvider(resource=Resource.create(resource), shutdown_on_exit=False, **kwargs)
     provider.add_span_processor(processor)
     try:
