@@ -155,7 +155,6 @@ class Pipeline:
         self.metrics.data_points_received.labels(transport=transport).inc(decoded.data_points - decoded.rejected)
         if decoded.rejected:
             self.metrics.data_points_rejected.labels(reason="invalid_data_point").inc(decoded.rejected)
-        self.metrics.metric_streams.set(len(self.metrics_stage.converter))
 
     def _count_received(self, batch: SpanBatch, transport: str) -> None:
         self.metrics.spans_received.labels(transport=transport).inc(batch.spans_total - batch.rejected)
@@ -221,13 +220,14 @@ class Pipeline:
     def _process_metrics(self, work: MetricWork) -> None:
         """RED deltas into the windows (spread over their slots), utilization into the
         saturation series; the watermark then waits an export interval for metrics."""
-        added = self.metrics_stage.apply(work, self.windows)
+        added, delta = self.metrics_stage.apply(work, self.windows)
+        self.metrics.metric_streams.set(len(self.metrics_stage.converter))
         if added.late:
             self.metrics.data_points_dropped.labels(reason="late").inc(added.late)
         if added.too_early:
             self.metrics.data_points_dropped.labels(reason="ahead_of_clock").inc(added.too_early)
-        self.tail_sampling.add_metrics(work.delta)
-        ends = work.delta.end_ns if len(work.delta) else np.array([s.time_ns for s in work.utilization], np.int64)
+        self.tail_sampling.add_metrics(delta)
+        ends = delta.end_ns if len(delta) else np.array([s.time_ns for s in work.utilization], np.int64)
         if ends.shape[0]:
             self.clock.observe(int(ends.max()), int(np.median(ends)), self.wall_clock_ns())
         self.clock.metric_lateness_ns = self.metrics_stage.lateness_ns(self.clock.max_end_ns)

@@ -35,7 +35,7 @@ MAX_STREAMS = 64
 
 
 class MetricsPath:
-    """The pipeline's metrics path without its clock: decode and convert, then rows into windows."""
+    """The pipeline's metrics path without its clock: decode, then convert and rows into windows."""
 
     def __init__(self) -> None:
         self.stage = MetricsStage(SubjectTable(), max_streams=MAX_STREAMS)

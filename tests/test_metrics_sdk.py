@@ -1,6 +1,6 @@
 """Real OTel SDK apps (MeterProvider + the OTLP/gRPC metric exporter) sending to the gRPC
 receiver's MetricsService, into the pipeline's windows: what each export adds to its
-route's 10 s slots.
+route's 10 s slots. And what a refused export leaves behind (nothing).
 
 Each app exports on demand (force_flush) with its SDK clock moved 10 s per export
 (otel_ai.testing.sdk_clock), so every flush is one export interval and the tests never
@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.sdk.metrics import Histogram, MeterProvider
 from opentelemetry.sdk.metrics.export import AggregationTemporality, PeriodicExportingMetricReader
 from opentelemetry.sdk.metrics.view import ExponentialBucketHistogramAggregation
@@ -25,8 +26,10 @@ from otel_ai.config import load_settings
 from otel_ai.histogram import percentile
 from otel_ai.model import ROUTE, Subject
 from otel_ai.pipeline import Pipeline
+from otel_ai.receiver.consumer import Saturated
 from otel_ai.receiver.grpc_server import OtlpGrpcReceiver
 from otel_ai.store import IncidentStore
+from otel_ai.testing.metric_requests import CUMULATIVE, histogram_point, metric
 from otel_ai.testing.sdk_apps import SERVER_BOUNDS_S
 from otel_ai.testing.sdk_clock import SdkClock, sdk_clock
 
@@ -158,3 +161,36 @@ def test_exemplars_carry_the_trace_of_a_failing_request(running: Running) -> Non
     expected = format(span.get_span_context().trace_id, "032x")
     assert [e.trace_id for e in kept] == [expected]
     assert kept[0].value_ms == pytest.approx(300) and kept[0].error
+
+
+def test_an_export_refused_for_a_full_queue_loses_nothing_when_retried(tmp_path: Path) -> None:
+    """A cumulative point refused with Saturated must not move its stream on: the
+    Collector retries it, and the next export's delta is taken from the last accepted one."""
+    settings = load_settings(env={})
+    settings.receiver.queue_batches = 1
+    store = IncidentStore(tmp_path / "incidents.db")
+    pipeline = Pipeline(settings, store, use_wall_clock=False)
+
+    def export(total: int, seconds: int) -> bytes:
+        request = ExportMetricsServiceRequest()
+        found = metric(request, "http.server.request.duration", resource=CHECKOUT)
+        found.histogram.aggregation_temporality = CUMULATIVE
+        histogram_point(found.histogram, {**PAY, "http.response.status_code": 200}, [0, 0, total] + [0] * 12,
+                        T0, T0 + seconds * NS)
+        return request.SerializeToString()
+
+    try:
+        pipeline.consume_metrics(export(100, 10), "test")  # the worker is not running: the queue is full now
+        with pytest.raises(Saturated):
+            pipeline.consume_metrics(export(250, 20), "test")
+        pipeline.start(T0)
+        assert pipeline.wait_idle(10)
+        for total, seconds in ((250, 20), (300, 30)):  # the retry, then the next export
+            pipeline.consume_metrics(export(total, seconds), "test")
+        assert pipeline.wait_idle(10)
+        sid = pipeline.subjects.lookup(PAYMENTS)
+        requests = pipeline.windows.values["requests"][sid]
+        assert float(requests.sum(dtype=np.float64)) == 300.0
+    finally:
+        pipeline.stop()
+        store.close()

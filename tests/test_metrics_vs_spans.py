@@ -64,7 +64,7 @@ def both() -> tuple[SubjectTable, np.ndarray, Totals]:
         np.add.at(spans[:, 2], sid, batch.client_error)
         np.add.at(spans, (sid, 3 + bin_index(batch.duration_ms)), 1)
         body = bridge.export(DEFAULT_START_NS + (i + 1) * INTERVAL_S * 10**9).SerializeToString()
-        totals.add(stage.decode(body, PROTOBUF, None)[1].delta)
+        totals.add(stage.converter.to_delta(stage.decode(body, PROTOBUF, None)[1].points))
     return subjects, spans, totals
 
 

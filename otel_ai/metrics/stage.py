@@ -2,9 +2,11 @@
 windows as spans, utilization into the saturation series.
 
 Receiver threads call `decode` under the pipeline's decode lock (the subject table is
-shared with the span decoder): parse, decode, cumulative -> delta. The worker thread
-then calls `apply`: which subjects' counts now come from metrics (coverage), their rows
-spread over the event-time slots, exemplars and utilization samples kept.
+shared with the span decoder): parse and decode. The worker thread then calls `apply`:
+cumulative -> delta, which subjects' counts now come from metrics (coverage), their rows
+spread over the event-time slots, exemplars and utilization samples kept. Cumulative
+streams move on only there: a request refused for a full queue leaves them as they
+were, so the Collector's retry counts its requests once.
 """
 from __future__ import annotations
 
@@ -41,13 +43,14 @@ SPAN_ROUTES_EVERY = 16
 
 @dataclass(slots=True)
 class MetricWork:
-    """What decode hands to the worker: deltas and utilization samples of one request."""
+    """What decode hands to the worker: the RED points (cumulative or delta) and
+    utilization samples of one request."""
 
-    delta: RedPoints
+    points: RedPoints
     utilization: list[UtilizationSample] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return len(self.delta) + len(self.utilization)
+        return len(self.points) + len(self.utilization)
 
 
 class MetricsStage:
@@ -74,20 +77,21 @@ class MetricsStage:
         except (DecodeError, RecursionError) as exc:
             raise InvalidRequest(str(exc) or "malformed protobuf") from None
         batch = self.decoder.decode(view, bounds)
-        return batch, MetricWork(self.converter.to_delta(batch.red), batch.utilization)
+        return batch, MetricWork(batch.red, batch.utilization)
 
     # ---- the worker
-    def apply(self, work: MetricWork, windows: WindowStore) -> AddResult:
-        delta = work.delta
+    def apply(self, work: MetricWork, windows: WindowStore) -> tuple[AddResult, RedPoints]:
+        """What the windows took, and the request's RED deltas."""
+        delta = self.converter.to_delta(work.points)
         self.saturation.add(work.utilization)
         if len(delta) == 0:
-            return AddResult(0, 0, 0)
+            return AddResult(0, 0, 0), delta
         self._note_interval(delta)
         self._note_metric_routes(delta)
         self.exemplars.add(delta)
         counted = self.coverage.admit(delta, windows)
         rows = slot_rows(delta if counted.all() else delta.take(np.flatnonzero(counted)), windows.slot_ns)
-        return windows.add(rows.batch, hist=rows.hist)
+        return windows.add(rows.batch, hist=rows.hist), delta
 
     def _note_metric_routes(self, delta: RedPoints) -> None:
         """Which routes each instance serves, from its server histograms."""
