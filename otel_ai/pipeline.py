@@ -422,14 +422,8 @@ class Pipeline:
 
     def wait_idle(self, timeout_s: float = 30.0) -> bool:
         """Until everything queued so far went through the worker; True if it did in time."""
-        deadline = time.monotonic() + timeout_s
-        with self._cv:
-            while self._queue or self._processing:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cv.wait(min(left, 0.05))
-        return True
+        with self._cv:  # the worker notifies after each item
+            return self._cv.wait_for(lambda: not self._queue and not self._processing, timeout_s)
 
     def flush(self, timeout_s: float = 30.0) -> bool:
         """End of input: close every slot seen so far, then let every stage catch up (replay)."""

@@ -38,17 +38,20 @@ class TailSamplingMonitor:
         self.sums = np.zeros((0, len(_FIELDS)))
         self.suspected: list[Suspected] = []  # the latest verdict, replaced whole (read by the admin API)
 
-    def _ensure(self, size: int) -> None:
+    def _rows_of(self, subject_id: np.ndarray) -> tuple[np.ndarray, int]:
+        """The subject ids as indexes, and how many rows of sums they reach (grown to fit;
+        subject ids are bounded by the subject table's cap)."""
+        sid = subject_id.astype(np.intp)
+        size = int(sid.max()) + 1
         grow = size - self.sums.shape[0]
         if grow > 0:
             self.sums = np.concatenate((self.sums, np.zeros((max(grow, 64), len(_FIELDS)))))
+        return sid, size
 
     def add_spans(self, batch: SpanBatch) -> None:
         if len(batch) == 0:
             return
-        sid = batch.subject_id.astype(np.intp)
-        size = int(sid.max()) + 1
-        self._ensure(size)
+        sid, size = self._rows_of(batch.subject_id)
         error = batch.error.astype(np.intp)
         # Spans by (subject, failed, sampling attribute): five of the columns in one pass.
         counts = np.bincount(sid * 4 + error * 2 + batch.sampling_attribute, minlength=size * 4).reshape(size, 4)
@@ -65,9 +68,7 @@ class TailSamplingMonitor:
     def add_metrics(self, delta: RedPoints) -> None:
         if len(delta) == 0:
             return
-        sid = delta.subject_id.astype(np.intp)
-        size = int(sid.max()) + 1
-        self._ensure(size)
+        sid, size = self._rows_of(delta.subject_id)
         found = np.bincount(sid * 2 + delta.error, weights=delta.count, minlength=size * 2).reshape(size, 2)
         self.sums[:size, _METRIC_REQUESTS] += found.sum(axis=1)
         self.sums[:size, _METRIC_ERRORS] += found[:, 1]
