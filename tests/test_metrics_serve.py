@@ -10,7 +10,6 @@ compared.
 """
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,14 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from otel_ai.app import App
 from otel_ai.model import INSTANCE, Incident
-from otel_ai.testing.sdk_apps import metrics_app, request_histogram, serving_app, traces_app
+from otel_ai.testing.sdk_apps import (
+    incidents_of,
+    metrics_app,
+    request_histogram,
+    serving_app,
+    timeline_start,
+    traces_app,
+)
 from otel_ai.testing.sdk_clock import SdkClock, sdk_clock
 
 NS = 10**9
@@ -42,16 +48,8 @@ pytestmark = pytest.mark.usefixtures("loopback_without_proxy")
 
 @pytest.fixture
 def app(tmp_path: Path) -> Iterator[App]:
-    running = serving_app(tmp_path / "data")
-    try:
+    with serving_app(tmp_path / "data") as running:
         yield running
-    finally:
-        running.stop(grace_s=0)
-
-
-def start_of_timeline(seconds: int) -> int:
-    """Aligned to the slots, ending half a minute before now."""
-    return (time.time_ns() // (INTERVAL_S * NS) - seconds // INTERVAL_S - 3) * INTERVAL_S * NS
 
 
 @dataclass
@@ -130,12 +128,6 @@ def send_as_spans(app: App, traffic: Traffic) -> None:
             assert processor.force_flush()
 
 
-def incidents_of(app: App) -> list[Incident]:
-    assert app.pipeline.wait_idle(30)
-    assert app.pipeline.persisted(10)
-    return sorted(app.store.list(), key=lambda i: i.opened_at_ns)
-
-
 def shape(incident: Incident) -> dict:
     """What an incident looks like, apart from the numbers."""
     snapshot = incident.snapshot()
@@ -145,19 +137,15 @@ def shape(incident: Incident) -> dict:
 
 
 def test_metrics_only_app_raises_the_incidents_spans_raise(tmp_path: Path) -> None:
-    start = start_of_timeline(WARM_S + FAULT_S)
+    start = timeline_start(WARM_S + FAULT_S)
     traffic = Traffic(start)
-    from_metrics, from_spans = serving_app(tmp_path / "m"), serving_app(tmp_path / "s")
-    try:
+    with serving_app(tmp_path / "m") as from_metrics, serving_app(tmp_path / "s") as from_spans:
         with sdk_clock(start) as clock:
             failing_traces = send_as_metrics(from_metrics, traffic, clock)
         send_as_spans(from_spans, traffic)
         by_metrics, by_spans = incidents_of(from_metrics), incidents_of(from_spans)
         stage = from_metrics.pipeline.metrics_stage
         streams, resets = len(stage.converter), stage.converter.stats.resets
-    finally:
-        from_metrics.stop(grace_s=0)
-        from_spans.stop(grace_s=0)
     fault = traffic.fault_start_ns
     print(f"\nmetrics only ({streams} streams, {resets} resets):")
     for incident in by_metrics:
@@ -185,7 +173,7 @@ def test_metrics_only_app_raises_the_incidents_spans_raise(tmp_path: Path) -> No
 def test_a_process_restart_raises_nothing(app: App) -> None:
     """The same process identity restarts: its cumulative counters begin again from zero,
     with a new start time. Neither the drop nor the first export after it is a spike."""
-    start = start_of_timeline(WARM_S)
+    start = timeline_start(WARM_S)
     rng = np.random.default_rng(2)
     per_interval = RATE * INTERVAL_S
     with sdk_clock(start) as clock:
@@ -209,7 +197,7 @@ def test_a_process_restart_raises_nothing(app: App) -> None:
 
 
 def test_cpu_climbing_toward_a_pod_limit_warns_and_a_steady_70_percent_does_not(app: App) -> None:
-    start = start_of_timeline(600)
+    start = timeline_start(600)
     rng = np.random.default_rng(3)
     hot = {"service.name": "checkout", "k8s.pod.name": "checkout-hot"}
     calm = {"service.name": "checkout", "k8s.pod.name": "checkout-calm"}

@@ -12,8 +12,8 @@ metric timestamps come from a simulated SDK clock (otel_ai.testing.sdk_clock).
 """
 from __future__ import annotations
 
-import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,13 +24,15 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from otel_ai.app import App
 from otel_ai.cli import main
-from otel_ai.model import ROUTE, Incident, Subject
+from otel_ai.model import ROUTE, Subject
 from otel_ai.testing.sdk_apps import (
     TailSampler,
     ThresholdSampler,
+    incidents_of,
     metrics_app,
     request_histogram,
     serving_app,
+    timeline_start,
     traces_app,
 )
 from otel_ai.testing.sdk_clock import sdk_clock
@@ -45,11 +47,6 @@ ONE_PERCENT = "fd70a4"  # th: 1 in 100 traces kept
 BURSTS = (0.45, 0.1, 0.35, 0.05, 0.5, 0.2)
 
 pytestmark = pytest.mark.usefixtures("loopback_without_proxy")
-
-
-def start_of_timeline(seconds: int) -> int:
-    """Aligned to the slots, ending half a minute before now."""
-    return (time.time_ns() // (INTERVAL_S * NS) - seconds // INTERVAL_S - 3) * INTERVAL_S * NS
 
 
 @dataclass
@@ -108,12 +105,6 @@ def serve_span(tracer, start_ns: int, failed: bool, duration_ns: int) -> None:
     span.end(end_time=start_ns + duration_ns)
 
 
-def incidents_of(app: App) -> list[Incident]:
-    assert app.pipeline.wait_idle(30)
-    assert app.pipeline.persisted(10)
-    return sorted(app.store.list(), key=lambda i: i.opened_at_ns)
-
-
 def windowed(app: App, since_ns: int, until_ns: int) -> dict[str, float]:
     """The route's weighted requests and errors in the windows' slots of [since, until)."""
     pipeline = app.pipeline
@@ -125,18 +116,15 @@ def windowed(app: App, since_ns: int, until_ns: int) -> dict[str, float]:
 
 
 @pytest.fixture
-def app(tmp_path: Path):
-    running = serving_app(tmp_path / "data")
-    try:
+def app(tmp_path: Path) -> Iterator[App]:
+    with serving_app(tmp_path / "data") as running:
         yield running
-    finally:
-        running.stop(grace_s=0)
 
 
 def test_head_sampled_error_rates_and_counts_are_within_10_percent_of_the_truth(app: App) -> None:
     """1,000 requests a second for five minutes, 1 % of the traces kept. What the windows
     hold over the fault (weighted) against every request the app served."""
-    traffic = Traffic(start_of_timeline(300), rate=1000, warm_s=180, fault_s=120)
+    traffic = Traffic(timeline_start(300), rate=1000, warm_s=180, fault_s=120)
     send_spans(app, traffic, sampler=ThresholdSampler(ONE_PERCENT))
     assert app.pipeline.wait_idle(30)
     in_fault = traffic.starts + traffic.durations_ns >= traffic.fault_start_ns  # windows count spans by end time
@@ -163,18 +151,14 @@ def test_head_sampled_traces_raise_what_unsampled_traces_raise(tmp_path: Path) -
     requests a second, 1 % is one span a second: the detectors weigh the kept spans as
     the few observations they are (Kish's effective sample size), so the sampled run
     needs a little longer, and its rate over a short window is a rough one."""
-    traffic = Traffic(start_of_timeline(420), rate=100, warm_s=300, fault_s=120, seed=2)
-    unsampled, sampled = serving_app(tmp_path / "all"), serving_app(tmp_path / "one-percent")
-    try:
+    traffic = Traffic(timeline_start(420), rate=100, warm_s=300, fault_s=120, seed=2)
+    with serving_app(tmp_path / "all") as unsampled, serving_app(tmp_path / "one-percent") as sampled:
         send_spans(unsampled, traffic)
         send_spans(sampled, traffic, sampler=ThresholdSampler(ONE_PERCENT))
         from_all, from_sampled = incidents_of(unsampled), incidents_of(sampled)
         fault_end = traffic.fault_start_ns + traffic.fault_s * NS
         spans_all = windowed(unsampled, traffic.fault_start_ns, fault_end)
         spans_sampled = windowed(sampled, traffic.fault_start_ns, fault_end)
-    finally:
-        unsampled.stop(grace_s=0)
-        sampled.stop(grace_s=0)
     fault = traffic.fault_start_ns
     for name, found, seen in (("unsampled", from_all, spans_all), ("sampled at 1 %", from_sampled, spans_sampled)):
         kept = seen["requests"] ** 2 / seen["squared_weights"]
@@ -192,7 +176,7 @@ def test_head_sampled_traces_raise_what_unsampled_traces_raise(tmp_path: Path) -
 def test_tail_sampled_traces_are_flagged_in_check_and_metrics(app: App, tmp_path: Path, capsys) -> None:
     """Steady traffic failing 2 %: every failing trace kept, 5 % of the others. The metrics
     count the route (no incident from the inflated span error share); check says why."""
-    traffic = Traffic(start_of_timeline(300), rate=20, warm_s=300, fault_s=0, seed=3, warm_error_share=0.02)
+    traffic = Traffic(timeline_start(300), rate=20, warm_s=300, fault_s=0, seed=3, warm_error_share=0.02)
     tail = TailSampler(OTLPSpanExporter(endpoint=f"127.0.0.1:{app.ports.grpc}", insecure=True, timeout=10),
                        keep_ok=0.05)
     with sdk_clock(traffic.start_ns) as clock, metrics_app(app.ports.grpc, CHECKOUT) as meters, \

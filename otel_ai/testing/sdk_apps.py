@@ -5,6 +5,7 @@ writes `th` into tracestate, and a tail sampler standing in for the Collector's.
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,19 +23,38 @@ from opentelemetry.trace import StatusCode, TraceState
 
 from otel_ai.app import App, Credentials
 from otel_ai.config import load_settings
+from otel_ai.model import Incident
+from otel_ai.timefmt import NS_PER_S
 
 SERVER_BOUNDS_S = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 _RANDOMNESS = (1 << 56) - 1  # W3C: the trace id's rightmost 56 bits
 
 
-def serving_app(data_dir: Path, incidents_jsonl: Path | None = None) -> App:
+@contextmanager
+def serving_app(data_dir: Path, incidents_jsonl: Path | None = None) -> Iterator[App]:
     """otel-ai as `serve` runs it, on free loopback ports, without keys or console output."""
     settings = load_settings(env={})
     settings.receiver.host = settings.admin.host = "127.0.0.1"
     settings.receiver.grpc_port = settings.receiver.http_port = settings.admin.port = 0
     app = App(settings, data_dir, incidents_jsonl=incidents_jsonl, console=False, credentials=Credentials())
     app.start()
-    return app
+    try:
+        yield app
+    finally:
+        app.stop(grace_s=0)
+
+
+def incidents_of(app: App) -> list[Incident]:
+    """Every incident of the app once all it was sent went through, oldest first."""
+    assert app.pipeline.wait_idle(30)
+    assert app.pipeline.persisted(10)
+    return sorted(app.store.list(), key=lambda i: i.opened_at_ns)
+
+
+def timeline_start(seconds: int, slot_s: int = 10) -> int:
+    """When `seconds` of simulated traffic must start to end half a minute before now, on
+    a slot boundary (the apps send the recent past in a few seconds)."""
+    return (time.time_ns() // (slot_s * NS_PER_S) - seconds // slot_s - 3) * slot_s * NS_PER_S
 
 
 @contextmanager
