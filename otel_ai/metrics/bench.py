@@ -52,8 +52,10 @@ class MetricsBenchResult:
 
 
 def histogram_requests(streams: int, rounds: int, points_per_request: int = 1000, pods: int = 50,
-                       exponential: bool = False, seed: int = 1) -> list[bytes]:
-    """`rounds` exports of `streams` cumulative streams, as serialized requests."""
+                       exponential: bool = False, seed: int = 1, routes: int | None = None) -> list[bytes]:
+    """`rounds` exports of `streams` cumulative streams, as serialized requests: each pod
+    serves its share of the streams, a route per six of them (one per status), cycling
+    through `routes` routes if given (else every route is new)."""
     rng = np.random.default_rng(seed)
     per_pod = -(-streams // pods)
     totals = np.zeros((streams, len(DEFAULT_BOUNDS_S) + 1), dtype=np.int64)
@@ -77,7 +79,8 @@ def histogram_requests(streams: int, rounds: int, points_per_request: int = 1000
                                    {"service.name": service, "k8s.pod.name": f"{service}-pod-{pod}"})
                     data = found.exponential_histogram if exponential else found.histogram
                     data.aggregation_temporality = CUMULATIVE
-                attributes = {"http.route": f"/api/r{s // len(STATUSES)}", "http.request.method": "GET",
+                route = s // len(STATUSES) if routes is None else (s // len(STATUSES)) % routes
+                attributes = {"http.route": f"/api/r{route}", "http.request.method": "GET",
                               "http.response.status_code": STATUSES[s % len(STATUSES)], "url.scheme": "http",
                               "network.protocol.version": "1.1"}
                 counts = totals[s].tolist()
@@ -96,20 +99,24 @@ def _bucket_shares(bounds_s, median_s: float, sigma: float) -> np.ndarray:
     return np.diff([0.0, *cdf, 1.0])
 
 
-def measure_metrics(streams: int = 5000, rounds: int = 4, exponential: bool = False) -> MetricsBenchResult:
-    """Throughput of the pipeline's metrics path (Pipeline.feed_metrics: parse, decode,
-    re-bin, cumulative -> delta, rows spread over the slots, windows, the detectors on
-    every slot that closes) on prepared requests; building them is not measured."""
+def _bench_pipeline(directory: str, max_routes_per_service: int):
     from otel_ai.config import load_settings
     from otel_ai.pipeline import Pipeline
     from otel_ai.store import IncidentStore
 
-    bodies = histogram_requests(streams, rounds, exponential=exponential)
     settings = load_settings(env={})
-    settings.limits.max_routes_per_service = max(settings.limits.max_routes_per_service, streams)
+    settings.limits.max_routes_per_service = max(settings.limits.max_routes_per_service, max_routes_per_service)
+    store = IncidentStore(Path(directory) / "incidents.db")
+    return Pipeline(settings, store, use_wall_clock=False), store
+
+
+def measure_metrics(streams: int = 5000, rounds: int = 4, exponential: bool = False) -> MetricsBenchResult:
+    """Throughput of the pipeline's metrics path (Pipeline.feed_metrics: parse, decode,
+    re-bin, cumulative -> delta, rows spread over the slots, windows, the detectors on
+    every slot that closes) on prepared requests; building them is not measured."""
+    bodies = histogram_requests(streams, rounds, exponential=exponential)
     with tempfile.TemporaryDirectory(prefix="otel-ai-bench-metrics-") as tmp:
-        store = IncidentStore(Path(tmp) / "incidents.db")
-        pipeline = Pipeline(settings, store, use_wall_clock=False)
+        pipeline, store = _bench_pipeline(tmp, streams)
         wall, cpu = time.perf_counter(), time.process_time()
         points = 0
         for body in bodies:
@@ -147,6 +154,34 @@ def measure_stream_memory(streams: int = 100_000, max_streams: int = 100_000, ch
     finally:
         tracemalloc.stop()
     return StreamMemory(len(converter), held, converter.state_bytes())
+
+
+def measure_pipeline_memory(streams: int = 120_000, routes: int = 20) -> StreamMemory:
+    """Memory the pipeline holds after one export of `streams` distinct cumulative
+    streams (real requests through Pipeline.feed_metrics: decode, cumulative state, at
+    most 100,000 streams; coverage, exemplars, windows, the detectors), `routes` routes
+    per service and the
+    streams spread over as many pods as it takes. The requests are built first, outside
+    the measurement."""
+    per_pod = routes * len(STATUSES)
+    bodies = histogram_requests(streams, 1, pods=-(-streams // per_pod), routes=routes)
+    with tempfile.TemporaryDirectory(prefix="otel-ai-bench-memory-") as tmp:
+        pipeline, store = _bench_pipeline(tmp, routes)
+        gc.collect()
+        tracemalloc.start()
+        try:
+            baseline = tracemalloc.get_traced_memory()[0]
+            for body in bodies:
+                pipeline.feed_metrics(body, "bench")
+            gc.collect()
+            held = tracemalloc.get_traced_memory()[0] - baseline
+        finally:
+            tracemalloc.stop()
+        converter = pipeline.metrics_stage.converter
+        result = StreamMemory(len(converter), held, converter.state_bytes())
+        pipeline.stop()
+        store.close()
+    return result
 
 
 def _synthetic_points(first: int, last: int) -> RedPoints:
