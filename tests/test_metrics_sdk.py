@@ -187,7 +187,7 @@ def test_an_export_refused_for_a_full_queue_loses_nothing_when_retried(tmp_path:
         assert pipeline.wait_idle(10)
         for total, seconds in ((250, 20), (300, 30)):  # the retry, then the next export
             pipeline.consume_metrics(export(total, seconds), "test")
-        assert pipeline.wait_idle(10)
+            assert pipeline.wait_idle(10)  # a queue of one: room for the next
         sid = pipeline.subjects.lookup(PAYMENTS)
         requests = pipeline.windows.values["requests"][sid]
         assert float(requests.sum(dtype=np.float64)) == 300.0
