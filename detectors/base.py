@@ -23,7 +23,7 @@ from typing import ClassVar, Protocol
 import numpy as np
 
 from otel_ai.config import EventRule
-from otel_ai.counters import ERRORS, REQUESTS, Counter
+from otel_ai.counters import ERRORS, REQUESTS, SQUARED_WEIGHTS, Counter
 from otel_ai.histogram import percentile, share_above
 from otel_ai.model import DEPENDENCY, Anomaly, Subject
 from otel_ai.timefmt import format_duration
@@ -101,6 +101,18 @@ def rate_surprise(view: WindowView, ids: np.ndarray, bad: np.ndarray, n: np.ndar
     is p0, as -ln p. The one statistical test of every share-based detector: a binomial
     tail today; a model of each subject's own burstiness can replace it here."""
     return neg_log_binomial_tail(bad, n, p0)
+
+
+def evidence_scale(view: WindowView, slots: int) -> np.ndarray:
+    """Per subject, how many independent observations one weighted request is worth:
+    Kish's effective sample size over the weighted count, sum(w) / sum(w^2). 1 for
+    unsampled spans and metric points; 1/100 for spans head-sampled at 1 %. Counts,
+    rates and minSamples use the weights; MIN_BAD and the significance tests use the
+    counts times this, so a few sampled spans that stand for many requests are weighed
+    as the few observations they are."""
+    n, squared = view.sum(REQUESTS.name, slots), view.sum(SQUARED_WEIGHTS.name, slots)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(squared > 0, np.minimum(n / squared, 1.0), 1.0)
 
 
 def window_plan(view: WindowView, rule: EventRule, short: bool = True) -> list[tuple[int, float]]:
@@ -240,13 +252,14 @@ class RateDetector:
         for slots, alpha in window_plan(view, self.rule, self.short_window):
             n, e = view.sum(REQUESTS.name, slots), view.sum(self.bad.name, slots)
             rate = e / np.maximum(n, 1)
-            candidate = mine & (n >= self.rule.min_samples) & (e >= MIN_BAD) & (rate >= thr)
+            scale = evidence_scale(view, slots)
+            candidate = mine & (n >= self.rule.min_samples) & (e * scale >= MIN_BAD) & (rate >= thr)
             if slots > CONFIRM_SLOTS:
                 candidate &= (recent_n > 0) & (recent_rate >= thr / 2)
             ids = np.flatnonzero(candidate)
             if ids.shape[0] == 0:
                 continue
-            score = rate_surprise(view, ids, e[ids], n[ids], p0[ids])
+            score = rate_surprise(view, ids, e[ids] * scale[ids], n[ids] * scale[ids], p0[ids])
             needed = alpha + np.where(warm[ids], 0.0, COLD_PENALTY)
             for sid, s in zip(ids[score >= needed], score[score >= needed]):
                 if sid not in found:  # the shortest window that fires reports
@@ -361,10 +374,11 @@ class LatencyDetector(RateDetector):
             value = percentile(hist, self.quantile)
             thr, base, warm = self.latency_thresholds(view, ids)
             slow = share_above(hist, thr) * n[ids]
+            scale = evidence_scale(view, slots)[ids]
             p0 = np.where(warm, np.maximum(view.baselines.latency_share_above(ids, thr), 0.01), 0.05)
-            score = rate_surprise(view, ids, slow, n[ids], p0)
+            score = rate_surprise(view, ids, slow * scale, n[ids] * scale, p0)
             needed = alpha + np.where(warm, 0.0, COLD_PENALTY)
-            fire = (value >= thr) & (slow >= MIN_BAD) & (score >= needed)
+            fire = (value >= thr) & (slow * scale >= MIN_BAD) & (score >= needed)
             if slots > CONFIRM_SLOTS and fire.any():
                 recent = percentile(view.hist(CONFIRM_SLOTS, ids), self.quantile)
                 fire &= ~np.isnan(recent) & (recent >= thr / 2)

@@ -1,4 +1,6 @@
-"""CAPACITY_WARNING: a route nears saturation, seen in its spans alone.
+"""CAPACITY_WARNING: a route nears saturation, seen in its requests (spans or metrics);
+or a pod or host nears its CPU or memory limit, seen in its resource metrics
+(resource_saturation.py, composed here).
 
 Under rising load (a request rate at least MIN_LOAD_RISE times the usual) the route's
 mean latency rises while its errors do not: requests queue. By Little's law the mean
@@ -10,8 +12,7 @@ PEAK_FRACTION of the highest level the route has sustained, and the requests slo
 than the usual p95 are significantly more than 5 %. It reports the time to saturation
 at the current trend: the capacity is rate / rho, and the rate's least-squares slope
 says when it is reached. A surge the route absorbs (latency flat) stays quiet, and so
-does a slow dependency (latency up without more load). Resource metrics (CPU, memory)
-come with a later issue.
+does a slow dependency (latency up without more load).
 """
 from __future__ import annotations
 
@@ -20,9 +21,10 @@ import numpy as np
 from otel_ai.config import EventRule
 from otel_ai.counters import BUSY_MS, ERRORS, REQUESTS
 from otel_ai.detectors.base import (
-    CONFIRM_SLOTS, HEALTHY_FRACTION, MEDIUM_SLOTS, MIN_BAD, ROUTE_KIND, TREND_SLOTS, confidence, rate_surprise,
-    rule_text, trend_of, where, window_plan,
+    CONFIRM_SLOTS, HEALTHY_FRACTION, MEDIUM_SLOTS, MIN_BAD, ROUTE_KIND, TREND_SLOTS, confidence, evidence_scale,
+    rate_surprise, rule_text, trend_of, where, window_plan,
 )
+from otel_ai.detectors.resource_saturation import INSTANCE_KIND, ResourceSaturation
 from otel_ai.histogram import share_above
 from otel_ai.model import Anomaly
 from otel_ai.timefmt import format_duration
@@ -45,10 +47,12 @@ class CapacityWarning:
     def __init__(self, rule: EventRule):
         self.rule = rule
         self.threshold = rule.threshold / 100.0
+        self.resources = ResourceSaturation(rule)
 
     def describe(self) -> str:
         return (f"utilization estimated from latency under load >= {self.rule.threshold:g}% on routes "
-                f"(load >= {MIN_LOAD_RISE:g}x usual, errors flat); {rule_text(self.rule)}")
+                f"(load >= {MIN_LOAD_RISE:g}x usual, errors flat), or {self.resources.describe()}; "
+                f"{rule_text(self.rule)}")
 
     def _utilization(self, view: WindowView, slots: int) -> dict[str, np.ndarray]:
         """Per subject over the last `slots` slots: requests, rate, mean latency, concurrency, rho."""
@@ -83,13 +87,14 @@ class CapacityWarning:
                 continue
             usual_p95 = view.baselines.latency_percentile(ids, 0.95)
             slow = share_above(view.hist(slots, ids), np.nan_to_num(usual_p95, nan=np.inf)) * now["n"][ids]
-            score = rate_surprise(view, ids, slow, now["n"][ids], np.full(ids.shape[0], SLOW_SHARE))
-            for j in np.flatnonzero((slow >= MIN_BAD) & (score >= alpha)):
+            scale = evidence_scale(view, slots)[ids]
+            score = rate_surprise(view, ids, slow * scale, now["n"][ids] * scale, np.full(ids.shape[0], SLOW_SHARE))
+            for j in np.flatnonzero((slow * scale >= MIN_BAD) & (score >= alpha)):
                 sid = int(ids[j])
                 if sid not in found:
                     found[sid] = self._anomaly(view, sid, slots, now, float(usual_p95[j]), int(round(slow[j])),
                                                float(score[j]))
-        return list(found.values())
+        return list(found.values()) + self.resources.detect(view)
 
     def _anomaly(self, view: WindowView, sid: int, slots: int, now: dict[str, np.ndarray], usual_p95: float,
                  slow: int, neg_log_p: float) -> Anomaly:
@@ -141,14 +146,17 @@ class CapacityWarning:
         return view.slot_ends(TREND_SLOTS), values
 
     def current(self, view: WindowView, sid: int, metric: str) -> float | None:
+        if view.kinds[sid] == INSTANCE_KIND:
+            return self.resources.current(view, sid, metric)
         now = self._utilization(view, MEDIUM_SLOTS)
         return round(100.0 * float(now["rho"][sid]), 1) if now["n"][sid] > 0 else None
 
     def healthy(self, view: WindowView, subject_ids: np.ndarray) -> dict[int, bool | None]:
+        instances = view.kinds[subject_ids] == INSTANCE_KIND
+        out = self.resources.healthy(view, subject_ids[instances])
         now = self._utilization(view, MEDIUM_SLOTS)
         loaded = self._loaded(view, now)
-        out: dict[int, bool | None] = {}
-        for sid in subject_ids:
+        for sid in subject_ids[~instances]:
             if sid >= view.size or now["n"][sid] < self.rule.min_samples:
                 out[int(sid)] = None
             else:
@@ -157,6 +165,8 @@ class CapacityWarning:
 
     @staticmethod
     def summary(anomaly: Anomaly) -> str:
+        if "resource" in anomaly.details:
+            return ResourceSaturation.summary(anomaly)
         d = anomaly.details
         load = d["request_rate_per_s"] / max(d["baseline_request_rate_per_s"], 1e-9)
         text = (f"Capacity warning on {where(anomaly.subject)}: about {anomaly.value:.0f}% utilized "

@@ -33,7 +33,7 @@ class RetryStorm(RateDetector):
     def __init__(self, rule: RetryStormRule):
         super().__init__(rule)
         # Remembers recent calls: one per pipeline. Retried calls label the captured ones.
-        self.bad = Counter("retries", select=Retries(), capture_alone=False)
+        self.bad = Counter("retries", select=Retries(), capture_alone=False, spans_only=True)
 
     def describe(self) -> str:
         return (f"calls per request to a dependency >= {self.rule.threshold:g}x its usual number, critical from "

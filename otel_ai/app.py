@@ -39,6 +39,7 @@ from otel_ai.receiver.http_server import OtlpHttpReceiver
 from otel_ai.selfmetrics import SelfMetrics
 from otel_ai.stages import Consumer
 from otel_ai.store import IncidentStore
+from otel_ai.telemetry_routes import TelemetryRoutes
 
 log = logging.getLogger(__name__)
 
@@ -160,9 +161,9 @@ class App:
         r = settings.receiver
         tls = dict(tls_cert_file=r.tls_cert_file, tls_key_file=r.tls_key_file, bearer_token=r.bearer_token)
         self.grpc = OtlpGrpcReceiver(self.pipeline, self.metrics, host=r.host, port=r.grpc_port,
-                                     max_request_bytes=r.max_request_bytes, **tls)
+                                     max_request_bytes=r.max_request_bytes, metrics_consumer=self.pipeline, **tls)
         self.http = OtlpHttpReceiver(self.pipeline, self.metrics, host=r.host, port=r.http_port,
-                                     max_request_bytes=r.max_request_bytes, **tls)
+                                     max_request_bytes=r.max_request_bytes, metrics_consumer=self.pipeline, **tls)
         self.admin = AdminServer(self.store, self.metrics, host=settings.admin.host, port=settings.admin.port,
                                  ready=self._ready, token=settings.admin.token)
         self.admin.add_route("POST", r"/api/incidents/(?P<id>[^/]+)/analyze", self._analyze, private=True)
@@ -170,6 +171,7 @@ class App:
         LifecycleRoutes(self.pipeline.incidents, self.silences, verifier, self.pipeline.persisted).register(self.admin)
         IncidentPage(self.store, self.pipeline.incidents, settings.admin.trace_url,
                      self.pipeline.persisted).register(self.admin)
+        TelemetryRoutes(self.pipeline).register(self.admin)
         self.ports: Ports | None = None
         self._started = False
 

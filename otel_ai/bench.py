@@ -56,6 +56,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "instead of OTLP/gRPC")
     parser.add_argument("--json", action="store_true", help="print the results as one JSON object")
     parser.add_argument("--config", metavar="PATH", default=None, help="otel-ai config file for the server")
+    parser.add_argument("--metrics", action="store_true",
+                        help="measure the metrics path instead: request-duration histograms (cumulative, as SDKs "
+                             "send them) through the pipeline in this process; data points/s and CPU per point")
+    parser.add_argument("--streams", type=int, default=20_000,
+                        help="--metrics: distinct histogram streams (route x status x pod; default 20000)")
+    parser.add_argument("--rounds", type=int, default=6, help="--metrics: exports of every stream, 10 s apart "
+                                                              "(default 6)")
+    parser.add_argument("--exponential", action="store_true", help="--metrics: exponential instead of "
+                                                                   "explicit-bucket histograms")
 
 
 # --------------------------------------------------------------------------- batches
@@ -345,9 +354,35 @@ def _baseline(args, settings, batch_file: Path, n_batches: int, say) -> float:
     return phase.cpu_s / counter.spans * 1e6
 
 
+def run_metrics(args) -> int:
+    """`otel-ai bench --metrics`: points/s and CPU µs per data point of the metrics path."""
+    from otel_ai.metrics.bench import measure_metrics
+
+    if args.streams <= 0 or args.rounds <= 0:
+        print("bench: --streams and --rounds must be positive", file=sys.stderr)
+        return 2
+    print(f"bench: {args.rounds} exports of {args.streams} cumulative "
+          f"{'exponential' if args.exponential else 'explicit-bucket'} histogram streams", file=sys.stderr, flush=True)
+    result = measure_metrics(args.streams, args.rounds, args.exponential)
+    report = {"data_points": result.data_points, "streams": result.streams, "wall_s": round(result.wall_s, 3),
+              "data_points_per_s": round(result.data_points_per_s), "cpu_us_per_data_point":
+              round(result.cpu_us_per_data_point, 2), "histograms": "exponential" if args.exponential else "explicit"}
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"metrics path: {result.data_points} data points in {result.wall_s:.2f} s: "
+              f"{result.data_points_per_s:,.0f} data points/s, {result.cpu_us_per_data_point:.1f} µs CPU per data "
+              f"point ({result.streams} streams with delta state; parse, decode, re-bin, cumulative -> delta, "
+              "windows and detectors, one process)")
+    return 0
+
+
 def run(args) -> int:
     from otel_ai.app import App, Credentials
     from otel_ai.config import ConfigError, load_settings
+
+    if args.metrics:
+        return run_metrics(args)
 
     if args.spans <= 0 or args.batch_spans <= 0 or args.clients <= 0 or args.in_flight <= 0 or args.routes < 0:
         print("bench: --spans, --batch-spans, --clients and --in-flight must be positive, --routes not negative",

@@ -50,6 +50,10 @@ def run_check(args) -> int:
     line(*_pipeline_self_test(settings))
     line(*_decoder_check())
 
+    print("\nTelemetry a running otel-ai receives", file=out)
+    for mark, text in _telemetry_checks(args):
+        line(mark, text)
+
     print("\nStorage and ports", file=out)
     data_dir = Path(args.data_dir)
     try:
@@ -211,6 +215,51 @@ def _cost_estimates(settings) -> list[tuple[str, str]]:
         mark = OK if prompt.typical_usd <= 0.02 else WARN
         results.append((mark, f"typical {event_type} analysis on {prompt.model}: about ${prompt.typical_usd:.4f} "
                               f"(at most ${prompt.worst_case_usd:.4f}, reserved from the budget before the call)"))
+    return results
+
+
+def _telemetry_checks(args) -> list[tuple[str, str]]:
+    """Asks a running server (--admin-url, or the one recorded in the data dir) what it
+    makes of its traffic: tail-sampled traces, routes counted from metrics, instances
+    nearing a CPU or memory limit."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    from otel_ai import server_record
+
+    url = args.admin_url or server_record.running_admin_url(args.data_dir)
+    if url is None:
+        return [(OK, f"no running otel-ai recorded in {args.data_dir} (or --admin-url): start `otel-ai serve`, then "
+                     "check again to see tail sampling, metrics and saturation in the traffic it gets")]
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/api/telemetry", timeout=5) as response:
+            report = json.loads(response.read())
+    except (OSError, ValueError) as exc:  # URLError and HTTPError are OSErrors
+        return [(WARN, f"could not ask the running otel-ai at {url}: {exc}")]
+    if not report.get("metrics"):
+        return [(OK, f"otel-ai at {url} has not judged a minute of traffic yet")]
+    results = []
+    for found in report["tail_sampling"]:
+        metric_share = found["metric_error_share"]
+        compared = "" if metric_share is None else f" while {metric_share:.1%} of its requests do (metrics)"
+        results.append((WARN, f"traces of {found['label']} ({found['service']}) look tail-sampled: "
+                              f"{found['why']}; {found['span_error_share']:.1%} of its spans fail{compared}. Error "
+                              "rates from these traces come out too high: give otel-ai a traces pipeline that "
+                              "branches before the tail_sampling processor (docs/metrics.md)"))
+    if not report["tail_sampling"]:
+        results.append((OK, "no sign of tail-sampled traces"))
+    metrics = report["metrics"]
+    counted = metrics["subjects_counted_from_metrics"]
+    results.append((OK, f"{counted} routes and dependencies counted from request-duration metrics "
+                        f"({metrics['streams']} cumulative streams); their spans give suspects and exemplars"
+                        if counted else "no request-duration metrics: counts come from spans"))
+    for found in report["saturation"]:
+        eta = found["seconds_to_saturation"]
+        if eta is not None:
+            results.append((WARN, f"{found['service']} {found['instance']}: {found['resource']} at "
+                                  f"{found['utilization']:.0%} of its limit ({found['source']}), saturating in "
+                                  f"about {eta / 60:.0f} min at this trend"))
     return results
 
 

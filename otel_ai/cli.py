@@ -62,7 +62,7 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
 
 def _print_ports(app, out=sys.stderr) -> None:
     p = app.ports
-    print(f"otel-ai listening: OTLP/gRPC :{p.grpc}  OTLP/HTTP :{p.http}/v1/traces  admin :{p.admin} "
+    print(f"otel-ai listening: OTLP/gRPC :{p.grpc}  OTLP/HTTP :{p.http}/v1/traces,/v1/metrics  admin :{p.admin} "
           f"(/healthz /readyz /metrics /api/incidents)", file=out, flush=True)
 
 

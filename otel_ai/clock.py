@@ -22,6 +22,8 @@ class EventClock:
         self.idle_grace_ns = idle_grace_ns
         self.max_end_ns = 0
         self._last_observed_wall_ns = 0
+        # Added while metrics arrive: their points close an export interval late (otel_ai.metrics.stage).
+        self.metric_lateness_ns = 0
 
     def bounds(self, wall_ns: int) -> TimeBounds | None:
         """Plausible span end times right now; outside them a span is refused."""
@@ -52,7 +54,7 @@ class EventClock:
             idle_ns = wall_ns - self._last_observed_wall_ns - self.idle_grace_ns
             if idle_ns > 0:
                 event_ns += idle_ns
-        return event_ns - self.lateness_ns
+        return event_ns - self.lateness_ns - self.metric_lateness_ns
 
     def flush_watermark(self) -> int:
         """End of input (replay, shutdown): everything seen so far is complete."""

@@ -1,7 +1,7 @@
 """What windows count: named, weighted counters computed per batch with numpy.
 
 A detector names the counters it needs; the windows keep only the counters some
-enabled detector needs. Each counter adds, per slot and subject, the sum of
+enabled detector needs (and always REQUESTS and SQUARED_WEIGHTS). Each counter adds, per slot and subject, the sum of
 `batch.weight` over the rows it selects (or weight x amount, e.g. milliseconds of busy
 time), so sampled traffic counts as the traffic it stands for. A detector that needs
 something new defines its own Counter next to it; it only reads SpanBatch columns.
@@ -33,6 +33,9 @@ class Counter:
     # sample) without capturing more for it alone, where its rows are common and cheap
     # to miss (a second call to a cache; the failing retries are captured as errors).
     capture_alone: bool = True
+    # Only spans can tell (it reads the call tree: parent span ids). Where metrics give a
+    # subject's counts (otel_ai.metrics.coverage), spans keep counting this counter alone.
+    spans_only: bool = False
 
     def rows(self, batch: SpanBatch) -> np.ndarray:
         """The rows this counter selects, computed once per batch (decode's captures and
@@ -97,6 +100,11 @@ class Retries:
 
 
 REQUESTS = Counter("requests")
+# Sum of squared adjusted counts. With REQUESTS it gives the effective sample size (Kish:
+# (sum w)^2 / sum w^2), so that the significance tests weigh a few sampled spans standing
+# for many requests as the few observations they are. Every window keeps it.
+SQUARED_WEIGHTS = Counter("squared_weights",
+                          amount=lambda b: np.ones_like(b.weight) if b.aggregated else b.weight)
 ERRORS = Counter("errors", select=lambda b: b.error)
 THROTTLED = Counter("throttled", select=throttled)
 AUTH_FAILURES = Counter("auth_failures", select=auth_failed)

@@ -13,6 +13,7 @@ from otel_ai.timefmt import rfc3339
 
 ROUTE = "route"
 DEPENDENCY = "dependency"
+INSTANCE = "instance"  # a pod, process or host, from its resource metrics (CPU, memory)
 SYSTEM = "system"  # otel-ai's own alerts, e.g. COST_ALERT for the AI budget
 
 SEVERITIES = ("info", "warning", "critical")
@@ -36,16 +37,19 @@ EVENT_TYPES = (
 
 @dataclass(frozen=True, slots=True)
 class Subject:
-    """What a window tracks: a route (SERVER spans) or a dependency (CLIENT spans)."""
+    """What a window tracks: a route (SERVER spans), a dependency (CLIENT spans), or an
+    instance (a pod, process or host of a service, from resource metrics)."""
 
-    kind: str  # ROUTE, DEPENDENCY or SYSTEM
-    service: str  # service.name for routes; the dependency's name for dependencies
-    method: str  # HTTP method / rpc method; "" for dependencies
-    route: str  # http.route / rpc service / span name; the dependency key for dependencies
+    kind: str  # ROUTE, DEPENDENCY, INSTANCE or SYSTEM
+    service: str  # service.name for routes and instances; the dependency's name for dependencies
+    method: str  # HTTP method / rpc method; "" for dependencies and instances
+    route: str  # http.route / rpc service / span name; the dependency key; the pod or host name
 
     def label(self) -> str:
         if self.kind == DEPENDENCY:
             return f"dependency {self.service}"
+        if self.kind == INSTANCE:
+            return f"{self.service} instance {self.route}"
         if self.kind == SYSTEM:
             return f"{self.service} {self.route}".strip()
         return f"{self.method} {self.route}".strip()

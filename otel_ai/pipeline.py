@@ -1,11 +1,18 @@
 """The pipeline behind the receivers: decode -> windows -> detectors -> incidents -> downstream.
 
-Receiver threads call consume(): decode the request into a columnar batch (under one
-lock: the subject table is shared), and put the batch on a bounded queue; a full queue answers Saturated so the Collector retries. One worker thread
+Receiver threads call consume() (traces) and consume_metrics() (metrics): decode the
+request into a columnar batch or RED deltas (under one lock: the subject table is
+shared), and put it on one bounded queue; a full queue answers Saturated so the
+Collector retries. One worker thread
 owns everything after that: it adds batches to the windows, closes slots as the
 watermark passes, runs the detectors on each closed slot, drives incidents, and
 applies the events later stages post back (an analysis is done, the budget ran out).
-`feed()` does the same synchronously, for replay and tests.
+`feed()` and `feed_metrics()` do the same synchronously, for replay and tests.
+
+Metrics give the counts, spans give the suspects: where request-duration metrics cover
+a route or dependency (otel_ai.metrics.coverage), its spans are no longer counted in its
+windows, but still captured for suspects and exemplars and seen by the tail-sampling
+check (otel_ai.tail_sampling).
 
 Each incident change goes downstream (otel_ai/stages.py) to the store and every other
 consumer: sinks, the analysis stage, the notification policy, each on its own bounded
@@ -30,19 +37,22 @@ from otel_ai.detectors.base import Detector
 from otel_ai.events import IncidentEvent
 from otel_ai.exporters.store import StoreExporter
 from otel_ai.incidents import IncidentManager
-from otel_ai.model import DEPENDENCY, ROUTE
-from otel_ai.receiver.consumer import JSON, PROTOBUF, ExportResult, InvalidRequest, Saturated
+from otel_ai.metrics.stage import MetricsStage, MetricWork
+from otel_ai.receiver.consumer import JSON, PROTOBUF, ExportResult, InvalidRequest, MetricsExportResult, Saturated
 from otel_ai.selfmetrics import SelfMetrics
 from otel_ai.stages import Consumer, Downstream
 from otel_ai.store import IncidentStore
-from otel_ai.subjects import SubjectTable
-from otel_ai.suspects import CaptureStore
+from otel_ai.subjects import KIND_CODES, SubjectTable
+from otel_ai.suspects import Attribution, CaptureStore
+from otel_ai.tail_sampling import TailSamplingMonitor
 from otel_ai.timefmt import NS_PER_S
 from otel_ai.windows import WindowStore, WindowView
 
 log = logging.getLogger(__name__)
 
 MAX_EVENTS = 10_000
+JUDGE_SAMPLING_SLOTS = 6  # the tail-sampling verdict is recomputed this often (slots)
+TOP_SATURATION = 10  # instances in the telemetry report, most urgent first
 
 
 class Pipeline:
@@ -68,6 +78,10 @@ class Pipeline:
                                 int(w.max_span_age * NS_PER_S), use_wall_clock and w.wall_clock_advance)
         self.use_wall_clock = use_wall_clock
         self.captures = CaptureStore()
+        self.metrics_stage = MetricsStage(self.subjects)
+        self.tail_sampling = TailSamplingMonitor(w.slot)
+        self._tail_sampled: set[int] = set()
+        self.telemetry: dict = {}  # the latest _telemetry_report
         self.downstream = Downstream.of([StoreExporter(store), *consumers], self.metrics)
         self.incidents = IncidentManager(settings, store, self.downstream.publish, self.metrics)
         self._events: deque[IncidentEvent] = deque()
@@ -75,10 +89,11 @@ class Pipeline:
         latency_rule = settings.events.get("LATENCY_ANOMALY")
         self._cold_slow_ms = latency_rule.threshold if latency_rule else 1000.0
         self._decode_lock = threading.Lock()
-        self._queue: deque[SpanBatch] = deque()
+        self._queue: deque[SpanBatch | MetricWork] = deque()
         self._queued_spans = 0
         self._cv = threading.Condition()
         self._worker: threading.Thread | None = None
+        self._processing = False  # the worker is on a batch it took off the queue
         self._stopping = False
         self.batches_processed = 0
         self.ticks = 0
@@ -96,17 +111,50 @@ class Pipeline:
 
     def consume(self, body: bytes, transport: str, encoding: str = PROTOBUF) -> ExportResult:
         batch = self.decode(body, encoding)
-        receiver = self.settings.receiver
-        with self._cv:
-            if self._stopping or len(self._queue) >= receiver.queue_batches or self._queued_spans + len(batch) > receiver.queue_spans:
-                self.metrics.spans_rejected.labels(reason="saturated").inc(batch.spans_total)
-                raise Saturated(retry_after_s=2.0)
-            self._queue.append(batch)
-            self._queued_spans += len(batch)
-            self.metrics.queue_depth.set(len(self._queue))
-            self._cv.notify()
+        if not self._enqueue(batch):
+            self.metrics.spans_rejected.labels(reason="saturated").inc(batch.spans_total)
+            raise Saturated(retry_after_s=2.0)
         self._count_received(batch, transport)
         return ExportResult(batch.rejected, batch.reject_message, batch.spans_total)
+
+    def _enqueue(self, item: SpanBatch | MetricWork) -> bool:
+        """False when the queue is full (or the pipeline stopping): the sender retries."""
+        receiver = self.settings.receiver
+        with self._cv:
+            if self._stopping or len(self._queue) >= receiver.queue_batches or self._queued_spans + len(item) > receiver.queue_spans:
+                return False
+            self._queue.append(item)
+            self._queued_spans += len(item)
+            self.metrics.queue_depth.set(len(self._queue))
+            self._cv.notify_all()  # the worker, not only someone in wait_idle
+        return True
+
+    # ---- metrics (any thread)
+    def decode_metrics(self, body: bytes, encoding: str = PROTOBUF) -> tuple:
+        """(the decoded request, the work for the worker); InvalidRequest if it does not parse."""
+        with self._decode_lock:
+            return self.metrics_stage.decode(body, encoding, self.clock.bounds(self.wall_clock_ns()))
+
+    def consume_metrics(self, body: bytes, transport: str, encoding: str = PROTOBUF) -> MetricsExportResult:
+        decoded, work = self.decode_metrics(body, encoding)
+        if len(work) and not self._enqueue(work):
+            self.metrics.data_points_rejected.labels(reason="saturated").inc(decoded.data_points)
+            raise Saturated(retry_after_s=2.0)
+        self._count_metrics_received(decoded, transport)
+        return MetricsExportResult(decoded.rejected, decoded.reject_message, decoded.data_points)
+
+    def feed_metrics(self, body: bytes, transport: str = "replay", encoding: str = PROTOBUF) -> MetricsExportResult:
+        """Synchronous consume_metrics + process (replay, tests)."""
+        decoded, work = self.decode_metrics(body, encoding)
+        self._count_metrics_received(decoded, transport)
+        self.process(work)
+        self.apply_events()
+        return MetricsExportResult(decoded.rejected, decoded.reject_message, decoded.data_points)
+
+    def _count_metrics_received(self, decoded, transport: str) -> None:
+        self.metrics.data_points_received.labels(transport=transport).inc(decoded.data_points - decoded.rejected)
+        if decoded.rejected:
+            self.metrics.data_points_rejected.labels(reason="invalid_data_point").inc(decoded.rejected)
 
     def _count_received(self, batch: SpanBatch, transport: str) -> None:
         self.metrics.spans_received.labels(transport=transport).inc(batch.spans_total - batch.rejected)
@@ -153,16 +201,50 @@ class Pipeline:
             applied += 1
 
     # ---- processing side (the worker thread only) ----
-    def process(self, batch: SpanBatch) -> None:
-        added = self.windows.add(batch)
+    def process(self, batch: SpanBatch | MetricWork) -> None:
+        if isinstance(batch, MetricWork):
+            self._process_metrics(batch)
+            return
+        added = self.windows.add(batch, counted_by_metrics=self.metrics_stage.coverage.covered_rows(batch))
         if added.late:
             self.metrics.spans_dropped.labels(reason="late").inc(added.late)
         if added.too_early:
             self.metrics.spans_dropped.labels(reason="ahead_of_clock").inc(added.too_early)
+        self.tail_sampling.add_spans(batch)
+        self.metrics_stage.note_span_routes(batch, self.decoder.resources)
         self.clock.observe(batch.max_end_ns, batch.median_end_ns, self.wall_clock_ns())
         self.captures.add(batch.captures)
         self.batches_processed += 1
         self.advance()
+
+    def _process_metrics(self, work: MetricWork) -> None:
+        """RED deltas into the windows (spread over their slots), utilization into the
+        saturation series; the watermark then waits an export interval for metrics."""
+        added, delta = self.metrics_stage.apply(work, self.windows)
+        self.metrics.metric_streams.set(len(self.metrics_stage.converter))
+        if added.late:
+            self.metrics.data_points_dropped.labels(reason="late").inc(added.late)
+        if added.too_early:
+            self.metrics.data_points_dropped.labels(reason="ahead_of_clock").inc(added.too_early)
+        self.tail_sampling.add_metrics(delta)
+        ends = delta.end_ns if len(delta) else np.array([s.time_ns for s in work.utilization], np.int64)
+        if ends.shape[0]:
+            self.clock.observe(int(ends.max()), int(np.median(ends)), self.wall_clock_ns())
+        self.clock.metric_lateness_ns = self.metrics_stage.lateness_ns(self.clock.max_end_ns)
+        self.captures.ahead_ns = self.clock.metric_lateness_ns  # what the watermark waits for metrics
+        self.batches_processed += 1
+        self.advance()
+
+    def _attribute(self, anomaly) -> Attribution:
+        """Suspects from captured spans; the metrics' exemplars where spans gave too few."""
+        found = self.captures.attribute(anomaly)
+        wanted = 5 - len(found.exemplar_trace_ids)
+        if wanted > 0:
+            for exemplar in self.metrics_stage.exemplars.for_anomaly(anomaly, wanted):
+                if exemplar.trace_id not in found.exemplar_trace_ids:
+                    found.exemplar_trace_ids.append(exemplar.trace_id)
+                    found.exemplar_span_ids.append(exemplar.span_id)
+        return found
 
     def advance(self, watermark_ns: int | None = None) -> None:
         """Close every slot the watermark has passed, running the detectors on each."""
@@ -185,14 +267,52 @@ class Pipeline:
         size = len(self.subjects)
         self.windows.ensure(size)
         kinds = self.subjects.kinds()[:size]
-        view = WindowView(self.windows, closed_slot, size, self.baselines, self.subjects.subjects, kinds)
+        view = WindowView(self.windows, closed_slot, size, self.baselines, self.subjects.subjects, kinds,
+                          self.metrics_stage.saturation)
         for detector in self.detectors:
             for anomaly in detector.detect(view):
-                self.incidents.on_anomaly(anomaly, self.captures.attribute)
+                self.incidents.on_anomaly(anomaly, self._attribute)
         self._check_health(view)
         self._learn(view, closed_slot, size)
-        self.metrics.subjects.labels(kind=ROUTE).set(size - int(kinds.sum()))
-        self.metrics.subjects.labels(kind=DEPENDENCY).set(int(kinds.sum()))
+        self._watch_sampling(view)
+        tracked = np.bincount(kinds, minlength=len(KIND_CODES))
+        for kind, code in KIND_CODES.items():
+            self.metrics.subjects.labels(kind=kind).set(int(tracked[code]))
+
+    def _watch_sampling(self, view: WindowView) -> None:
+        """Every minute of event time: which subjects' traces look tail-sampled (check,
+        /metrics and the log say so), and how many subjects metrics count."""
+        self.tail_sampling.age()
+        if self.ticks % JUDGE_SAMPLING_SLOTS:
+            return
+        found = self.tail_sampling.judge()
+        self.metrics.tail_sampling_suspected.set(len(found))
+        for suspected in found:
+            if suspected.subject_id not in self._tail_sampled:
+                log.warning("%s: traces look tail-sampled (%s; span error share %.1f%%); rates come out too high "
+                            "unless otel-ai gets its traces before the tail_sampling processor (docs/metrics.md)",
+                            self.subjects.subjects[suspected.subject_id].label(), suspected.why,
+                            100 * suspected.span_error_share)
+        self._tail_sampled = {s.subject_id for s in found}
+        coverage = self.metrics_stage.coverage
+        counted = int((coverage.until_ns + coverage.lapse_ns >= view.end_ns).sum())
+        self.metrics.metric_subjects.set(counted)
+        self.telemetry = self._telemetry_report(found, counted)
+
+    def _telemetry_report(self, tail_sampled: list, counted: int) -> dict:
+        """What GET /api/telemetry (and so `otel-ai check`) shows; built here, on the worker,
+        and replaced whole, so the admin thread never reads the stores themselves."""
+        stage = self.metrics_stage
+        return {
+            "metrics": {"streams": len(stage.converter), "subjects_counted_from_metrics": counted},
+            "tail_sampling": [{**_described(self.subjects.subjects[s.subject_id]), "span_error_share":
+                               s.span_error_share, "metric_error_share": s.metric_error_share, "why": s.why}
+                              for s in tail_sampled],
+            "saturation": [{"service": f.series.service, "instance": f.series.instance, "resource": f.series.resource,
+                            "source": f.series.source, "utilization": round(f.ratio, 4),
+                            "seconds_to_saturation": f.seconds_to_saturation}
+                           for f in stage.saturation.forecasts()[:TOP_SATURATION]],
+        }
 
     def _check_health(self, view: WindowView) -> None:
         """Ask each watched incident's detector whether its subject looks healthy, and what
@@ -252,6 +372,7 @@ class Pipeline:
                 if batch is not None:
                     self._queued_spans -= len(batch)
                     self.metrics.queue_depth.set(len(self._queue))
+                    self._processing = True
             try:
                 if batch is None:
                     self.advance()  # quiet: the wall clock moves the watermark
@@ -259,6 +380,10 @@ class Pipeline:
                     self.process(batch)
             except Exception:
                 log.exception("pipeline worker failed on a batch; continuing")
+            finally:
+                with self._cv:
+                    self._processing = False
+                    self._cv.notify_all()
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Drain what was accepted, then stop the worker, then every stage downstream."""
@@ -295,7 +420,17 @@ class Pipeline:
     def queue_depth(self) -> int:
         return len(self._queue)
 
+    def wait_idle(self, timeout_s: float = 30.0) -> bool:
+        """Until everything queued so far went through the worker; True if it did in time."""
+        with self._cv:  # the worker notifies after each item
+            return self._cv.wait_for(lambda: not self._queue and not self._processing, timeout_s)
+
     def flush(self, timeout_s: float = 30.0) -> bool:
         """End of input: close every slot seen so far, then let every stage catch up (replay)."""
         self.advance(self.clock.flush_watermark())
         return self.drain(timeout_s)
+
+
+def _described(subject) -> dict:
+    return {"kind": subject.kind, "service": subject.service, "method": subject.method, "route": subject.route,
+            "label": subject.label()}

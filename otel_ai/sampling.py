@@ -45,17 +45,25 @@ def tracestate_adjusted_count(trace_state: str) -> float | None:
     return None
 
 
+# Span attributes that say how a span was sampled; a tail sampler that sets one only on
+# the spans it kept for their errors gives itself away (likely_tail_sampling).
+SAMPLING_PRIORITY = "sampling.priority"  # OpenTracing
+SAMPLE_RATE = "SampleRate"  # Honeycomb
+TAIL_SAMPLING_POLICY = "tailsampling.policy"  # the Collector's tail_sampling processor (recordpolicy gate)
+SAMPLING_ATTRIBUTES = (SAMPLING_PRIORITY, SAMPLE_RATE, TAIL_SAMPLING_POLICY)
+
+
 def adjusted_count(trace_state: str = "", sample_rate: float | None = None,
                    sampling_priority: int | None = None) -> float:
     """How many spans this one stands for: the tracestate's threshold if valid, else
-    1 for `sampling.priority` > 0, else `SampleRate` when it is >= 1, else 1."""
+    1 for `sampling.priority` > 0, else `SampleRate` when it is in [1, 2^56], else 1."""
     if trace_state:
         found = tracestate_adjusted_count(trace_state)
         if found is not None:
             return found
     if sampling_priority is not None and sampling_priority > 0:
         return 1.0
-    if sample_rate is not None and sample_rate >= 1 and np.isfinite(sample_rate):
+    if sample_rate is not None and 1 <= sample_rate <= _MAX_THRESHOLD:  # beyond th's own range: not a rate
         return float(sample_rate)
     return 1.0
 

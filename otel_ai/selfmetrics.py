@@ -29,6 +29,15 @@ class SelfMetrics:
         self.data_points_rejected = Counter(
             "otel_ai_data_points_rejected", "Metric data points refused (partial_success or whole request)",
             ["reason"], registry=r)
+        self.data_points_dropped = Counter(
+            "otel_ai_data_points_dropped", "Accepted RED data points (slot shares) not counted in windows",
+            ["reason"], registry=r)
+        self.metric_subjects = Gauge(
+            "otel_ai_metric_subjects", "Routes and dependencies whose counts come from metrics (spans give suspects)",
+            registry=r)
+        self.tail_sampling_suspected = Gauge(
+            "otel_ai_tail_sampling_suspected", "Routes and dependencies whose traces look tail-sampled (see check)",
+            registry=r)
         self.metric_streams = Gauge(
             "otel_ai_metric_streams", "Cumulative metric streams with delta state", registry=r)
         self.queue_depth = Gauge(

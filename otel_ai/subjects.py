@@ -1,4 +1,4 @@
-"""Interning of routes and dependencies into dense integer ids, with caps.
+"""Interning of routes, dependencies and instances into dense integer ids, with caps.
 
 Window state is indexed by these ids, so the table is what bounds memory: at most
 ``max_routes_per_service`` routes per service (the rest share one overflow route) and
@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from otel_ai.model import DEPENDENCY, ROUTE, Subject
+from otel_ai.model import DEPENDENCY, INSTANCE, ROUTE, Subject
 
 OVERFLOW_ROUTE = "(other routes)"
 OVERFLOW_SERVICE = "(other services)"
+# Subject kinds as the detectors' numpy filter sees them (WindowView.kinds).
+KIND_CODES = {ROUTE: 0, DEPENDENCY: 1, INSTANCE: 2}
 
 
 class SubjectTable:
@@ -19,7 +21,7 @@ class SubjectTable:
         self.max_routes_per_service = max_routes_per_service
         self.max_subjects = max_subjects
         self.subjects: list[Subject] = []
-        self._is_dependency: list[bool] = []
+        self._kind_codes: list[int] = []
         self._kinds_cache = np.zeros(0, dtype=np.int8)
         self._ids: dict[tuple, int] = {}
         self._routes_per_service: dict[str, int] = {}
@@ -35,7 +37,7 @@ class SubjectTable:
     def _add(self, subject: Subject, key: tuple) -> int:
         sid = len(self.subjects)
         self.subjects.append(subject)
-        self._is_dependency.append(subject.kind == DEPENDENCY)
+        self._kind_codes.append(KIND_CODES[subject.kind])
         self._ids[key] = sid
         return sid
 
@@ -67,6 +69,14 @@ class SubjectTable:
             sid = self._add_capped(Subject(DEPENDENCY, name, "", name), key)
         return sid
 
+    def instance(self, service: str, name: str) -> int:
+        """A pod, process or host of a service (resource metrics' saturation series)."""
+        key = ("\x00instance", service, name)
+        sid = self._ids.get(key)
+        if sid is None:
+            sid = self._add_capped(Subject(INSTANCE, service, "", name), key)
+        return sid
+
     def _add_capped(self, subject: Subject, key: tuple) -> int:
         if len(self.subjects) >= self.max_subjects:
             self.overflowed += 1
@@ -87,10 +97,13 @@ class SubjectTable:
         """Id of a subject restored from the store, if it has window state."""
         if subject.kind == DEPENDENCY:
             return self._ids.get(("\x00dep", subject.service))
+        if subject.kind == INSTANCE:
+            return self._ids.get(("\x00instance", subject.service, subject.route))
         return self._ids.get((subject.service, subject.method, subject.route))
 
     def kinds(self) -> np.ndarray:
-        """Per subject id: 0 route, 1 dependency (the detectors' subject filter)."""
-        if self._kinds_cache.shape[0] != len(self._is_dependency):
-            self._kinds_cache = np.array(self._is_dependency, dtype=np.int8)
+        """Per subject id: 0 route, 1 dependency, 2 instance (KIND_CODES: the detectors'
+        subject filter)."""
+        if self._kinds_cache.shape[0] != len(self._kind_codes):
+            self._kinds_cache = np.array(self._kind_codes, dtype=np.int8)
         return self._kinds_cache

@@ -79,6 +79,10 @@ class CaptureStore:
     def __init__(self, max_subjects: int = MAX_SUBJECTS):
         self.max_subjects = max_subjects
         self._subjects: OrderedDict[int, SubjectCaptures] = OrderedDict()
+        # How much longer than usual the watermark waits (for metric points): captures run
+        # that much further ahead of the slot being judged, and a failing subject's bad
+        # ring may hold nothing older, so requests that recent count for the anomaly too.
+        self.ahead_ns = 0
 
     def __len__(self) -> int:
         return len(self._subjects)
@@ -121,7 +125,7 @@ class CaptureStore:
         entry = self._subjects.get(anomaly.subject_id)
         if entry is None:
             return Attribution([], [], [], [], 0, 0)
-        since, until = anomaly.event_time_ns - LOOKBACK_NS, anomaly.event_time_ns
+        since, until = anomaly.event_time_ns - LOOKBACK_NS, anomaly.event_time_ns + self.ahead_ns
         sampled = _between(entry.sampled, since, until)
         if anomaly.bad_rule == "slow":
             limit = anomaly.slow_threshold_ms
@@ -202,12 +206,23 @@ def _unique(captures: list[Capture]) -> list[Capture]:
     return out
 
 
+def _weighted_counts(captures: list[Capture]) -> Counter:
+    """Per (key, value) pair, the requests that carry it: each capture counts for the
+    requests it stands for (its sampling weight), so a pod sampled at 10 % and another at
+    1 % are compared as the traffic they served, not as the spans that were kept."""
+    counts: Counter = Counter()
+    for c in captures:
+        for pair in set(c.pairs):
+            counts[pair] += c.weight
+    return counts
+
+
 def rank_suspects(bad: list[Capture], good: list[Capture], ask_first: tuple[str, ...] = ()) -> list[dict]:
     if not bad:
         return []
-    bad_counts = Counter(pair for c in bad for pair in set(c.pairs))
-    good_counts = Counter(pair for c in good for pair in set(c.pairs))
-    n_bad, n_good = len(bad), max(len(good), 1)
+    bad_counts = _weighted_counts(bad)
+    good_counts = _weighted_counts(good)
+    n_bad, n_good = sum(c.weight for c in bad), max(sum(c.weight for c in good), 1e-9)
     ranked = []
     for pair, count in bad_counts.items():
         bad_share = count / n_bad
@@ -224,8 +239,12 @@ def rank_suspects(bad: list[Capture], good: list[Capture], ask_first: tuple[str,
 
 
 def _tally(bad: list[Capture], key: str) -> dict:
-    values = Counter(value for c in bad for k, value in c.pairs if k == key)
-    total = max(len(bad), 1)
+    values: Counter = Counter()
+    for c in bad:
+        for k, value in c.pairs:
+            if k == key:
+                values[value] += c.weight
+    total = max(sum(c.weight for c in bad), 1e-9)
     return {"key": key, "bad_requests": len(bad), "distinct": len(values),
             "top": [{"value": v, "share": round(n / total, 3)} for v, n in values.most_common(3)]}
 

@@ -15,7 +15,7 @@ from typing import Iterable
 
 import numpy as np
 
-from otel_ai.counters import REQUESTS, Counter
+from otel_ai.counters import REQUESTS, SQUARED_WEIGHTS, Counter
 from otel_ai.decode import SpanBatch
 from otel_ai.histogram import BINS, bin_index
 
@@ -40,7 +40,7 @@ class WindowStore:
         self.first_open_slot: int | None = None
         self.first_slot: int | None = None  # the oldest slot with history (start, or after a gap)
         self._capacity = 0
-        by_name = {REQUESTS.name: REQUESTS}
+        by_name = {REQUESTS.name: REQUESTS, SQUARED_WEIGHTS.name: SQUARED_WEIGHTS}
         for counter in counters:
             by_name.setdefault(counter.name, counter)
         self.counters = tuple(by_name.values())
@@ -83,8 +83,13 @@ class WindowStore:
         self.ensure(int(sid.max()) + 1)
         return np.unique(sid * self.ring + slot % self.ring, return_inverse=True)
 
-    def add(self, batch: SpanBatch) -> AddResult:
-        """Count a batch of spans: every counter, and the latency histogram."""
+    def add(self, batch: SpanBatch, counted_by_metrics: np.ndarray | None = None,
+            hist: np.ndarray | None = None) -> AddResult:
+        """Count a batch of rows: every counter, and the latency histogram.
+
+        counted_by_metrics: rows (spans) whose subject's counts come from metrics; only
+        spans_only counters count them. hist: per row, the (BINS,) latency counts to add
+        instead of binning duration_ms (rows that stand for a metric point's histogram)."""
         n = len(batch)
         if n == 0:
             return AddResult(0, 0, 0)
@@ -98,12 +103,22 @@ class WindowStore:
         else:
             keep = lambda column: column  # noqa: E731 - all of them (the usual case): no copies
         cells, row_cell = self._cells(keep(batch.subject_id), keep(slot))
+        spans_count = None if counted_by_metrics is None else ~keep(counted_by_metrics)
         for counter in self.counters:
             increments = counter.increments(batch)
             if increments is not None:
-                self._scatter(counter.name, cells, row_cell, keep(increments))
-        binned = row_cell * BINS + bin_index(keep(batch.duration_ms))
-        self._scatter_hist(cells, np.bincount(binned, weights=keep(batch.weight), minlength=cells.shape[0] * BINS))
+                increments = keep(increments)
+                if spans_count is not None and not counter.spans_only:
+                    increments = np.where(spans_count, increments, 0.0)
+                self._scatter(counter.name, cells, row_cell, increments)
+        if hist is not None:
+            flat = np.zeros((cells.shape[0], BINS))
+            np.add.at(flat, row_cell, keep(hist))
+            self._scatter_hist(cells, flat.reshape(-1))
+        else:
+            weights = keep(batch.weight) if spans_count is None else np.where(spans_count, keep(batch.weight), 0.0)
+            binned = row_cell * BINS + bin_index(keep(batch.duration_ms))
+            self._scatter_hist(cells, np.bincount(binned, weights=weights, minlength=cells.shape[0] * BINS))
         return AddResult(counted, late, too_early)
 
     def add_aggregates(self, subject_id: np.ndarray, end_ns: np.ndarray, counts: dict[str, np.ndarray],
@@ -158,6 +173,16 @@ class WindowStore:
         self.hist[:] = 0
         self.first_open_slot = self.first_slot = slot
 
+    def held(self, counter: str, subject_id: int, first_slot: int, last_slot: int) -> float:
+        """What a counter holds for one subject over slots first..last, as far as the ring
+        still has them (open slots, and closed ones not yet reused)."""
+        if self.first_open_slot is None or subject_id >= self._capacity:
+            return 0.0
+        lowest = self.first_open_slot - self.history_slots
+        highest = self.first_open_slot + OPEN_SLOTS - 1
+        slots = np.arange(max(first_slot, lowest), min(last_slot, highest) + 1)
+        return float(self.values[counter][subject_id, slots % self.ring].sum(dtype=np.float64))
+
     def positions(self, last_slot: int, slots: int) -> np.ndarray:
         """Ring cells of the `slots` closed slots ending with last_slot (oldest first)."""
         slots = min(slots, self.history_slots)
@@ -172,13 +197,15 @@ class WindowView:
     """Read-only window sums for all subjects as of one closed slot, with caching,
     handed to every detector (the one API all detectors share)."""
 
-    def __init__(self, store: WindowStore, closed_slot: int, size: int, baselines, subjects, kinds: np.ndarray):
+    def __init__(self, store: WindowStore, closed_slot: int, size: int, baselines, subjects, kinds: np.ndarray,
+                 saturation=None):
         self.store = store
+        self.saturation = saturation  # metrics.saturation.SaturationStore: instances' CPU and memory, or None
         self.closed_slot = closed_slot
         self.size = size
         self.baselines = baselines
         self.subjects = subjects
-        self.kinds = kinds  # per subject: 0 route, 1 dependency
+        self.kinds = kinds  # per subject: 0 route, 1 dependency, 2 instance (subjects.KIND_CODES)
         self.slot_s = store.slot_ns / 1e9
         self.end_ns = (closed_slot + 1) * store.slot_ns
         self.seen_slots = closed_slot - store.first_slot + 1  # closed slots with history

@@ -6,6 +6,16 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
+
+@pytest.fixture
+def loopback_without_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests that talk to servers on 127.0.0.1 (gRPC and HTTP clients read the proxy
+    variables): a proxy from the environment must never see that traffic."""
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.setenv(name, "127.0.0.1,localhost")
+
 if os.environ.get("OTEL_AI_DIFFERENTIAL"):
     from otel_ai.decode import decoder as _decoder
     from otel_ai.decode.contract import MalformedRequest

@@ -33,10 +33,7 @@ USAGE = {"input_tokens": 1650, "output_tokens": 720, "cache_creation_input_token
          "cache_read_input_tokens": 1900}
 
 
-@pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("NO_PROXY", "no_proxy"):
-        monkeypatch.setenv(name, "127.0.0.1,localhost")
+pytestmark = pytest.mark.usefixtures("loopback_without_proxy")
 
 
 @pytest.fixture

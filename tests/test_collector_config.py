@@ -106,9 +106,10 @@ def _otel_ai_exporters(config: dict) -> set[str]:
     return found
 
 
-def _filter_conditions(config: dict, processor_id: str) -> list[str]:
+def _filter_conditions(config: dict, processor_id: str, signal: str = "traces") -> list[str]:
     body = (config.get("processors") or {}).get(processor_id) or {}
-    return list(((body.get("traces") or {}).get("span")) or [])
+    level = {"traces": "span", "metrics": "metric"}[signal]
+    return list(((body.get(signal) or {}).get(level)) or [])
 
 
 def _loop_guards(config: dict) -> set[str]:
@@ -199,10 +200,14 @@ def test_loop_filter_guards_otel_ai_only(any_config):
     assert feeds_otel_ai
     pipelines = _pipelines(any_config)
     otel_ai_pipes = [n for n, p in pipelines.items() if feeds_otel_ai & set(p["exporters"])]
-    assert otel_ai_pipes
+    assert sorted(_type(n) for n in otel_ai_pipes) == ["metrics", "traces"], "otel-ai takes traces and metrics"
     for name in otel_ai_pipes:
-        assert _type(name) == "traces", f"{name}: otel-ai takes traces only"
         assert LOOP_FILTER in pipelines[name]["processors"], f"{name} feeds otel-ai without the loop filter"
+        assert "prometheus" not in pipelines[name]["receivers"], f"{name} would send otel-ai its own KPIs"
+        assert not any(_type(p) == "tail_sampling" for p in pipelines[name]["processors"]), \
+            f"{name}: tail-sampled traces over-count errors"
+    metric_conditions = _filter_conditions(any_config, LOOP_FILTER, "metrics")
+    assert metric_conditions and all('resource.attributes["otel_ai.generated"]' in c for c in metric_conditions)
 
     # Incident traces must reach the tracing backend: its pipelines take the otlp receiver
     # (where otel-ai exports to) and never run the loop filter.
@@ -252,7 +257,7 @@ def test_two_tier_routes_by_service_to_replicas(two_tier, settings):
     assert lb["retry_on_failure"]["enabled"] is True and lb["sending_queue"]["enabled"] is True
 
     users = [n for n, p in _pipelines(two_tier).items() if lbs[0] in p["exporters"]]
-    assert users and all(_type(n) == "traces" for n in users)
+    assert sorted(_type(n) for n in users) == ["metrics", "traces"]  # a service's metrics meet its spans
     # Tier 1 sends to otel-ai through the loadbalancer only.
     single = [cid for cid in _otel_ai_exporters(two_tier) if _type(cid) == "otlp"]
     assert not single

@@ -178,6 +178,39 @@ def test_weight_column_comes_from_tracestate() -> None:
     assert_same(body, BOUNDS)
 
 
+def _double(value: float) -> bytes:
+    import struct
+
+    return tag(4, 1) + struct.pack("<d", value)
+
+
+@pytest.mark.parametrize("attributes, weight, marked", [
+    ((_attr(b"SampleRate", tag(3, 0) + varint(20)),), 20.0, True),
+    ((_attr(b"SampleRate", _double(12.5)),), 12.5, True),
+    ((_attr(b"SampleRate", ld(1, b"40")),), 40.0, True),  # digits in a string, as int_of reads them
+    ((_attr(b"SampleRate", _double(0.5)),), 1.0, True),  # not a rate
+    ((_attr(b"SampleRate", _double(float("inf"))),), 1.0, True),
+    ((_attr(b"SampleRate", _double(1e300)),), 1.0, True),  # beyond 2^56: not a rate
+    ((_attr(b"sampling.priority", tag(3, 0) + varint(1)), _attr(b"SampleRate", tag(3, 0) + varint(20))), 1.0, True),
+    ((_attr(b"sampling.priority", tag(3, 0) + varint(0)), _attr(b"SampleRate", tag(3, 0) + varint(20))), 20.0, True),
+    ((_attr(b"tailsampling.policy", ld(1, b"errors")),), 1.0, True),
+    ((ld(3, b"ot=th:c"), _attr(b"SampleRate", tag(3, 0) + varint(20))), 4.0, True),  # the OTel threshold wins
+    ((), 1.0, False),
+])
+def test_weight_and_sampling_attribute_from_span_attributes(attributes: tuple, weight: float, marked: bool) -> None:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    from otel_ai.receiver.otlp_json import to_otlp_json
+
+    body = _request(_span(ROUTE, *attributes))
+    json_body = to_otlp_json(ExportTraceServiceRequest.FromString(body)).encode()
+    for decoder in twin_decoders():
+        for batch in (decoder.decode(body, BOUNDS), decoder.decode_json(json_body, BOUNDS)):
+            assert batch.weight.tolist() == [weight] and batch.sampling_attribute.tolist() == [marked]
+    assert_same(body, BOUNDS)
+    assert_same(json_body, BOUNDS, json=True)
+
+
 def test_decoders_are_garbage_collected() -> None:
     """The C reader's callbacks are bound methods of its owner: a cycle the collector
     must be able to break, or every pipeline would leak its caches."""

@@ -54,10 +54,7 @@ _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 # --------------------------------------------------------------------------- app
 
 
-@pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("NO_PROXY", "no_proxy"):
-        monkeypatch.setenv(name, "127.0.0.1,localhost")
+pytestmark = pytest.mark.usefixtures("loopback_without_proxy")
 
 
 @pytest.fixture

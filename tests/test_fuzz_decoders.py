@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -21,11 +22,13 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from otel_ai.config import load_settings
+from otel_ai.decode import Decoder
 from otel_ai.pipeline import Pipeline
 from otel_ai.proto.otel_ai.v1.otlp_view_pb2 import TraceRequestView
 from otel_ai.receiver.consumer import ExportResult, InvalidRequest
 from otel_ai.receiver.otlp_json import parse_otlp_json, to_otlp_json
 from otel_ai.store import IncidentStore
+from otel_ai.subjects import SubjectTable
 from otel_ai.testing import otlp_fuzz as fuzz
 
 # A fixed wall clock: consume() and feed() of the same body see the same time bounds.
@@ -203,8 +206,11 @@ def _check_consume_and_feed(store: IncidentStore, request: ExportTraceServiceReq
     assert synchronous.feed(body, "fuzz") == result
     synchronous.flush()
     synchronous.flush()
-    counted = int(synchronous.windows.values["requests"].sum())
-    assert counted <= len(all_spans) - result.rejected_spans
+    # Windows count requests: each span's adjusted count (a sampled span stands for more
+    # than one), never more than the spans decoded stand for.
+    counted = float(synchronous.windows.values["requests"].sum(dtype=np.float64))
+    stand_for = float(Decoder(SubjectTable()).decode(body, None).weight.sum(dtype=np.float64))
+    assert counted <= stand_for * (1 + 1e-6)
     assert len(synchronous.subjects) <= SETTINGS.limits.max_subjects
 
 

@@ -1,5 +1,6 @@
-"""Property-based fuzzing of both metrics decoders: the protobuf path into
-MetricsIngest.consume_metrics and the OTLP/JSON parser for metrics.
+"""Property-based fuzzing of both metrics decoders: protobuf and OTLP/JSON bodies through
+the pipeline's metrics path (MetricsStage.decode, then .apply into real windows), and the
+OTLP/JSON parser for metrics.
 
 Whatever arrives, the only failure a decoder may report is the documented one
 (InvalidRequest, ValueError), and what it accepts stays finite, non-negative and bounded.
@@ -10,15 +11,18 @@ import json
 import math
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
-from otel_ai.metrics.ingest import MetricsIngest
-from otel_ai.metrics.temporality import DeltaConverter
+from otel_ai.counters import ERRORS, REQUESTS
+from otel_ai.metrics.stage import MetricsStage
 from otel_ai.proto.otel_ai.v1.metrics_view_pb2 import MetricsRequestView
-from otel_ai.receiver.consumer import InvalidRequest, MetricsExportResult
+from otel_ai.receiver.consumer import JSON, PROTOBUF, InvalidRequest, MetricsExportResult
+from otel_ai.subjects import SubjectTable
+from otel_ai.windows import WindowStore
 from otel_ai.receiver.otlp_json import parse_otlp_json, to_otlp_json
 from otel_ai.testing.metric_requests import CUMULATIVE, histogram_point, metric
 
@@ -30,8 +34,21 @@ INT64_MAX = 2**63 - 1
 MAX_STREAMS = 64
 
 
-def new_ingest() -> MetricsIngest:
-    return MetricsIngest(converter=DeltaConverter(max_streams=MAX_STREAMS), wall_clock_ns=None)
+class MetricsPath:
+    """The pipeline's metrics path without its clock: decode, then convert and rows into windows."""
+
+    def __init__(self) -> None:
+        self.stage = MetricsStage(SubjectTable(), max_streams=MAX_STREAMS)
+        self.windows = WindowStore(10 * 10**9, 31, (REQUESTS, ERRORS))
+
+    def consume_metrics(self, body: bytes, transport: str, encoding: str = PROTOBUF) -> MetricsExportResult:
+        decoded, work = self.stage.decode(body, encoding, None)
+        self.stage.apply(work, self.windows)
+        return MetricsExportResult(decoded.rejected, decoded.reject_message, decoded.data_points)
+
+
+def new_ingest() -> MetricsPath:
+    return MetricsPath()
 
 
 def points_in(body: bytes) -> int:
@@ -45,12 +62,12 @@ def points_in(body: bytes) -> int:
     return total
 
 
-def check_state(ingest: MetricsIngest) -> None:
-    totals = ingest.totals
-    for column in (totals.requests, totals.errors, totals.client_errors, totals.hist):
+def check_state(ingest: MetricsPath) -> None:
+    values = ingest.windows.values
+    for column in (values["requests"], values["errors"], values["squared_weights"], ingest.windows.hist):
         assert np.isfinite(column).all() and (column >= 0).all()
-    assert (totals.errors <= totals.requests + 1e-6).all()
-    assert len(ingest.converter) <= MAX_STREAMS
+    assert (values["errors"] <= values["requests"] * (1 + 1e-6) + 1e-6).all()
+    assert len(ingest.stage.converter) <= MAX_STREAMS
 
 
 def _valid_body() -> bytes:
@@ -189,13 +206,15 @@ def requests(draw: st.DrawFn) -> ExportMetricsServiceRequest:
 def test_structured_requests_never_crash_and_stay_bounded(first: ExportMetricsServiceRequest,
                                                           second: ExportMetricsServiceRequest) -> None:
     ingest = new_ingest()
-    for request in (first, second, first):  # the repeat replays the same cumulative points
+    # The repeat replays the same cumulative points; the second request comes as OTLP/JSON.
+    for request, encoding in ((first, PROTOBUF), (second, JSON), (first, PROTOBUF)):
         body = request.SerializeToString()
-        result = ingest.consume_metrics(body, "fuzz")  # built by protobuf: always decodable
+        sent = body if encoding == PROTOBUF else to_otlp_json(request).encode()
+        result = ingest.consume_metrics(sent, "fuzz", encoding)  # built by protobuf: always decodable
         assert 0 <= result.rejected_data_points <= result.data_points == points_in(body)
         assert bool(result.rejected_data_points) == bool(result.error_message)
         check_state(ingest)
-    for forecast in ingest.saturation.forecasts():
+    for forecast in ingest.stage.saturation.forecasts():
         assert math.isfinite(forecast.ratio)
 
 
@@ -230,8 +249,14 @@ def test_metrics_json_parser_raises_only_value_error(body: bytes) -> None:
         request = parse_otlp_json(body, ExportMetricsServiceRequest)
     except ValueError as exc:
         assert str(exc)
+        with pytest.raises(InvalidRequest):  # the pipeline's JSON path refuses it the same way
+            new_ingest().consume_metrics(body, "fuzz", JSON)
         return
     assert ExportMetricsServiceRequest.FromString(request.SerializeToString()) == request
+    ingest = new_ingest()
+    result = ingest.consume_metrics(body, "fuzz", JSON)
+    assert 0 <= result.rejected_data_points <= result.data_points
+    check_state(ingest)
 
 
 @FUZZ

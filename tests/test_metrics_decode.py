@@ -150,14 +150,18 @@ def test_client_metric_without_a_dependency_name_is_ignored() -> None:
     assert (len(batch.red), batch.ignored, batch.rejected) == (0, 1, 0)
 
 
-def test_a_single_bucket_says_nothing_about_latency_without_min_and_max() -> None:
+def test_a_single_bucket_says_nothing_about_latency_without_the_interval_s_min_and_max() -> None:
     batch, _ = decode(server_histogram(PAY, counts=[12], bounds=[]))
     assert batch.red.count.tolist() == [12.0] and batch.red.hist.sum() == 0
-    request = server_histogram(PAY, counts=[12], bounds=[])
-    point = request.resource_metrics[0].scope_metrics[0].metrics[0].histogram.data_points[0]
-    point.min, point.max = 0.01, 0.04
-    hist = decode(request)[0].red.hist[0]
-    assert hist.sum() == pytest.approx(12) and 10 <= percentile(hist, 0.5) <= 40
+    for temporality, known in ((DELTA, True), (CUMULATIVE, False)):  # a cumulative min/max spans its whole life
+        request = server_histogram(PAY, counts=[12], bounds=[], temporality=temporality)
+        point = request.resource_metrics[0].scope_metrics[0].metrics[0].histogram.data_points[0]
+        point.min, point.max = 0.01, 0.04
+        hist = decode(request)[0].red.hist[0]
+        if known:
+            assert hist.sum() == pytest.approx(12) and 10 <= percentile(hist, 0.5) <= 40
+        else:
+            assert hist.sum() == 0
 
 
 def test_exponential_histogram() -> None:

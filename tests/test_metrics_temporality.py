@@ -5,13 +5,14 @@ import numpy as np
 import pytest
 
 from otel_ai.histogram import BINS
-from otel_ai.metrics.bench import measure_stream_memory
+from otel_ai.metrics.bench import measure_pipeline_memory, measure_stream_memory
 from otel_ai.metrics.points import Exemplar, RedPoints
 from otel_ai.metrics.temporality import DeltaConverter
 
 S = 10**9
 T0 = 1_771_164_000 * S
 MEMORY_CAP_BYTES = 64 * 2**20  # documented in docs/metrics.md for 100k streams
+PIPELINE_FIXED_BYTES = 8 * 2**20  # the rest of the pipeline's state, whatever the stream count
 
 
 def points(rows: list[dict]) -> RedPoints:
@@ -28,7 +29,8 @@ def points(rows: list[dict]) -> RedPoints:
         end_ns=np.array([r["end"] for r in rows], dtype=np.int64),
         count=np.array([r["count"] for r in rows], dtype=np.float64), hist=hist,
         error=np.zeros(n, bool), client_error=np.zeros(n, bool),
-        cumulative=np.array([r.get("cumulative", True) for r in rows], dtype=bool))
+        cumulative=np.array([r.get("cumulative", True) for r in rows], dtype=bool),
+        http_status=np.full(n, 200, np.int16), grpc_status=np.full(n, -1, np.int8))
 
 
 def cumulative(stream: int, start: int, end: int, count: float, **extra) -> dict:
@@ -176,3 +178,15 @@ def test_100k_streams_stay_under_the_stated_memory_cap() -> None:
           f"({measured.bytes_per_stream:.0f} B/stream; arrays {measured.array_bytes / 2**20:.1f} MiB)")
     assert measured.streams <= 100_000
     assert measured.traced_bytes <= MEMORY_CAP_BYTES
+
+
+def test_streams_through_the_pipeline_hold_no_more_than_the_converter_budget() -> None:
+    """Real requests through the whole metrics path: nothing but the cumulative state grows
+    with the stream count. Small, to stay fast; docs/metrics.md has the 120k-stream run."""
+    streams = 12_000
+    measured = measure_pipeline_memory(streams)
+    budget = PIPELINE_FIXED_BYTES + streams * MEMORY_CAP_BYTES / 100_000
+    print(f"\npipeline, {streams} streams: {measured.traced_bytes / 2**20:.1f} MiB held "
+          f"({measured.array_bytes / 2**20:.1f} MiB of it the converter's arrays); budget {budget / 2**20:.1f} MiB")
+    assert measured.streams == streams
+    assert measured.traced_bytes <= budget

@@ -11,6 +11,10 @@ from email.message import Message
 from pathlib import Path
 
 import pytest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+    ExportMetricsServiceResponse,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -68,8 +72,11 @@ class Running:
         return value or 0.0
 
 
-def start(**kwargs: object) -> tuple[OtlpHttpReceiver, Running]:
+def start(with_metrics: bool = False, **kwargs: object) -> tuple[OtlpHttpReceiver, Running]:
+    """A receiver on a free port; with_metrics: its consumer takes metrics too (as the pipeline)."""
     consumer, metrics = FakeConsumer(), SelfMetrics()
+    if with_metrics:
+        kwargs["metrics_consumer"] = consumer
     receiver = OtlpHttpReceiver(consumer, metrics, port=0, max_request_bytes=MAX_BYTES, **kwargs)  # type: ignore[arg-type]
     port = receiver.start()
     return receiver, Running(consumer, metrics, port, "https" if "tls_cert_file" in kwargs else "http")
@@ -280,3 +287,74 @@ def test_tls(tmp_path: Path) -> None:
             r.post(one_span_request().SerializeToString(), url=plaintext)
     finally:
         receiver.stop(grace_s=0)
+
+
+# ------------------------------------------------------------------ POST /v1/metrics
+
+def one_point_request() -> ExportMetricsServiceRequest:
+    request = ExportMetricsServiceRequest()
+    metric = request.resource_metrics.add().scope_metrics.add().metrics.add(name="http.server.request.duration")
+    metric.histogram.data_points.add(count=1, bucket_counts=[1], time_unix_nano=5)
+    return request
+
+
+@pytest.fixture
+def with_metrics() -> Iterator[Running]:
+    receiver, r = start(with_metrics=True)
+    r.url = r.url.replace("/v1/traces", "/v1/metrics")
+    yield r
+    receiver.stop(grace_s=0)
+
+
+def metric_requests_counted(running: Running, outcome: str) -> float:
+    value = running.metrics.registry.get_sample_value(
+        "otel_ai_metric_export_requests_total", {"transport": "http", "outcome": outcome})
+    return value or 0.0
+
+
+def test_metrics_protobuf_and_gzipped_json_ok(with_metrics: Running) -> None:
+    status, headers, body = with_metrics.post(one_point_request().SerializeToString())
+    assert (status, headers["Content-Type"]) == (200, PROTOBUF)
+    assert not ExportMetricsServiceResponse.FromString(body).HasField("partial_success")
+    gzipped = gzip.compress(to_otlp_json(one_point_request()).encode())
+    status, headers, body = with_metrics.post(gzipped, content_type=JSON, headers={"Content-Encoding": "gzip"})
+    assert (status, headers["Content-Type"], json.loads(body)) == (200, JSON, {})
+    assert with_metrics.consumer.metric_requests == [(one_point_request(), "http")] * 2
+    assert with_metrics.consumer.requests == []  # not taken for traces
+    assert metric_requests_counted(with_metrics, "ok") == 2
+
+
+def test_metrics_partial_success_is_reported(with_metrics: Running) -> None:
+    with_metrics.consumer.rejected_data_points = 2
+    status, _, body = with_metrics.post(to_otlp_json(one_point_request()).encode(), content_type=JSON)
+    assert status == 200
+    assert json.loads(body) == {"partialSuccess": {"rejectedDataPoints": "2",
+                                                   "errorMessage": "data points without a time"}}
+    assert metric_requests_counted(with_metrics, "partial") == 1
+
+
+def test_metrics_refusals_match_the_traces(with_metrics: Running) -> None:
+    status, _, body = with_metrics.post(b'{"resourceMetrics": [', content_type=JSON)
+    assert (status, decode_status(body, JSON).code) == (400, 3)  # INVALID_ARGUMENT
+    with_metrics.consumer.saturated_for_s = 2.0
+    status, headers, body = with_metrics.post(one_point_request().SerializeToString())
+    assert (status, headers["Retry-After"], decode_status(body).code) == (503, "2", 14)  # UNAVAILABLE
+    assert with_metrics.consumer.metric_requests == []
+
+
+def test_metrics_need_the_bearer_token_too() -> None:
+    receiver, running = start(with_metrics=True, bearer_token=TOKEN)
+    try:
+        url = running.url.replace("/v1/traces", "/v1/metrics")
+        status, _, _ = running.post(one_point_request().SerializeToString(), url=url)
+        assert status == 401
+        status, _, _ = running.post(one_point_request().SerializeToString(), url=url,
+                                    headers={"Authorization": f"Bearer {TOKEN}"})
+        assert status == 200 and len(running.consumer.metric_requests) == 1
+    finally:
+        receiver.stop(grace_s=0)
+
+
+def test_without_a_metrics_consumer_metrics_are_404(running: Running) -> None:
+    status, _, _ = running.post(one_point_request().SerializeToString(), url=running.url.replace("traces", "metrics"))
+    assert status == 404

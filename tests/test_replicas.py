@@ -44,7 +44,7 @@ NS = 1_000_000_000
 REPLICAS = 2
 WARMUP_S, FAULT_S = 360.0, 120.0
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-_LISTENING = re.compile(r"otel-ai listening: OTLP/gRPC :(\d+)\s+OTLP/HTTP :(\d+)/v1/traces\s+admin :(\d+)")
+_LISTENING = re.compile(r"otel-ai listening: OTLP/gRPC :(\d+)\s+OTLP/HTTP :(\d+)/v1/traces\S*\s+admin :(\d+)")
 
 # Two faults on two services that the mapping puts on different replicas (asserted below).
 # Each breaks one route for one tenant: one ERROR_RATE_SPIKE, nothing upstream of it.

@@ -104,3 +104,19 @@ def test_onset_is_the_start_of_the_first_breaching_slot_or_after_the_last_good_r
     assert onset_ns(late, []) == late.recent_samples[0][0] - 10 * NS
     anomaly.recent_samples = [(ONSET + 10 * NS, 50.0)]
     assert onset_ns(anomaly, []) == anomaly.event_time_ns
+
+
+def test_shares_count_the_requests_each_capture_stands_for() -> None:
+    """Two pods serve 1,000 requests each. Pod a fails 5 % and is sampled at 10 %, pod b
+    fails 50 % and is sampled at 1 %: the captures are 5 bad and 95 good of a, 5 and 5 of
+    b. Weighted by what each capture stands for, the shares are those of the requests
+    (b has 500 of the 550 failing requests), not of the kept spans (5 of 10)."""
+    def request(i: int, pod: str, weight: float) -> Capture:
+        return Capture(1, T0 + i, 5.0, False, False, True, i.to_bytes(16, "big"), (("k8s.pod.name", pod),), (),
+                       weight=weight)
+
+    bad = [request(i, "a", 10.0) for i in range(5)] + [request(10 + i, "b", 100.0) for i in range(5)]
+    good = [request(100 + i, "a", 10.0) for i in range(95)] + [request(300 + i, "b", 100.0) for i in range(5)]
+    (top,) = rank_suspects(bad, good)
+    assert (top["key"], top["value"]) == ("k8s.pod.name", "b")
+    assert top["bad_share"] == round(500 / 550, 3) and top["good_share"] == round(500 / 1450, 3)

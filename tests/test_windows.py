@@ -60,8 +60,8 @@ def test_counters_add_up_weights_not_spans():
 
 def test_windows_keep_only_the_counters_asked_for():
     windows = store(REQUESTS, THROTTLED)
-    assert set(windows.values) == {"requests", "throttled"}
-    assert set(store(THROTTLED).values) == {"requests", "throttled"}  # requests always
+    assert set(windows.values) == {"requests", "squared_weights", "throttled"}
+    assert set(store(THROTTLED).values) == {"requests", "squared_weights", "throttled"}  # these two always
 
 
 def test_status_counters_read_http_and_grpc_codes():

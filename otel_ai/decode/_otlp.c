@@ -192,6 +192,7 @@ typedef struct {
     const uint8_t *s;
     size_t n;
     int64_t i;
+    double d;
 } anyv_t;
 
 /* Merges into v, as protobuf merges a repeated occurrence: the last oneof field wins. */
@@ -213,6 +214,7 @@ static int parse_anyvalue(const uint8_t *s, size_t n, anyv_t *v) {
             uint64_t x;
             if (rd_fixed64(&r, &x) != OK) return BAIL;
             v->kind = V_DOUBLE;
+            memcpy(&v->d, &x, sizeof(v->d));
         } else if (rd_skip(&r, wt) != OK) {
             return BAIL;
         }
@@ -282,7 +284,8 @@ static int validate_message(const uint8_t *s, size_t n, uint32_t string_field, u
 enum {
     A_HTTP_RESPONSE_STATUS, A_HTTP_STATUS_CODE, A_RPC_SERVICE, A_RPC_GRPC_STATUS, A_HTTP_REQUEST_METHOD,
     A_HTTP_METHOD, A_HTTP_ROUTE, A_RPC_METHOD, A_RPC_SYSTEM, A_PEER_SERVICE, A_SERVER_ADDRESS,
-    A_NET_PEER_NAME, A_DB_SYSTEM_NAME, A_DB_SYSTEM, A_DB_NAMESPACE, A_DB_NAME, A_RESEND_COUNT, A_COUNT
+    A_NET_PEER_NAME, A_DB_SYSTEM_NAME, A_DB_SYSTEM, A_DB_NAMESPACE, A_DB_NAME, A_RESEND_COUNT,
+    A_SAMPLING_PRIORITY, A_SAMPLE_RATE, A_TAIL_SAMPLING_POLICY, A_COUNT
 };
 
 static const struct {
@@ -293,13 +296,16 @@ static const struct {
     {"rpc.grpc.status_code", 20}, {"http.request.method", 19}, {"http.method", 11}, {"http.route", 10},
     {"rpc.method", 10}, {"rpc.system", 10}, {"peer.service", 12}, {"server.address", 14},
     {"net.peer.name", 13}, {"db.system.name", 14}, {"db.system", 9}, {"db.namespace", 12}, {"db.name", 7},
-    {"http.request.resend_count", 25},
+    {"http.request.resend_count", 25}, {"sampling.priority", 17}, {"SampleRate", 10},
+    {"tailsampling.policy", 19},
 };
 
 static inline int attr_index(const uint8_t *key, size_t n) {
     if (n < 7 || n > 25) return -1;
     uint8_t first = key[0];
-    if (first != 'h' && first != 'r' && first != 'p' && first != 's' && first != 'n' && first != 'd') return -1;
+    if (first != 'h' && first != 'r' && first != 'p' && first != 's' && first != 'n' && first != 'd' &&
+        first != 'S' && first != 't')
+        return -1;
     for (int a = 0; a < A_COUNT; a++) {
         if (ATTR_NAMES[a].len == n && ATTR_NAMES[a].name[0] == first && ATTR_NAMES[a].name[n - 1] == key[n - 1] &&
             memcmp(ATTR_NAMES[a].name, key, n) == 0)
@@ -361,8 +367,8 @@ static double threshold_count(const uint8_t *d, size_t n) {
 /* Python's str.isspace() for ASCII. */
 static inline int is_space(uint8_t c) { return c == ' ' || (c >= '\t' && c <= '\r') || (c >= 0x1c && c <= 0x1f); }
 
-/* otel_ai/sampling.py, tracestate_adjusted_count: the `th` of the first `ot` member, 1.0
- * when there is none or it is invalid. -1 for a non-ASCII tracestate (never valid W3C, and
+/* otel_ai/sampling.py, tracestate_adjusted_count: the `th` of the first `ot` member, 0 when
+ * there is none or it is invalid. -1 for a non-ASCII tracestate (never valid W3C, and
  * Unicode whitespace would need Python's tables): the reference reader decides. */
 static double tracestate_weight(const uint8_t *s, size_t n) {
     for (size_t k = 0; k < n; k++) {
@@ -384,17 +390,14 @@ static double tracestate_weight(const uint8_t *s, size_t n) {
                 while (e < b && s[e] != ';') e++;
                 size_t c = k;
                 while (c < e && s[c] != ':') c++;
-                if (c - k == 2 && s[k] == 't' && s[k + 1] == 'h') {
-                    double count = c < e ? threshold_count(s + c + 1, e - c - 1) : 0;
-                    return count > 0 ? count : 1.0;
-                }
+                if (c - k == 2 && s[k] == 't' && s[k + 1] == 'h') return c < e ? threshold_count(s + c + 1, e - c - 1) : 0;
                 k = e + 1;
             }
-            return 1.0;
+            return 0;
         }
         i = j + 1;
     }
-    return 1.0;
+    return 0;
 }
 
 /* ------------------------------------------------------------------ rows */
@@ -411,7 +414,7 @@ typedef struct {
     int32_t sid, block;
     uint32_t span_off, span_len;
     float weight;
-    uint8_t kind, sample_byte, rule, pad;
+    uint8_t kind, sample_byte, rule, sampling_attribute;
     ref_t str[3]; /* the strings the naming rule reads */
 } row_t;
 
@@ -484,6 +487,19 @@ static int parse_status(const uint8_t *s, size_t n, int32_t *code, const uint8_t
         }
     }
     return OK;
+}
+
+/* otel_ai/sampling.py, adjusted_count without a valid `th`: 1 for sampling.priority > 0, else
+ * SampleRate in [1, 2^56] (an integer as int_of reads it, else a double), else 1. */
+static double attribute_weight(const anyv_t *attrs, uint32_t present) {
+    if (PRESENT(A_SAMPLING_PRIORITY) && int_of(&attrs[A_SAMPLING_PRIORITY]) > 0) return 1.0;
+    if (PRESENT(A_SAMPLE_RATE)) {
+        const anyv_t *v = &attrs[A_SAMPLE_RATE];
+        int64_t whole = int_of(v);
+        double rate = whole ? (double)whole : (v->kind == V_DOUBLE ? v->d : 0.0);
+        if (rate >= 1.0 && rate <= 72057594037927936.0) return rate; /* 2^56 */
+    }
+    return 1.0;
 }
 
 static int parse_span(pass1_t *st, const uint8_t *s, size_t n, size_t block) {
@@ -611,9 +627,11 @@ static int parse_span(pass1_t *st, const uint8_t *s, size_t n, size_t block) {
     row->block = (int32_t)block;
     row->span_off = (uint32_t)(s - st->base);
     row->span_len = (uint32_t)n;
-    double weight = trace_state_len ? tracestate_weight(trace_state, trace_state_len) : 1.0;
+    double weight = trace_state_len ? tracestate_weight(trace_state, trace_state_len) : 0;
     if (weight < 0) return BAIL;
-    row->weight = (float)weight;
+    row->weight = (float)(weight > 0 ? weight : attribute_weight(attrs, present));
+    row->sampling_attribute = (present & ((1u << A_SAMPLING_PRIORITY) | (1u << A_SAMPLE_RATE) |
+                                          (1u << A_TAIL_SAMPLING_POLICY))) != 0;
     row->kind = (uint8_t)kind;
     row->rule = rule;
     memcpy(row->str, str, sizeof(str));
@@ -1053,8 +1071,8 @@ nomem:
  * details() need per row. Each is a contiguous array in one buffer. */
 enum {
     C_SUBJECT, C_END, C_DURATION, C_ERROR, C_CLIENT_ERROR, C_KIND, C_SERVICE, C_RESOURCE, C_START, C_HTTP,
-    C_GRPC, C_RESEND, C_WEIGHT, C_TRACE_KEY, C_SPAN_ID, C_PARENT, C_SAMPLE, C_BLOCK, C_SPAN_OFF, C_SPAN_LEN,
-    C_COUNT
+    C_GRPC, C_RESEND, C_WEIGHT, C_TRACE_KEY, C_SPAN_ID, C_PARENT, C_SAMPLING, C_SAMPLE, C_BLOCK, C_SPAN_OFF,
+    C_SPAN_LEN, C_COUNT
 };
 static const struct {
     const char *name, *dtype;
@@ -1064,7 +1082,7 @@ static const struct {
     {"client_error", "?", 1}, {"kind", "i1", 1}, {"service_id", "<i4", 4}, {"resource_id", "<i4", 4},
     {"start_ns", "<i8", 8}, {"http_status", "<i2", 2}, {"grpc_status", "i1", 1}, {"resend_count", "<i2", 2},
     {"weight", "<f4", 4}, {"trace_key", "<u8", 8}, {"span_id", "<u8", 8}, {"parent_span_id", "<u8", 8},
-    {"sample_byte", "u1", 1}, {"block", "<i4", 4}, {"span_off", "<u4", 4}, {"span_len", "<u4", 4},
+    {"sampling_attribute", "?", 1}, {"sample_byte", "u1", 1}, {"block", "<i4", 4}, {"span_off", "<u4", 4}, {"span_len", "<u4", 4},
 };
 
 static inline int grpc_server_fault(int32_t code) {
@@ -1102,6 +1120,7 @@ static void put_row(uint8_t *col[C_COUNT], size_t k, const row_t *row, int32_t s
     memcpy(col[C_TRACE_KEY] + 8 * k, &row->trace_key, 8);
     memcpy(col[C_SPAN_ID] + 8 * k, &row->span_id, 8);
     memcpy(col[C_PARENT] + 8 * k, &row->parent_span_id, 8);
+    col[C_SAMPLING][k] = row->sampling_attribute;
     col[C_SAMPLE][k] = row->sample_byte;
     memcpy(col[C_BLOCK] + 4 * k, &row->block, 4);
     memcpy(col[C_SPAN_OFF] + 4 * k, &off, 4);
@@ -1500,7 +1519,7 @@ static PyObject *module_tracestate_weight(PyObject *module, PyObject *arg) {
     if (!s) return NULL;
     double weight = tracestate_weight((const uint8_t *)s, (size_t)n);
     if (weight < 0) Py_RETURN_NONE;
-    return PyFloat_FromDouble(weight);
+    return PyFloat_FromDouble(weight > 0 ? weight : 1.0); /* as reference.weight_of */
 }
 
 static PyMethodDef reader_methods[] = {

@@ -225,12 +225,12 @@ def add_captures(read: ReadResult, slow_threshold_ms: np.ndarray, subject_names:
     blocks = read.blocks
     columns = zip(sid[wanted].tolist(), batch.end_ns[wanted].tolist(), duration_ms[wanted].tolist(),
                   error[wanted].tolist(), slow[wanted].tolist(), sampled[wanted].tolist(), chosen[wanted].tolist(),
-                  read.block[wanted].tolist(), found_details)
+                  read.block[wanted].tolist(), batch.weight[wanted].tolist(), found_details)
     n_client = client_idx.shape[0]
     usual = interesting[wanted].tolist() if only_marked is not None else [True] * wanted.shape[0]
     marks_of = _marks_of(marks, wanted)
     captures = batch.captures
-    for k, (subject, end, dur, err, is_slow, is_sampled, is_chosen, block, found) in enumerate(columns):
+    for k, (subject, end, dur, err, is_slow, is_sampled, is_chosen, block, weight, found) in enumerate(columns):
         trace_id, span_id, pairs, exceptions = found
         info = blocks[block]
         if k < n_client:
@@ -238,7 +238,7 @@ def add_captures(read: ReadResult, slow_threshold_ms: np.ndarray, subject_names:
                 children.add(trace_id, info.service, subject_names[subject].service, err, dur, exceptions)
             if is_chosen:
                 captures.append(Capture(subject, end, dur, err, is_slow, is_sampled, trace_id, info.pairs + pairs,
-                                        exceptions, span_id, marks_of[k]))
+                                        exceptions, span_id, marks_of[k], weight))
             continue
         extra = []
         child_exceptions = []
@@ -260,7 +260,7 @@ def add_captures(read: ReadResult, slow_threshold_ms: np.ndarray, subject_names:
                     added.append(pair)
             out = tuple(added)
         captures.append(Capture(subject, end, dur, err, is_slow, is_sampled, trace_id, out,
-                                (exceptions + tuple(child_exceptions)) if err else (), span_id, marks_of[k]))
+                                (exceptions + tuple(child_exceptions)) if err else (), span_id, marks_of[k], weight))
 
 
 def _marks_of(marks: list[tuple], rows: np.ndarray) -> list[tuple]:

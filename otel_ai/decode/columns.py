@@ -31,6 +31,7 @@ class SpanRows:
     grpc_status: np.ndarray  # -1: none
     resend: np.ndarray
     weight: np.ndarray  # float32
+    sampling_attribute: np.ndarray  # bool
     trace_key: np.ndarray  # uint64
     sample_byte: np.ndarray  # last byte of the trace id (0 if none)
     span_id: np.ndarray  # uint64
@@ -128,6 +129,7 @@ def to_batch(rows: SpanRows, bounds: TimeBounds | None) -> tuple[SpanBatch, np.n
         grpc_status=np.where((grpc_status >= 0) & (grpc_status < 128), grpc_status, -1)[keep].astype(np.int8),
         resend_count=np.clip(rows.resend, 0, 32767)[keep].astype(np.int16),
         weight=rows.weight[keep].astype(np.float32),
+        sampling_attribute=rows.sampling_attribute[keep],
         trace_key=rows.trace_key[keep].astype(np.uint64),
         span_id=rows.span_id[keep].astype(np.uint64),
         parent_span_id=rows.parent_span_id[keep].astype(np.uint64),

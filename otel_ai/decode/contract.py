@@ -32,6 +32,7 @@ class Capture:
     exceptions: tuple  # ((type, message), ...)
     span_id: bytes = b""  # for span links from the incident trace to this request
     marks: tuple = ()  # names of the capture counters that picked it (e.g. "throttled")
+    weight: float = 1.0  # the span's adjusted count: how many requests it stands for
 
 
 @dataclass(slots=True)
@@ -56,6 +57,8 @@ class SpanBatch:
     grpc_status: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int8))  # -1: none
     resend_count: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int16))  # http.request.resend_count
     weight: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # adjusted count (sampling); 1.0
+    # bool: the span carries sampling.priority, SampleRate or tailsampling.policy (the tail-sampling check)
+    sampling_attribute: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
     trace_key: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))  # 64-bit mix of the trace id
     span_id: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
     parent_span_id: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))  # 0: a root span
@@ -67,6 +70,9 @@ class SpanBatch:
     captures: list[Capture] = field(default_factory=list)
     max_end_ns: int = 0
     median_end_ns: int = 0
+    # Rows are pre-aggregated requests (metric points, otel_ai.metrics.rows): a row's weight
+    # counts requests each seen once, not a sampling estimate. Readers leave it False.
+    aggregated: bool = False
     # Masks that counters (otel_ai.counters) derive from the columns, by counter name, so
     # that decode (captures) and the windows compute each one once per batch. Not a column:
     # readers leave it empty.

@@ -63,6 +63,7 @@ class NativeReader:
             client_error=col["client_error"], kind=col["kind"], service_id=col["service_id"],
             resource_id=col["resource_id"], start_ns=col["start_ns"], http_status=col["http_status"],
             grpc_status=col["grpc_status"], resend_count=col["resend_count"], weight=col["weight"],
+            sampling_attribute=col["sampling_attribute"],
             trace_key=col["trace_key"], span_id=col["span_id"], parent_span_id=col["parent_span_id"],
             spans_total=total, rejected=invalid + out_of_range, reject_message=reject_message(invalid, out_of_range),
             ignored=total - counted)

@@ -22,7 +22,7 @@ from otel_ai.decode.captures import MAX_EXCEPTIONS, MAX_MESSAGE_CHARS, MAX_VALUE
 from otel_ai.decode.columns import ReadResult, SpanRows, block_of_rows, id64, sample_bytes, to_batch, trace_keys
 from otel_ai.decode.contract import SPAN_KIND_CLIENT, SPAN_KIND_SERVER, MalformedRequest, TimeBounds
 from otel_ai.decode.naming import SubjectNaming, span_subject
-from otel_ai.decode.reference import ReferenceReader, weight_of
+from otel_ai.decode.reference import ReferenceReader, sampling_of
 
 _INT64 = (-(2**63), 2**63 - 1)
 _UINT64 = (0, 2**64 - 1)
@@ -94,8 +94,9 @@ def _hex_id(value) -> bytes:
 
 
 def _any_value(value, depth: int = 0) -> tuple:
-    """(oneof field, string, int, bool) as the protobuf view sees it: arrays, maps and
-    bytes are fields the view does not know, so they read as nothing set."""
+    """(oneof field, string, int, bool) as the protobuf view sees it (a double in the bool's
+    place, for SampleRate): arrays, maps and bytes are fields the view does not know, so
+    they read as nothing set."""
     if type(value) is not dict or len(value) > 1:
         raise _Unusual
     if not value:
@@ -113,7 +114,7 @@ def _any_value(value, depth: int = 0) -> tuple:
         if type(item) not in (int, float) or type(item) is float and not math.isfinite(item) or \
                 type(item) is int and abs(item) > 2**53:
             raise _Unusual
-        return "double_value", "", 0, False
+        return "double_value", "", 0, float(item)  # the double in the bool's place: nothing else reads it
     if depth >= _MAX_VALUE_DEPTH or type(item) is not dict or not item.keys() <= {"values"}:
         raise _Unusual
     if name == "arrayValue":
@@ -197,6 +198,11 @@ def _string(value: tuple | None) -> str:
 
 def _text(value: tuple) -> str:
     return value[1]
+
+
+def _real_of(value: tuple) -> float:
+    """reference.real_of over the view's AnyValue."""
+    return value[3] if value[0] == "double_value" else 0.0
 
 
 def _int_of(value: tuple) -> int:
@@ -302,9 +308,9 @@ class JsonReader:
         rule = span_subject(kind, attrs.get, _text, _int_of, name)
         if rule is None:
             return None
-        weight = weight_of(trace_state)
+        weight, marked = sampling_of(trace_state, attrs.get, _int_of, _real_of)
         return (block, kind, start if start < 2**63 else 0, end if end < 2**63 else 0, code, rule, weight,
-                trace_id, span_id, parent, attrs)
+                trace_id, span_id, parent, attrs, marked)
 
     def _resource(self, attributes: dict[str, tuple]):
         key = tuple(attributes.items())
@@ -343,7 +349,8 @@ class JsonReader:
         span_rows = SpanRows(
             sid=table[:, 0], kind=table[:, 1], start=table[:, 2], end=table[:, 3], status=table[:, 4],
             http_status=table[:, 5], grpc_status=table[:, 6], resend=table[:, 7],
-            weight=np.array([r[8] for r in kept_rows], dtype=np.float32), trace_key=trace_keys(trace_ids),
+            weight=np.array([r[8] for r in kept_rows], dtype=np.float32),
+            sampling_attribute=np.array([r[13] for r in kept_rows], dtype=bool), trace_key=trace_keys(trace_ids),
             sample_byte=sample_bytes(trace_ids), span_id=id64([r[10] for r in kept_rows]),
             parent_span_id=id64([r[11] for r in kept_rows]),
             block_starts=np.asarray(block_starts, dtype=np.int64), blocks=infos, total=total, own=own)

@@ -16,7 +16,13 @@ from otel_ai.decode.columns import ReadResult, SpanRows, block_of_rows, id64, sa
 from otel_ai.decode.contract import SPAN_KIND_CLIENT, SPAN_KIND_SERVER, MalformedRequest, TimeBounds
 from otel_ai.decode.naming import SubjectNaming, span_subject
 from otel_ai.proto.otel_ai.v1.otlp_view_pb2 import TraceRequestView
-from otel_ai.sampling import tracestate_adjusted_count
+from otel_ai.sampling import (
+    SAMPLE_RATE,
+    SAMPLING_PRIORITY,
+    TAIL_SAMPLING_POLICY,
+    adjusted_count,
+    tracestate_adjusted_count,
+)
 
 _INT64_MAX = 2**63 - 1
 _RESOURCE_CACHE = 10_000
@@ -44,11 +50,27 @@ def view_text(value) -> str:
 
 
 def weight_of(trace_state: str) -> float:
-    """SpanBatch.weight: the adjusted count from the tracestate's `ot=th:` (1.0 without).
-    Attribute-based sampling (SampleRate, sampling.priority) is a later addition here and
-    in _otlp.c's parse_span."""
+    """The adjusted count from the tracestate's `ot=th:` alone (1.0 without)."""
     found = tracestate_adjusted_count(trace_state) if trace_state else None
     return 1.0 if found is None else found
+
+
+def sampling_of(trace_state: str, get, number, real) -> tuple[float, bool]:
+    """SpanBatch.weight and .sampling_attribute of one span: the adjusted count
+    (sampling.adjusted_count: `th`, else sampling.priority, else SampleRate) and whether a
+    sampling attribute is there. `get(key)` is an attribute value or None, `number(value)`
+    its integer as int_of reads it, `real(value)` its double (0.0 unless it is one).
+    _otlp.c's parse_span is the same rule in C."""
+    priority, rate = get(SAMPLING_PRIORITY), get(SAMPLE_RATE)
+    if priority is None and rate is None:
+        return weight_of(trace_state), get(TAIL_SAMPLING_POLICY) is not None
+    rate_value = None if rate is None else (number(rate) or real(rate))
+    return adjusted_count(trace_state, rate_value, None if priority is None else number(priority)), True
+
+
+def real_of(value) -> float:
+    """An attribute's double in the view (0.0 unless it is one)."""
+    return value.double_value
 
 
 class ReferenceReader:
@@ -75,6 +97,7 @@ class ReferenceReader:
         rows: list[tuple] = []
         spans: list = []
         weights: list[float] = []
+        sampling_marks: list[bool] = []
         block_starts: list[int] = []
         blocks: list[tuple] = []
         total = own = 0
@@ -101,14 +124,16 @@ class ReferenceReader:
                     rows.append((sid, kind, span.start_time_unix_nano, span.end_time_unix_nano,
                                  span.status.code, http_status, grpc_status, resend))
                     spans.append(span)
-                    trace_state = span.trace_state
-                    weights.append(weight_of(trace_state))
+                    weight, marked = sampling_of(span.trace_state, span.attributes.get, int_of, real_of)
+                    weights.append(weight)
+                    sampling_marks.append(marked)
         table = _table(rows)
         trace_ids = [span.trace_id for span in spans]
         span_rows = SpanRows(
             sid=table[:, 0], kind=table[:, 1], start=table[:, 2], end=table[:, 3], status=table[:, 4],
             http_status=table[:, 5], grpc_status=table[:, 6], resend=table[:, 7],
-            weight=np.array(weights, dtype=np.float32), trace_key=trace_keys(trace_ids),
+            weight=np.array(weights, dtype=np.float32), sampling_attribute=np.array(sampling_marks, dtype=bool),
+            trace_key=trace_keys(trace_ids),
             sample_byte=sample_bytes(trace_ids), span_id=id64([span.span_id for span in spans]),
             parent_span_id=id64([span.parent_span_id for span in spans]),
             block_starts=np.asarray(block_starts, dtype=np.int64), blocks=blocks, total=total, own=own)

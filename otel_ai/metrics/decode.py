@@ -58,6 +58,8 @@ class _Rows:
     error: list[bool] = field(default_factory=list)
     client_error: list[bool] = field(default_factory=list)
     cumulative: list[bool] = field(default_factory=list)
+    http_status: list[int] = field(default_factory=list)
+    grpc_status: list[int] = field(default_factory=list)
     # Explicit buckets by bucket count: (row, bounds, counts, min, max, ms per unit).
     explicit: dict[int, list[tuple]] = field(default_factory=dict)
     # Exponential buckets by bucket count (the zero bucket first):
@@ -126,8 +128,9 @@ class MetricsDecoder:
                         ignored += self._red(rows, data, which == "exponential_histogram", red, metric.unit,
                                              resource, len(resources) - 1, prefix, bounds, rejected)
                     elif util is not None and which in ("gauge", "sum"):
+                        instance = self.subjects.instance(resource.service, resource.instance or resource.service)
                         ignored += _utilization(utilization, data.data_points, util, metric.name, resource,
-                                                resource_metrics.resource, bounds, rejected)
+                                                resource_metrics.resource, instance, bounds, rejected)
                     else:
                         ignored += n
         red_points = _columns(rows, resources, rejected)
@@ -182,12 +185,14 @@ class MetricsDecoder:
                     continue
                 subject_id = self.subjects.dependency(dependency)
             row = len(rows.count)
-            reason = (_exponential_buckets(rows, row, point, ms_per_unit) if exponential
-                      else _explicit_buckets(rows, row, point, ms_per_unit))
+            # A cumulative point's min and max are over the stream's whole life, not its last
+            # interval: they would reshape every interval's latency, so only delta points use them.
+            reason = (_exponential_buckets(rows, row, point, ms_per_unit, not cumulative) if exponential
+                      else _explicit_buckets(rows, row, point, ms_per_unit, not cumulative))
             if reason:
                 rejected.add(reason)
                 continue
-            error, client_error = _outcome(get)
+            error, client_error, http_status, grpc_status = _outcome(get)
             start_ns = point.start_time_unix_nano
             rows.stream.append(_stream_key(prefix, point.attributes, start_ns if cumulative else 0))
             rows.subject_id.append(subject_id)
@@ -199,6 +204,8 @@ class MetricsDecoder:
             rows.error.append(error)
             rows.client_error.append(client_error)
             rows.cumulative.append(cumulative)
+            rows.http_status.append(http_status)
+            rows.grpc_status.append(grpc_status)
             _exemplars(rows.exemplars, row, point.exemplars, ms_per_unit)
         return ignored
 
@@ -232,26 +239,30 @@ def _time_problem(start_ns: int, end_ns: int, bounds: TimeBounds | None) -> str:
     return ""
 
 
-def _outcome(get) -> tuple[bool, bool]:
-    """(server error, client error) of a stream, by the rules spans follow: 5xx and
-    server-side gRPC codes are errors, 4xx never are; error.type alone is an error."""
+def _outcome(get) -> tuple[bool, bool, int, int]:
+    """(server error, client error, HTTP status, gRPC code) of a stream, by the rules spans
+    follow: 5xx and server-side gRPC codes are errors, 4xx never are; error.type alone is
+    an error. The codes as SpanBatch holds them (0 and -1 when absent or out of range)."""
     value = get("http.response.status_code")
     if value is None:
         value = get("http.status_code")
     status = 0 if value is None else _int_of(value)
-    if 400 <= status < 500:
-        return False, True
-    if status >= 500:
-        return True, False
+    http_status = status if 0 < status < 1000 else 0
     value = get("rpc.grpc.status_code")
-    if value is not None:
-        code = _int_of(value)
+    code = None if value is None else _int_of(value)
+    grpc_status = code if code is not None and 0 <= code < 128 else -1
+    if 400 <= status < 500:
+        return False, True, http_status, grpc_status
+    if status >= 500:
+        return True, False, http_status, grpc_status
+    if code is not None:
         if code in _SERVER_GRPC_CODES:
-            return True, False
+            return True, False, http_status, grpc_status
         if code:
-            return False, True
+            return False, True, http_status, grpc_status
     error_type = get("error.type")
-    return error_type is not None and bool(error_type.string_value or error_type.int_value), False
+    failed = error_type is not None and bool(error_type.string_value or error_type.int_value)
+    return failed, False, http_status, grpc_status
 
 
 def _stream_key(prefix: bytes, attributes, start_ns: int) -> int:
@@ -265,7 +276,7 @@ def _stream_key(prefix: bytes, attributes, start_ns: int) -> int:
     return int.from_bytes(hashlib.blake2b(b"\x00".join(parts), digest_size=8).digest(), "little")
 
 
-def _explicit_buckets(rows: _Rows, row: int, point, ms_per_unit: float) -> str:
+def _explicit_buckets(rows: _Rows, row: int, point, ms_per_unit: float, use_extremes: bool) -> str:
     counts = point.bucket_counts
     bounds = point.explicit_bounds
     n = len(counts)
@@ -277,13 +288,13 @@ def _explicit_buckets(rows: _Rows, row: int, point, ms_per_unit: float) -> str:
         return f"with more than {MAX_BUCKETS} buckets"
     if sum(counts) != point.count:
         return "whose count differs from the sum of its buckets"
-    minimum = point.min if point.HasField("min") else math.nan
-    maximum = point.max if point.HasField("max") else math.nan
+    minimum = point.min if use_extremes and point.HasField("min") else math.nan
+    maximum = point.max if use_extremes and point.HasField("max") else math.nan
     rows.explicit.setdefault(n, []).append((row, list(bounds), list(counts), minimum, maximum, ms_per_unit))
     return ""
 
 
-def _exponential_buckets(rows: _Rows, row: int, point, ms_per_unit: float) -> str:
+def _exponential_buckets(rows: _Rows, row: int, point, ms_per_unit: float, use_extremes: bool) -> str:
     positive = point.positive.bucket_counts
     negative = point.negative.bucket_counts
     if len(positive) + len(negative) > MAX_BUCKETS:
@@ -294,8 +305,8 @@ def _exponential_buckets(rows: _Rows, row: int, point, ms_per_unit: float) -> st
     zero = point.zero_count + sum(negative)
     if zero + sum(positive) != point.count:
         return "whose count differs from the sum of its buckets"
-    minimum = point.min * ms_per_unit if point.HasField("min") and point.min > 0 else 0.0
-    maximum = point.max * ms_per_unit if point.HasField("max") and point.max >= 0 else math.inf
+    minimum = point.min * ms_per_unit if use_extremes and point.HasField("min") and point.min > 0 else 0.0
+    maximum = point.max * ms_per_unit if use_extremes and point.HasField("max") and point.max >= 0 else math.inf
     rows.exponential.setdefault(len(positive) + 1, []).append(
         (row, (point.scale, point.positive.offset, len(positive), ms_per_unit), [zero, *positive], minimum, maximum))
     return ""
@@ -358,6 +369,8 @@ def _columns(rows: _Rows, resources: list[MetricResource], rejected: _Rejections
         error=np.array(rows.error, dtype=bool),
         client_error=np.array(rows.client_error, dtype=bool),
         cumulative=np.array(rows.cumulative, dtype=bool),
+        http_status=np.array(rows.http_status, dtype=np.int16),
+        grpc_status=np.array(rows.grpc_status, dtype=np.int8),
         resources=resources,
         exemplars=rows.exemplars,
     )
@@ -375,8 +388,10 @@ def _exponential_edges(scale: int, offset: int, buckets: int, ms_per_unit: float
 # ---- resource utilization ----
 
 def _utilization(out: list[tuple], points, source: semconv.UtilizationSource, name: str,
-                 resource: MetricResource, raw_resource, bounds: TimeBounds | None, rejected: _Rejections) -> int:
-    """Appends (series, time, value, state, cpu) per valid point; returns how many were ignored."""
+                 resource: MetricResource, raw_resource, subject_id: int, bounds: TimeBounds | None,
+                 rejected: _Rejections) -> int:
+    """Appends (series, source, time, value, state, cpu, subject) per valid point; returns
+    how many were ignored."""
     container = ""
     if source.per_container:
         for key in semconv.CONTAINER_KEYS:
@@ -401,7 +416,7 @@ def _utilization(out: list[tuple], points, source: semconv.UtilizationSource, na
         if source.busy_states is not None and state is not None and state not in source.busy_states:
             state = ""  # an idle or free state: it still counts the CPU it belongs to
         cpu = _first_text(get, semconv.CPU_KEYS) if source.per_cpu else None
-        out.append((series, source, point.time_unix_nano, float(value) * source.scale, state, cpu))
+        out.append((series, source, point.time_unix_nano, float(value) * source.scale, state, cpu, subject_id))
     return ignored
 
 
@@ -417,11 +432,11 @@ def _samples(points: list[tuple]) -> list[UtilizationSample]:
     """One sample per series and time: per-state points summed over the busy states,
     per-CPU points averaged over the CPUs."""
     groups: dict[tuple, list] = {}
-    for series, source, time_ns, value, state, cpu in points:
-        group = groups.setdefault((series, time_ns), [source, 0.0, set()])
+    for series, source, time_ns, value, state, cpu, subject_id in points:
+        group = groups.setdefault((series, time_ns), [source, 0.0, set(), subject_id])
         if state != "":
             group[1] += value
         group[2].add(cpu)
     return [UtilizationSample(series, time_ns, source.measure,
-                              total / max(1, len(cpus)) if source.per_cpu else total)
-            for (series, time_ns), (source, total, cpus) in groups.items()]
+                              total / max(1, len(cpus)) if source.per_cpu else total, subject_id)
+            for (series, time_ns), (source, total, cpus, subject_id) in groups.items()]

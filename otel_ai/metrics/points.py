@@ -59,6 +59,8 @@ class RedPoints:
     error: np.ndarray = field(default_factory=lambda: _empty(bool))  # 5xx, server gRPC codes, error.type
     client_error: np.ndarray = field(default_factory=lambda: _empty(bool))  # 4xx, client gRPC codes
     cumulative: np.ndarray = field(default_factory=lambda: _empty(bool))
+    http_status: np.ndarray = field(default_factory=lambda: _empty(np.int16))  # 0: none (as SpanBatch)
+    grpc_status: np.ndarray = field(default_factory=lambda: _empty(np.int8))  # -1: none
     resources: list[MetricResource] = field(default_factory=list)
     exemplars: list[Exemplar] = field(default_factory=list)
 
@@ -75,7 +77,13 @@ class RedPoints:
                 for e in (self.exemplars if exemplars is None else exemplars) if new_row[e.row] >= 0]
         return RedPoints(self.stream[rows], self.subject_id[rows], self.kind[rows], self.resource[rows],
                          self.start_ns[rows], self.end_ns[rows], self.count[rows], self.hist[rows],
-                         self.error[rows], self.client_error[rows], self.cumulative[rows], self.resources, kept)
+                         self.error[rows], self.client_error[rows], self.cumulative[rows], self.http_status[rows],
+                         self.grpc_status[rows], self.resources, kept)
+
+    def service_id(self) -> np.ndarray:
+        """Per row, the dense id of its resource's service (SpanBatch.service_id)."""
+        ids = np.array([r.service_id for r in self.resources] or [-1], dtype=np.int32)
+        return ids[self.resource] if len(self) else np.zeros(0, np.int32)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +104,7 @@ class UtilizationSample:
     time_ns: int
     measure: str  # semconv.RATIO, USAGE or LIMIT
     value: float  # a ratio, or cores / bytes
+    subject_id: int = -1  # the instance subject (SubjectTable.instance) of the pod, process or host
 
 
 @dataclass(slots=True)

@@ -19,17 +19,20 @@ from otel_ai.metrics import semconv
 from otel_ai.metrics.points import SeriesKey, UtilizationSample
 
 NS_PER_S = 10**9
+MIN_T = 4.0  # slope t statistic for a significant rise
+MAX_ROUTES_PER_INSTANCE = 32
 
 
-def time_to_saturation(times_s: np.ndarray, ratios: np.ndarray, limit: float = 1.0,
-                       horizon_s: float = 3600.0, min_points: int = 5, min_t: float = 4.0) -> float | None:
-    """Seconds after the last sample until the least-squares trend reaches `limit`.
+@dataclass(frozen=True, slots=True)
+class Trend:
+    level: float  # the fitted ratio at the last sample ("now")
+    slope: float  # ratio per second
+    slope_t: float  # slope / its standard error (inf for an exact line)
 
-    None when there are fewer than `min_points` samples, when the slope is not
-    significantly positive (t statistic under `min_t`: steady or noisy series stay
-    quiet), or when the crossing is beyond `horizon_s`. 0.0 when the trend is already
-    at or over the limit.
-    """
+
+def fit_trend(times_s: np.ndarray, ratios: np.ndarray, min_points: int = 5) -> Trend | None:
+    """Least-squares line through the samples; None with fewer than `min_points` finite
+    samples or no spread in time."""
     t = np.asarray(times_s, dtype=np.float64)
     y = np.asarray(ratios, dtype=np.float64)
     ok = np.isfinite(t) & np.isfinite(y)
@@ -44,13 +47,31 @@ def time_to_saturation(times_s: np.ndarray, ratios: np.ndarray, limit: float = 1
     slope = ((t - t_mean) * (y - y_mean)).sum() / spread
     level = y_mean - slope * t_mean
     residual = y - (level + slope * t)
-    dof = t.shape[0] - 2
-    slope_se = np.sqrt((residual ** 2).sum() / dof / spread)
-    if slope <= 0 or slope < min_t * slope_se:
+    slope_se = np.sqrt((residual ** 2).sum() / (t.shape[0] - 2) / spread)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        slope_t = slope / slope_se if slope_se > 0 else (np.inf if slope > 0 else 0.0)
+    return Trend(float(level), float(slope), float(slope_t))
+
+
+def time_to_saturation(times_s: np.ndarray, ratios: np.ndarray, limit: float = 1.0,
+                       horizon_s: float = 3600.0, min_points: int = 5, min_t: float = 4.0) -> float | None:
+    """Seconds after the last sample until the least-squares trend reaches `limit`.
+
+    None when there are fewer than `min_points` samples, when the slope is not
+    significantly positive (t statistic under `min_t`: steady or noisy series stay
+    quiet), or when the crossing is beyond `horizon_s`. 0.0 when the trend is already
+    at or over the limit.
+    """
+    trend = fit_trend(times_s, ratios, min_points)
+    return None if trend is None else _seconds_to(trend, limit, horizon_s, min_t)
+
+
+def _seconds_to(trend: Trend, limit: float, horizon_s: float, min_t: float) -> float | None:
+    if trend.slope <= 0 or trend.slope_t < min_t:
         return None
-    if level >= limit:
+    if trend.level >= limit:
         return 0.0
-    seconds = (limit - level) / slope
+    seconds = (limit - trend.level) / trend.slope
     return float(seconds) if seconds <= horizon_s else None
 
 
@@ -60,10 +81,14 @@ class Forecast:
     time_ns: int  # of the latest sample
     ratio: float  # latest ratio of the limit
     seconds_to_saturation: float | None
+    subject_id: int = -1  # the instance subject
+    slope_t: float = 0.0  # how significant the rise is (0: no fit)
+    samples: tuple = ()  # (time ns, ratio) of the trend window, oldest first
 
 
 class SaturationStore:
-    """Recent utilization ratios per series, bounded in series, samples and limits."""
+    """Recent utilization ratios per series, bounded in series, samples and limits; and
+    which routes each instance serves (what a capacity warning links to)."""
 
     def __init__(self, max_series: int = 10_000, samples_per_series: int = 60,
                  trend_window_ns: int = 15 * 60 * NS_PER_S, horizon_s: float = 3600.0) -> None:
@@ -74,6 +99,9 @@ class SaturationStore:
         self._series: dict[SeriesKey, deque[tuple[int, float]]] = {}
         # Latest limit per (instance, resource) and container: a pod's limit is the sum.
         self._limits: dict[tuple[str, str], dict[str, float]] = {}
+        self._subject: dict[SeriesKey, int] = {}  # series -> its instance subject
+        # (service, instance) -> requests per route subject it served, a few routes each
+        self._routes: dict[tuple[str, str], dict[int, float]] = {}
 
     def __len__(self) -> int:
         return len(self._series)
@@ -83,11 +111,11 @@ class SaturationStore:
             if sample.measure == semconv.LIMIT:
                 self._set_limit(sample)
             elif sample.measure == semconv.RATIO:
-                self._append(sample.series, sample.time_ns, sample.value)
+                self._append(sample.series, sample.time_ns, sample.value, sample.subject_id)
             else:
                 limit = self._limit(sample.series)
                 if limit:
-                    self._append(sample.series, sample.time_ns, sample.value / limit)
+                    self._append(sample.series, sample.time_ns, sample.value / limit, sample.subject_id)
 
     def _set_limit(self, sample: UtilizationSample) -> None:
         key = (sample.series.instance, sample.series.resource)
@@ -103,13 +131,15 @@ class SaturationStore:
             return containers.get(series.container, 0.0)
         return sum(containers.values())
 
-    def _append(self, series: SeriesKey, time_ns: int, ratio: float) -> None:
+    def _append(self, series: SeriesKey, time_ns: int, ratio: float, subject_id: int) -> None:
         samples = self._series.get(series)
         if samples is None:
             if len(self._series) >= self.max_series:
                 for old in list(itertools.islice(self._series, self.max_series // 16 or 1)):
                     del self._series[old]
+                    self._subject.pop(old, None)
             samples = self._series[series] = deque(maxlen=self.samples_per_series)
+            self._subject[series] = subject_id
         if samples and time_ns <= samples[-1][0]:
             return  # a duplicate or an out-of-order sample
         samples.append((time_ns, ratio))
@@ -119,13 +149,39 @@ class SaturationStore:
         if not samples:
             return None
         last_ns = samples[-1][0]
-        recent = [(t, r) for t, r in samples if t >= last_ns - self.trend_window_ns]
+        recent = tuple((t, r) for t, r in samples if t >= last_ns - self.trend_window_ns)
         times = np.array([t for t, _ in recent], dtype=np.float64) / NS_PER_S
         ratios = np.array([r for _, r in recent])
-        return Forecast(series, last_ns, float(ratios[-1]),
-                        time_to_saturation(times, ratios, horizon_s=self.horizon_s))
+        trend = fit_trend(times, ratios)
+        eta = None if trend is None else _seconds_to(trend, 1.0, self.horizon_s, MIN_T)
+        return Forecast(series, last_ns, float(ratios[-1]), eta, self._subject.get(series, -1),
+                        0.0 if trend is None else trend.slope_t, recent)
 
-    def forecasts(self) -> list[Forecast]:
-        """Every series, most urgent first (soonest saturation, then highest ratio)."""
-        found = [f for f in (self.forecast(s) for s in self._series) if f is not None]
+    def forecasts(self, min_ratio: float = 0.0) -> list[Forecast]:
+        """Every series whose latest ratio is at least `min_ratio`, most urgent first
+        (soonest saturation, then highest ratio)."""
+        found = [f for f in (self.forecast(s) for s, samples in self._series.items() if samples[-1][1] >= min_ratio)
+                 if f is not None]
         return sorted(found, key=lambda f: (f.seconds_to_saturation is None, f.seconds_to_saturation or 0.0, -f.ratio))
+
+    def of_subject(self, subject_id: int) -> list[Forecast]:
+        """The forecasts of one instance subject's series (CPU, memory, per source)."""
+        return [f for f in (self.forecast(s) for s, sid in self._subject.items() if sid == subject_id)
+                if f is not None]
+
+    # ---- which routes an instance serves
+    def note_routes(self, service: str, instance: str, subject_ids: np.ndarray, requests: np.ndarray) -> None:
+        key = (service, instance)
+        served = self._routes.get(key)
+        if served is None:
+            if len(self._routes) >= self.max_series:
+                self._routes.pop(next(iter(self._routes)))
+            served = self._routes[key] = {}
+        for sid, n in zip(subject_ids.tolist(), requests.tolist()):
+            if sid in served or len(served) < MAX_ROUTES_PER_INSTANCE:
+                served[sid] = served.get(sid, 0.0) + n
+
+    def routes_of(self, service: str, instance: str, top: int = 5) -> list[int]:
+        """The route subjects an instance served the most requests of."""
+        served = self._routes.get((service, instance), {})
+        return [sid for sid, _ in sorted(served.items(), key=lambda kv: -kv[1])[:top]]

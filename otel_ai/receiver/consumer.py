@@ -59,8 +59,8 @@ class MetricsExportResult:
 
 
 class MetricsConsumer(Protocol):
-    def consume_metrics(self, body: bytes, transport: str) -> MetricsExportResult:
-        """Accept a serialized ExportMetricsServiceRequest (protobuf), or raise
+    def consume_metrics(self, body: bytes, transport: str, encoding: str = PROTOBUF) -> MetricsExportResult:
+        """Accept a serialized ExportMetricsServiceRequest (protobuf or OTLP/JSON), or raise
         InvalidRequest or Saturated. Must not block for long.
 
         A separate method name from TraceConsumer.consume, so that one pipeline can be

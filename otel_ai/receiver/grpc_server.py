@@ -12,69 +12,27 @@ import errno
 import hmac
 import logging
 from concurrent import futures
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import grpc
 from google.protobuf import duration_pb2
 from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
-    ExportMetricsServiceResponse,
-)
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceResponse,
-)
-from prometheus_client import Counter
 
 from otel_ai.httpserver import ListenError
-from otel_ai.receiver.consumer import (
-    InvalidRequest,
-    MetricsConsumer,
-    MetricsExportResult,
-    Saturated,
-    TraceConsumer,
-)
+from otel_ai.receiver.consumer import InvalidRequest, MetricsConsumer, Saturated, TraceConsumer
+from otel_ai.receiver.signals import METRICS, TRACES, Signal
 from otel_ai.selfmetrics import SelfMetrics
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAME = "opentelemetry.proto.collector.trace.v1.TraceService"
-METRICS_SERVICE_NAME = "opentelemetry.proto.collector.metrics.v1.MetricsService"
 TRANSPORT = "grpc"
 _STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
 
 def _raw_bytes(data: bytes) -> bytes:
     return data
-
-
-@dataclass(frozen=True, slots=True)
-class _Signal:
-    """What differs between TraceService and MetricsService."""
-
-    service: str
-    request_name: str  # for error messages
-    response_type: type[Message]
-    consume: Callable[[bytes, str], Any]
-    partial: Callable[[Any, Any], int]  # fills response.partial_success; returns the refused count
-    requests: Counter  # labels: transport, outcome
-    rejected: Counter  # labels: reason
-
-
-def _trace_partial(response: ExportTraceServiceResponse, result) -> int:
-    if result.rejected_spans > 0:
-        response.partial_success.rejected_spans = result.rejected_spans
-        response.partial_success.error_message = result.error_message
-    return result.rejected_spans
-
-
-def _metrics_partial(response: ExportMetricsServiceResponse, result: MetricsExportResult) -> int:
-    if result.rejected_data_points > 0:
-        response.partial_success.rejected_data_points = result.rejected_data_points
-        response.partial_success.error_message = result.error_message
-    return result.rejected_data_points
 
 
 class OtlpGrpcReceiver:
@@ -94,12 +52,9 @@ class OtlpGrpcReceiver:
         if (tls_cert_file is None) != (tls_key_file is None):
             raise ValueError("TLS needs both tls_cert_file and tls_key_file")
         self._metrics = metrics
-        self._signals = [_Signal(SERVICE_NAME, "ExportTraceServiceRequest", ExportTraceServiceResponse,
-                                 consumer.consume, _trace_partial, metrics.requests, metrics.spans_rejected)]
+        self._signals = [(TRACES, TRACES.consume_of(consumer))]
         if metrics_consumer is not None:  # without one, MetricsService answers UNIMPLEMENTED
-            self._signals.append(_Signal(METRICS_SERVICE_NAME, "ExportMetricsServiceRequest",
-                                         ExportMetricsServiceResponse, metrics_consumer.consume_metrics,
-                                         _metrics_partial, metrics.metric_requests, metrics.data_points_rejected))
+            self._signals.append((METRICS, METRICS.consume_of(metrics_consumer)))
         self._host = host
         self._port = port
         self._max_request_bytes = max_request_bytes
@@ -121,14 +76,14 @@ class OtlpGrpcReceiver:
                      # split the traffic silently instead of the second one failing.
                      ("grpc.so_reuseport", 0)],
         )
-        for signal in self._signals:
+        for signal, consume in self._signals:
             handler = grpc.unary_unary_rpc_method_handler(
-                lambda raw, context, signal=signal: self._export(signal, raw, context),
+                lambda raw, context, signal=signal, consume=consume: self._export(signal, consume, raw, context),
                 request_deserializer=_raw_bytes,
                 response_serializer=signal.response_type.SerializeToString,
             )
             server.add_generic_rpc_handlers(
-                (grpc.method_handlers_generic_handler(signal.service, {"Export": handler}),))
+                (grpc.method_handlers_generic_handler(signal.grpc_service, {"Export": handler}),))
         address = f"{self._host}:{self._port}"
         try:
             if self._tls_cert_file is not None and self._tls_key_file is not None:
@@ -157,7 +112,7 @@ class OtlpGrpcReceiver:
         self._server.stop(grace_s).wait()
         self._server = None
 
-    def _export(self, signal: _Signal, raw: bytes, context: grpc.ServicerContext) -> Message:
+    def _export(self, signal: Signal, consume: Callable, raw: bytes, context: grpc.ServicerContext) -> Message:
         if not self._authorized(context):
             self._count(signal, "unauthenticated")
             context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
@@ -168,7 +123,7 @@ class OtlpGrpcReceiver:
                           f"request of {len(raw)} bytes exceeds {self._max_request_bytes}")
 
         try:
-            result = signal.consume(raw, TRANSPORT)
+            result = consume(raw, TRANSPORT)
         except InvalidRequest as exc:
             self._reject_request(signal, "invalid")
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"cannot decode {signal.request_name}: {exc}")
@@ -196,15 +151,15 @@ class OtlpGrpcReceiver:
                 return hmac.compare_digest(presented, self._expected_authorization)
         return False
 
-    def _count(self, signal: _Signal, outcome: str) -> None:
-        signal.requests.labels(transport=TRANSPORT, outcome=outcome).inc()
+    def _count(self, signal: Signal, outcome: str) -> None:
+        signal.requests(self._metrics).labels(transport=TRANSPORT, outcome=outcome).inc()
 
-    def _reject_request(self, signal: _Signal, outcome: str) -> None:
+    def _reject_request(self, signal: Signal, outcome: str) -> None:
         self._count(signal, outcome)
         # The spans (or data points) in an undecodable or oversize body cannot be
         # counted; the request counts as one so the rejection still shows up next to
         # partial rejections.
-        signal.rejected.labels(reason=outcome).inc()
+        signal.rejected(self._metrics).labels(reason=outcome).inc()
 
 
 def _retry_status(exc: Saturated) -> bytes:

@@ -1,4 +1,4 @@
-"""OTLP/HTTP trace receiver: POST /v1/traces with protobuf or JSON bodies.
+"""OTLP/HTTP receiver: POST /v1/traces and /v1/metrics with protobuf or JSON bodies.
 
 Served by otel_ai.httpserver (Starlette on uvicorn). Every size limit is applied
 before the bytes are held in memory: Content-Length is checked before reading, the
@@ -14,12 +14,8 @@ import zlib
 from http import HTTPStatus
 from pathlib import Path
 
-from google.protobuf import json_format
 from google.protobuf.message import Message
 from google.rpc import code_pb2, status_pb2
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceResponse,
-)
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route, Router
@@ -27,13 +23,13 @@ from starlette.routing import Route, Router
 from otel_ai.httpserver import BodyRefused, HttpLimits, HttpServer, read_body
 from otel_ai.receiver.consumer import JSON as JSON_ENCODING
 from otel_ai.receiver.consumer import PROTOBUF as PROTOBUF_ENCODING
-from otel_ai.receiver.consumer import InvalidRequest, Saturated, TraceConsumer
+from otel_ai.receiver.consumer import InvalidRequest, MetricsConsumer, Saturated, TraceConsumer
 from otel_ai.receiver.otlp_json import to_otlp_json
+from otel_ai.receiver.signals import METRICS, TRACES, Signal
 from otel_ai.selfmetrics import SelfMetrics
 
 log = logging.getLogger(__name__)
 
-TRACES_PATH = "/v1/traces"
 TRANSPORT = "http"
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -66,14 +62,18 @@ class OtlpHttpReceiver:
         tls_key_file: str | Path | None = None,
         bearer_token: str | None = None,
         limits: HttpLimits = HttpLimits(),
+        metrics_consumer: MetricsConsumer | None = None,
     ) -> None:
         if (tls_cert_file is None) != (tls_key_file is None):
             raise ValueError("TLS needs both tls_cert_file and tls_key_file")
         self.consumer = consumer
+        self.metrics_consumer = metrics_consumer
         self.metrics = metrics
         self.max_request_bytes = max_request_bytes
         self.expected_authorization = f"Bearer {bearer_token}".encode() if bearer_token else None
-        app = Router([Route(TRACES_PATH, self._traces, methods=["POST"])], default=_not_found)
+        signals = [TRACES] if metrics_consumer is None else [TRACES, METRICS]  # else /v1/metrics is 404
+        app = Router([Route(signal.http_path, self._handler(signal), methods=["POST"]) for signal in signals],
+                     default=_not_found([signal.http_path for signal in signals]))
         self.server = HttpServer("OTLP/HTTP receiver", app, host, port, limits,
                                  str(tls_cert_file) if tls_cert_file else None,
                                  str(tls_key_file) if tls_key_file else None,
@@ -88,7 +88,12 @@ class OtlpHttpReceiver:
         whatever is left (idle keep-alive connections included)."""
         self.server.stop(grace_s)
 
-    async def _traces(self, request: Request) -> Response:
+    def _handler(self, signal: Signal):
+        async def handle(request: Request) -> Response:
+            return await self._handle(signal, request)
+        return handle
+
+    async def _handle(self, signal: Signal, request: Request) -> Response:
         # Known before anything can fail, so that every error answer (401 included)
         # is a google.rpc.Status in the encoding the client speaks.
         response_type = _supported_content_type(request)
@@ -109,20 +114,20 @@ class OtlpHttpReceiver:
                 raise RequestRejected(HTTPStatus(refused.status), _OUTCOME_OF_REFUSAL[refused.status],
                                       str(refused), _GRPC_CODE_OF_REFUSAL[refused.status],
                                       {"Connection": "close"}) from None
-            return await self.server.run_blocking(self._export, body, encoding == "gzip", response_type)
+            return await self.server.run_blocking(self._export, signal, body, encoding == "gzip", response_type)
         except RequestRejected as rejection:
-            self._count(rejection.outcome)
+            self._count(signal, rejection.outcome)
             if rejection.outcome in ("invalid", "too_large"):
-                # An undecodable or oversize body's spans cannot be counted; the request
-                # counts as one so the rejection shows next to partial ones.
-                self.metrics.spans_rejected.labels(reason=rejection.outcome).inc()
+                # An undecodable or oversize body's spans (or data points) cannot be
+                # counted; the request counts as one so the rejection shows next to partial ones.
+                signal.rejected(self.metrics).labels(reason=rejection.outcome).inc()
             return _status_response(rejection, response_type)
         except ClientDisconnect:
             log.debug("OTLP/HTTP client %s went away mid-request", request.client)
             return Response(status_code=400)  # nobody reads it
         except Exception:
             log.exception("OTLP/HTTP request failed")
-            self._count("error")
+            self._count(signal, "error")
             return _status_response(RequestRejected(HTTPStatus.INTERNAL_SERVER_ERROR, "error",
                                                     "internal error while processing the request",
                                                     code_pb2.INTERNAL), response_type)
@@ -136,39 +141,31 @@ class OtlpHttpReceiver:
             raise RequestRejected(HTTPStatus.UNAUTHORIZED, "unauthenticated",
                                   "missing or invalid bearer token", code_pb2.UNAUTHENTICATED)
 
-    def _export(self, body: bytes, gzipped: bool, response_type: str) -> Response:
+    def _export(self, signal: Signal, body: bytes, gzipped: bool, response_type: str) -> Response:
         """Blocking part, on the server's thread pool: gunzip, decode, hand to the pipeline."""
         if gzipped:
             body = _gunzip(body, self.max_request_bytes)
         try:
-            result = self.consumer.consume(body, TRANSPORT, JSON_ENCODING if response_type == JSON else PROTOBUF_ENCODING)
+            consume = signal.consume_of(self.consumer if signal is TRACES else self.metrics_consumer)
+            result = consume(body, TRANSPORT, JSON_ENCODING if response_type == JSON else PROTOBUF_ENCODING)
         except InvalidRequest as exc:
-            raise _invalid(exc) from None
+            raise RequestRejected(HTTPStatus.BAD_REQUEST, "invalid", f"cannot decode {signal.request_name}: {exc}",
+                                  code_pb2.INVALID_ARGUMENT) from None
         except Saturated as exc:
             retry_after = {"Retry-After": str(max(1, round(exc.retry_after_s)))}
             raise RequestRejected(HTTPStatus.SERVICE_UNAVAILABLE, "unavailable", str(exc),
                                   code_pb2.UNAVAILABLE, retry_after) from None
-        response = ExportTraceServiceResponse()
-        if result.rejected_spans > 0:
-            response.partial_success.rejected_spans = result.rejected_spans
-            response.partial_success.error_message = result.error_message
-            self._count("partial")
-        else:
-            self._count("ok")
+        response = signal.response_type()
+        self._count(signal, "partial" if signal.partial(response, result) > 0 else "ok")
         return _message_response(HTTPStatus.OK, response, response_type)
 
-    def _count(self, outcome: str) -> None:
-        self.metrics.requests.labels(transport=TRANSPORT, outcome=outcome).inc()
+    def _count(self, signal: Signal, outcome: str) -> None:
+        signal.requests(self.metrics).labels(transport=TRANSPORT, outcome=outcome).inc()
 
 
 def _supported_content_type(request: Request) -> str | None:
     media_type = (request.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
     return media_type if media_type in (PROTOBUF, JSON) else None
-
-
-def _invalid(exc: Exception) -> RequestRejected:
-    return RequestRejected(HTTPStatus.BAD_REQUEST, "invalid", f"cannot decode ExportTraceServiceRequest: {exc}",
-                           code_pb2.INVALID_ARGUMENT)
 
 
 def _status_response(rejection: RequestRejected, response_type: str | None) -> Response:
@@ -183,16 +180,18 @@ def _status_response(rejection: RequestRejected, response_type: str | None) -> R
 def _message_response(code: HTTPStatus, message: Message, response_type: str,
                       headers: dict[str, str] | None = None) -> Response:
     if response_type == JSON:
-        body = (to_otlp_json(message) if isinstance(message, ExportTraceServiceResponse)
-                else json_format.MessageToJson(message, indent=None)).encode()
+        body = to_otlp_json(message).encode()
     else:
         body = message.SerializeToString()
     return Response(body, code, headers, media_type=response_type)
 
 
-async def _not_found(scope, receive, send) -> None:
-    response = PlainTextResponse(f"no such path; OTLP traces go to POST {TRACES_PATH}\n", 404)
-    await response(scope, receive, send)
+def _not_found(paths: list[str]):
+    text = f"no such path; OTLP goes to POST {' or '.join(paths)}\n"
+
+    async def not_found(scope, receive, send) -> None:
+        await PlainTextResponse(text, 404)(scope, receive, send)
+    return not_found
 
 
 def _too_large(limit: int) -> RequestRejected:

@@ -24,16 +24,13 @@ class RecordingConsumer:
         self.lock = threading.Lock()
 
     def consume(self, body: bytes, transport: str, encoding: str = PROTOBUF) -> ExportResult:
-        if encoding == JSON:
-            try:
-                body = parse_otlp_json(body).SerializeToString()
-            except ValueError as exc:
-                raise InvalidRequest(str(exc)) from None
-        self._record(self.requests, ExportTraceServiceRequest, body, transport)
+        self._record(self.requests, ExportTraceServiceRequest, _protobuf(body, encoding, ExportTraceServiceRequest),
+                     transport)
         return ExportResult(self.rejected_spans, "spans too old" if self.rejected_spans else "")
 
-    def consume_metrics(self, body: bytes, transport: str) -> MetricsExportResult:
-        self._record(self.metric_requests, ExportMetricsServiceRequest, body, transport)
+    def consume_metrics(self, body: bytes, transport: str, encoding: str = PROTOBUF) -> MetricsExportResult:
+        self._record(self.metric_requests, ExportMetricsServiceRequest,
+                     _protobuf(body, encoding, ExportMetricsServiceRequest), transport)
         return MetricsExportResult(self.rejected_data_points,
                                    "data points without a time" if self.rejected_data_points else "")
 
@@ -46,3 +43,12 @@ class RecordingConsumer:
             raise Saturated(self.saturated_for_s)
         with self.lock:
             into.append((request, transport))
+
+
+def _protobuf(body: bytes, encoding: str, message: type[Message]) -> bytes:
+    if encoding != JSON:
+        return body
+    try:
+        return parse_otlp_json(body, message).SerializeToString()
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from None

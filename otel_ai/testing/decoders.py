@@ -15,8 +15,8 @@ from otel_ai.subjects import SubjectTable
 
 _ARRAYS = [f.name for f in fields(SpanBatch) if f.name not in
            ("spans_total", "rejected", "reject_message", "ignored", "own", "captures", "max_end_ns", "median_end_ns",
-            "derived")]
-_SCALARS = ["spans_total", "rejected", "reject_message", "ignored", "own", "max_end_ns", "median_end_ns"]
+            "aggregated", "derived")]
+_SCALARS = ["spans_total", "rejected", "reject_message", "ignored", "own", "max_end_ns", "median_end_ns", "aggregated"]
 
 
 def twin_decoders(max_routes_per_service: int = 2000, max_subjects: int = 20000) -> tuple[Decoder, Decoder]:

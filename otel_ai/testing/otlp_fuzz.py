@@ -29,7 +29,7 @@ SEMANTIC_KEYS = [
     "rpc.service", "rpc.method", "rpc.system", "rpc.grpc.status_code", "peer.service", "server.address",
     "net.peer.name", "db.system", "db.system.name", "db.namespace", "db.name", "http.request.resend_count",
     "service.name", "service.version", "k8s.pod.name", "exception.type", "exception.message", "user.id",
-    "tenant.id", "url.path", GENERATED_ATTRIBUTE,
+    "tenant.id", "url.path", GENERATED_ATTRIBUTE, "sampling.priority", "SampleRate", "tailsampling.policy",
 ]
 
 
