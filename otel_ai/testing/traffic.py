@@ -936,7 +936,8 @@ class TrafficGenerator:
             post = int(own * 0.6) + 20_000
             if rt.wraps:
                 extra_spans = (cursor + 10_000, b"\x0a\x10" + trace_id + b"\x12\x08" + caller + b"\x22\x08" + span_id
-                               + rt.internal[0] + _TIMES.pack(0x39, wrap_start, 0x41, cursor + 10_000) + rt.internal[1])
+                               + rt.internal[0] + _TIMES.pack(0x39, wrap_start, 0x41, cursor + 10_000) + rt.internal[1]
+                               + (_STATUS_ERROR_BARE if code >= 500 else b""))
             if code != 200:
                 post = post // 5 + 10_000
             elif rt.internal is not None and not rt.wraps:
