@@ -1,9 +1,19 @@
 """What normal looks like for every subject: exponentially weighted sums of every window
-counter and of the latency histograms, learnt from closed slots.
+counter and of the latency histograms, learnt from closed slots, and how much each
+subject's shares of bad requests vary beyond chance (its burstiness).
 
 The baseline learns with a lag (a slot is learnt a minute after it closes) and not at
 all while the subject has an open incident, so that an incident's own data does not
 become the new normal before the detectors have had their say.
+
+Burstiness, per subject and counter, at two scales (one slot, one minute): real routes
+fail in bursts, so the bad requests of a window are not independent coin flips. The
+learner keeps the moments of past windows' counts (decayed like everything else) and
+estimates the intra-window correlation rho of a beta-binomial by Pearson's X²:
+E[X²] = k + rho (N - k) over k windows of N requests in all. Only the excess beyond what
+chance alone gives (Z_DISPERSION standard deviations of X² under a plain binomial) counts,
+so a steady route keeps rho = 0 and its binomial test. `slow` is a pseudo-counter for
+latency: the requests of a slot above the subject's baseline p95.
 """
 from __future__ import annotations
 
@@ -25,6 +35,17 @@ LEARN_LAG_SLOTS = 6
 # minute, remembered as a peak that fades over a day.
 SUSTAINED_HALF_LIFE_S = 60.0
 PEAK_HALF_LIFE_S = 86_400.0
+# Burstiness is a slow property of a subject (bursts may come an hour apart), so its
+# moments are remembered longer than the usual share, and its highest burst for a day.
+SPREAD_HALF_LIFE_S = 6 * 3600.0
+# A burst lasts minutes: the first BURST_MAX_S of an open incident teach the subject's
+# burstiness (so a burst that paged once is known next time), the rest of it is an outage.
+BURST_MAX_S = 180.0
+SLOW = "slow"  # requests above the baseline p95: the burstiness of latency
+SCALES = (1, 6)  # slots per window whose spread is learnt: 10 s and one minute
+Z_DISPERSION = 3.0  # excess X² needed, in standard deviations of X² under a plain binomial
+MAX_RHO = 0.5
+PEAK_MIN_REQUESTS = 20  # a window's share counts for the peak from this many requests
 
 
 class Baselines:
@@ -33,12 +54,21 @@ class Baselines:
         self.decay = 0.5 ** (slot_s / HALF_LIFE_S)
         self.sustained_decay = 0.5 ** (slot_s / SUSTAINED_HALF_LIFE_S)
         self.peak_decay = 0.5 ** (slot_s / PEAK_HALF_LIFE_S)
+        self.spread_decay = 0.5 ** (slot_s / SPREAD_HALF_LIFE_S)
         self.sums = {name: np.zeros(0) for name in dict.fromkeys(("requests", *counters))}
         self.slots = np.zeros(0)  # decayed count of slots learnt: per-slot mean = sum / slots
         self.hist = np.zeros((0, BINS), dtype=np.float32)
         self.slots_seen = np.zeros(0, dtype=np.int32)
         self.sustained_busy = np.zeros(0)
         self.peak_busy = np.zeros(0)  # ms of busy time per slot
+        # Burstiness: the last SCALES[-1] learnt slots' counts (a minute's window), and per
+        # scale decayed sums over past windows of requests and windows (spread_n), and of
+        # each counter's bad count e and e²/n (spread).
+        self.spread_names = tuple(dict.fromkeys((*(n for n in self.sums if n != "requests"), SLOW)))
+        self.recent = {name: np.zeros((0, SCALES[-1])) for name in ("requests", *self.spread_names)}
+        self.spread_n = np.zeros((0, len(SCALES), 2))
+        self.spread = {name: np.zeros((0, len(SCALES), 2)) for name in self.spread_names}
+        self.peak_share = {name: np.zeros((0, len(SCALES))) for name in self.spread_names}  # decayed maximum
 
     def ensure(self, size: int) -> None:
         old = self.slots.shape[0]
@@ -52,14 +82,25 @@ class Baselines:
         self.slots_seen = np.concatenate((self.slots_seen, np.zeros(grow, dtype=np.int32)))
         self.sustained_busy = np.concatenate((self.sustained_busy, np.zeros(grow)))
         self.peak_busy = np.concatenate((self.peak_busy, np.zeros(grow)))
+        for name, ring in self.recent.items():
+            self.recent[name] = np.concatenate((ring, np.zeros((grow, ring.shape[1]))))
+        self.spread_n = np.concatenate((self.spread_n, np.zeros((grow, *self.spread_n.shape[1:]))))
+        for name, values in self.spread.items():
+            self.spread[name] = np.concatenate((values, np.zeros((grow, *values.shape[1:]))))
+        for name, values in self.peak_share.items():
+            self.peak_share[name] = np.concatenate((values, np.zeros((grow, *values.shape[1:]))))
 
-    def learn(self, slot: dict[str, np.ndarray], hist: np.ndarray, frozen: np.ndarray) -> None:
+    def learn(self, slot: dict[str, np.ndarray], hist: np.ndarray, frozen: np.ndarray,
+              spread_frozen: np.ndarray | None = None) -> None:
         """Fold one slot (counter values and histograms over all subjects) into the
-        baselines, except for frozen subjects."""
+        baselines, except for frozen subjects. Burstiness has its own mask (frozen by
+        default): a young incident's slots are how the subject's bursts look, a long
+        one's are an outage that must not become a burst to expect (pipeline.py)."""
         requests = slot["requests"]
         size = requests.shape[0]
         self.ensure(size)
         live = ~frozen
+        self._learn_spread(slot, hist, ~(frozen if spread_frozen is None else spread_frozen))
         for name, sums in self.sums.items():
             if name in slot:
                 s = sums[:size]
@@ -76,6 +117,57 @@ class Baselines:
             sustained, peak = self.sustained_busy[:size], self.peak_busy[:size]
             sustained[live] = sustained[live] * self.sustained_decay + slot["busy_ms"][live] * (1 - self.sustained_decay)
             peak[live] = np.maximum(peak[live] * self.peak_decay, sustained[live])
+
+    def _learn_spread(self, slot: dict[str, np.ndarray], hist: np.ndarray, live: np.ndarray) -> None:
+        """One more window per scale into the moments of past windows' bad counts, for
+        the live subjects (the others' windows still roll, so none mixes old and new)."""
+        size = slot["requests"].shape[0]
+        p95 = percentile(self.hist[:size], 0.95)
+        has_p95 = ~np.isnan(p95)
+        values = {**slot, SLOW: np.where(has_p95, share_above(hist, np.where(has_p95, p95, np.inf)), 0.0)
+                  * slot["requests"]}
+        for name, ring in self.recent.items():
+            ring[:size] = np.roll(ring[:size], 1, axis=1)
+            ring[:size, 0] = values.get(name, 0.0)
+        for s, scale in enumerate(SCALES):
+            n = self.recent["requests"][:size, :scale].sum(axis=1)
+            full = live & (n > 0) & (self.slots_seen[:size] >= scale)
+            self.spread_n[:size, s] *= self.spread_decay
+            self.spread_n[:size, s][full] += np.stack((n[full], np.ones(int(full.sum()))), axis=-1)
+            for name in self.spread_names:
+                e = self.recent[name][:size, :scale].sum(axis=1)
+                counted = full & has_p95 if name == SLOW else full
+                self.spread[name][:size, s] *= self.spread_decay
+                self.spread[name][:size, s][counted] += np.stack((e[counted], e[counted] ** 2 / n[counted]), axis=-1)
+                peak = self.peak_share[name][:size, s]
+                peak *= self.peak_decay
+                shown = counted & (n >= PEAK_MIN_REQUESTS)
+                peak[shown] = np.maximum(peak[shown], e[shown] / n[shown])
+
+    def dispersion(self, counter: str, ids: np.ndarray, slots: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For a window of `slots` slots, at the largest learnt scale that fits it: (rho, the
+        learnt intra-window correlation of `counter`'s bad requests; units, how many windows
+        of that scale the window holds; peak, the highest share the subject has shown in a
+        window of PEAK_MIN_REQUESTS or more at any scale, fading over a day). rho and peak
+        are 0 for a counter whose spread is not learnt."""
+        s = max(i for i, scale in enumerate(SCALES) if scale <= max(slots, 1))
+        units = np.full(ids.shape[0], max(slots, 1) / SCALES[s])
+        if counter not in self.spread:
+            return np.zeros(ids.shape[0]), units, np.zeros(ids.shape[0])
+        self.ensure(int(ids.max(initial=-1)) + 1)
+        n, k = self.spread_n[ids, s, 0], self.spread_n[ids, s, 1]
+        e, e2_n = self.spread[counter][ids, s, 0], self.spread[counter][ids, s, 1]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            p = e / n
+            pq = p * (1.0 - p)
+            x2 = (e2_n - p * e) / pq
+            # Var(X²) of one binomial window is 2 + (1 - 6pq) / (m pq) for m requests;
+            # overlapping windows (a minute's, one per slot) are about `scale` times as
+            # variable in sum.
+            null_sd = np.sqrt(k * (2.0 + np.abs(1.0 - 6.0 * pq) / ((n / k) * pq)) * SCALES[s])
+            rho = (x2 - k - Z_DISPERSION * null_sd) / (n - k)
+        ok = (k >= 2) & (n > k) & (pq > 0) & np.isfinite(rho)
+        return np.where(ok, np.clip(rho, 0.0, MAX_RHO), 0.0), units, self.peak_share[counter][ids].max(axis=1)
 
     def rate(self, counter: str, size: int, of: str = "requests") -> np.ndarray:
         """Usual share of `of` that `counter` makes up (errors per request, retries per call)."""

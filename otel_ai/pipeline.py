@@ -21,7 +21,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from otel_ai.baseline import LEARN_LAG_SLOTS, Baselines
+from otel_ai.baseline import BURST_MAX_S, LEARN_LAG_SLOTS, Baselines
 from otel_ai.clock import EventClock
 from otel_ai.config import Settings
 from otel_ai.decode import Decoder, MalformedRequest, SpanBatch
@@ -215,13 +215,16 @@ class Pipeline:
 
     def _learn(self, view: WindowView, closed_slot: int, size: int) -> None:
         lagged = closed_slot - LEARN_LAG_SLOTS
+        lagged_end_ns = view.end_ns - LEARN_LAG_SLOTS * self.slot_ns
         frozen = np.zeros(size, dtype=bool)
+        outage = np.zeros(size, dtype=bool)
         for incident in self.incidents.watched():
             sid = self.subjects.lookup(incident.subject)
-            if sid is not None:
+            if sid is not None and sid < size:
                 frozen[sid] = True
+                outage[sid] |= lagged_end_ns - incident.opened_at_ns > BURST_MAX_S * NS_PER_S
         pos = lagged % self.windows.ring
-        self.baselines.learn(self.windows.slot(pos, size), self.windows.hist[:size, pos, :], frozen)
+        self.baselines.learn(self.windows.slot(pos, size), self.windows.hist[:size, pos, :], frozen, outage)
         # Requests slower than baseline p95 + 50 ms are kept for latency suspects.
         warm = self.baselines.warm(size)
         slow = np.full(size, float(self._cold_slow_ms))
