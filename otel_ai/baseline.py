@@ -45,7 +45,7 @@ SLOW = "slow"  # requests above the baseline p95: the burstiness of latency
 SCALES = (1, 6)  # slots per window whose spread is learnt: 10 s and one minute
 Z_DISPERSION = 3.0  # excess X² needed, in standard deviations of X² under a plain binomial
 MAX_RHO = 0.5
-PEAK_MIN_REQUESTS = 20  # a window's share counts for the peak from this many requests
+PEAK_Z = 2.0  # a window's share counts for the peak less this many standard errors: shown surely
 
 
 class Baselines:
@@ -141,14 +141,16 @@ class Baselines:
                 self.spread[name][:size, s][counted] += np.stack((e[counted], e[counted] ** 2 / n[counted]), axis=-1)
                 peak = self.peak_share[name][:size, s]
                 peak *= self.peak_decay
-                shown = counted & (n >= PEAK_MIN_REQUESTS)
-                peak[shown] = np.maximum(peak[shown], e[shown] / n[shown])
+                share = np.clip(e[counted] / n[counted], 0.0, 1.0)  # weighted counts may overshoot
+                surely = share - PEAK_Z * np.sqrt(share * (1.0 - share) / n[counted])
+                peak[counted] = np.maximum(peak[counted], surely)
 
     def dispersion(self, counter: str, ids: np.ndarray, slots: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """For a window of `slots` slots, at the largest learnt scale that fits it: (rho, the
         learnt intra-window correlation of `counter`'s bad requests; units, how many windows
-        of that scale the window holds; peak, the highest share the subject has shown in a
-        window of PEAK_MIN_REQUESTS or more at any scale, fading over a day). rho and peak
+        of that scale the window holds; peak, the highest share the subject has surely shown
+        (PEAK_Z standard errors below what a window showed) at any scale, fading over a
+        day). rho and peak
         are 0 for a counter whose spread is not learnt."""
         s = max(i for i, scale in enumerate(SCALES) if scale <= max(slots, 1))
         units = np.full(ids.shape[0], max(slots, 1) / SCALES[s])
