@@ -149,8 +149,8 @@ class Baselines:
         """For a window of `slots` slots, at the largest learnt scale that fits it: (rho, the
         learnt intra-window correlation of `counter`'s bad requests; units, how many windows
         of that scale the window holds; peak, the highest share the subject has surely shown
-        (PEAK_Z standard errors below what a window showed) at any scale, fading over a
-        day). rho and peak
+        (PEAK_Z standard errors below what a window showed) at that scale, fading over
+        a day). rho and peak
         are 0 for a counter whose spread is not learnt."""
         s = max(i for i, scale in enumerate(SCALES) if scale <= max(slots, 1))
         units = np.full(ids.shape[0], max(slots, 1) / SCALES[s])
@@ -169,7 +169,7 @@ class Baselines:
             null_sd = np.sqrt(k * (2.0 + np.abs(1.0 - 6.0 * pq) / ((n / k) * pq)) * SCALES[s])
             rho = (x2 - k - Z_DISPERSION * null_sd) / (n - k)
         ok = (k >= 2) & (n > k) & (pq > 0) & np.isfinite(rho)
-        return np.where(ok, np.clip(rho, 0.0, MAX_RHO), 0.0), units, self.peak_share[counter][ids].max(axis=1)
+        return np.where(ok, np.clip(rho, 0.0, MAX_RHO), 0.0), units, self.peak_share[counter][ids, s]
 
     def rate(self, counter: str, size: int, of: str = "requests") -> np.ndarray:
         """Usual share of `of` that `counter` makes up (errors per request, retries per call)."""
