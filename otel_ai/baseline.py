@@ -171,6 +171,42 @@ class Baselines:
         ok = (k >= 2) & (n > k) & (pq > 0) & np.isfinite(rho)
         return np.where(ok, np.clip(rho, 0.0, MAX_RHO), 0.0), units, self.peak_share[counter][ids, s]
 
+    # ---- surviving a restart (snapshots.py keeps the blobs)
+
+    def _rows(self) -> dict[str, np.ndarray]:
+        """Every learnt per-subject array by a stable name (the last minute's counts are
+        left out: after a restart they would join windows across the gap)."""
+        rows = {"slots": self.slots, "hist": self.hist, "slots_seen": self.slots_seen,
+                "sustained_busy": self.sustained_busy, "peak_busy": self.peak_busy, "spread_n": self.spread_n}
+        rows.update({f"sums.{name}": values for name, values in self.sums.items()})
+        rows.update({f"spread.{name}": values for name, values in self.spread.items()})
+        rows.update({f"peak_share.{name}": values for name, values in self.peak_share.items()})
+        return rows
+
+    def snapshot(self, ids: np.ndarray) -> dict[str, np.ndarray]:
+        """Copies of the learnt rows of subjects `ids`, in that order."""
+        self.ensure(int(ids.max(initial=-1)) + 1)
+        return {name: values[ids] for name, values in self._rows().items()}
+
+    def restore(self, arrays: dict[str, np.ndarray], ids: np.ndarray) -> None:
+        """Put snapshot rows back as subjects `ids`. Arrays this version does not know
+        are ignored and those it misses stay unlearnt, so a snapshot survives upgrades;
+        one whose shapes do not fit (another histogram layout) is refused whole."""
+        self.ensure(int(ids.max(initial=-1)) + 1)
+        rows = self._rows()
+        known = {name: arrays[name] for name in rows if name in arrays}
+        for name, values in known.items():
+            if values.shape != (ids.shape[0], *rows[name].shape[1:]):
+                raise ValueError(f"baseline snapshot array {name} has shape {values.shape}, "
+                                 f"expected {(ids.shape[0], *rows[name].shape[1:])}")
+        for name, values in known.items():
+            rows[name][ids] = values
+
+    def traffic(self, size: int) -> np.ndarray:
+        """Decayed requests per subject: which baselines are worth the most."""
+        self.ensure(size)
+        return self.sums["requests"][:size]
+
     def rate(self, counter: str, size: int, of: str = "requests") -> np.ndarray:
         """Usual share of `of` that `counter` makes up (errors per request, retries per call)."""
         self.ensure(size)

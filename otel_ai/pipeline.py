@@ -33,6 +33,7 @@ from otel_ai.incidents import IncidentManager
 from otel_ai.model import DEPENDENCY, ROUTE
 from otel_ai.receiver.consumer import JSON, PROTOBUF, ExportResult, InvalidRequest, Saturated
 from otel_ai.selfmetrics import SelfMetrics
+from otel_ai.snapshots import BASELINES, SnapshotWriter, baselines_snapshot, restore_baselines
 from otel_ai.stages import Consumer, Downstream
 from otel_ai.store import IncidentStore
 from otel_ai.subjects import SubjectTable
@@ -64,6 +65,7 @@ class Pipeline:
         self.windows = WindowStore(self.slot_ns, int(np.ceil(longest / w.slot)) + 1, counters.values(),
                                    settings.limits.max_subjects)
         self.baselines = Baselines(w.slot, counters)
+        self.snapshots = SnapshotWriter(store, w.baseline_snapshot, wall_clock_ns=wall_clock_ns)
         self.clock = EventClock(int(w.allowed_lateness * NS_PER_S), int(w.max_clock_skew * NS_PER_S),
                                 int(w.max_span_age * NS_PER_S), use_wall_clock and w.wall_clock_advance)
         self.use_wall_clock = use_wall_clock
@@ -191,6 +193,8 @@ class Pipeline:
                 self.incidents.on_anomaly(anomaly, self.captures.attribute)
         self._check_health(view)
         self._learn(view, closed_slot, size)
+        if self.snapshots.due():
+            self._save_baselines()
         self.metrics.subjects.labels(kind=ROUTE).set(size - int(kinds.sum()))
         self.metrics.subjects.labels(kind=DEPENDENCY).set(int(kinds.sum()))
 
@@ -234,11 +238,29 @@ class Pipeline:
             slow[ids] = np.where(np.isnan(p95), self._cold_slow_ms, p95 + 50.0)
         self.decoder.slow_threshold_ms = slow
 
+    def _save_baselines(self) -> None:
+        self.snapshots.put(BASELINES, baselines_snapshot(self.subjects, self.baselines))
+
+    def _restore_baselines(self) -> None:
+        arrays = self.snapshots.load(BASELINES)
+        if arrays is None:
+            return
+        try:
+            restored = restore_baselines(arrays, self.subjects, self.baselines)
+        except (KeyError, ValueError) as exc:
+            log.warning("ignoring the saved baselines, which do not fit this version: %s", exc)
+            return
+        log.info("restored the baselines of %d routes and dependencies", restored)
+
     # ---- worker lifecycle ----
     def start(self, now_ns: int | None = None) -> None:
+        """Restore what the store remembers (baselines, open incidents), then run the
+        worker and save the baselines periodically from now on."""
+        self._restore_baselines()
         restored = self.incidents.restore(now_ns if now_ns is not None else self.wall_clock_ns())
         if restored:
             log.info("restored %d open or recently resolved incidents", restored)
+        self.snapshots.start()
         self._worker = threading.Thread(target=self._run, name="otel-ai-pipeline", daemon=True)
         self._worker.start()
 
@@ -271,6 +293,9 @@ class Pipeline:
         if self._worker is not None:
             self._worker.join(timeout_s)
             self._worker = None
+        if self.snapshots.running:
+            self._save_baselines()
+            self.snapshots.close(timeout_s)
         self.drain(timeout_s)
         self.downstream.close()
 
