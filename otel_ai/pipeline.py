@@ -38,7 +38,7 @@ from otel_ai.stages import Consumer, Downstream
 from otel_ai.store import IncidentStore
 from otel_ai.subjects import SubjectTable
 from otel_ai.suspects import CaptureStore
-from otel_ai.timefmt import NS_PER_S
+from otel_ai.timefmt import NS_PER_S, rfc3339
 from otel_ai.windows import WindowStore, WindowView
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,7 @@ class Pipeline:
                                    settings.limits.max_subjects)
         self.baselines = Baselines(w.slot, counters)
         self.snapshots = SnapshotWriter(store, w.baseline_snapshot, wall_clock_ns=wall_clock_ns)
+        self.baselines_origin = "not restored"  # start() restores them
         self.clock = EventClock(int(w.allowed_lateness * NS_PER_S), int(w.max_clock_skew * NS_PER_S),
                                 int(w.max_span_age * NS_PER_S), use_wall_clock and w.wall_clock_advance)
         self.use_wall_clock = use_wall_clock
@@ -241,22 +242,24 @@ class Pipeline:
     def _save_baselines(self) -> None:
         self.snapshots.put(BASELINES, baselines_snapshot(self.subjects, self.baselines))
 
-    def _restore_baselines(self) -> None:
-        arrays = self.snapshots.load(BASELINES)
-        if arrays is None:
-            return
+    def _restore_baselines(self) -> str:
+        """Put the saved baselines back; what happened, in words for the start-up banner.
+        A damaged snapshot costs the learning it held, never the start."""
         try:
-            restored = restore_baselines(arrays, self.subjects, self.baselines)
+            saved = self.snapshots.load(BASELINES)
+            if saved is None:
+                return "none saved yet: learning from scratch (static thresholds for the first minutes)"
+            restored = restore_baselines(saved[1], self.subjects, self.baselines)
         except (KeyError, ValueError) as exc:
-            log.warning("ignoring the saved baselines, which do not fit this version: %s", exc)
-            return
-        log.info("restored the baselines of %d routes and dependencies", restored)
+            log.warning("ignoring the saved baselines: %s", exc)
+            return f"the saved ones are unusable ({exc}): learning from scratch"
+        return f"restored {restored} routes and dependencies, saved {rfc3339(saved[0])}"
 
     # ---- worker lifecycle ----
     def start(self, now_ns: int | None = None) -> None:
         """Restore what the store remembers (baselines, open incidents), then run the
         worker and save the baselines periodically from now on."""
-        self._restore_baselines()
+        self.baselines_origin = self._restore_baselines()
         restored = self.incidents.restore(now_ns if now_ns is not None else self.wall_clock_ns())
         if restored:
             log.info("restored %d open or recently resolved incidents", restored)

@@ -102,17 +102,16 @@ class SnapshotWriter:
             self._last = self.clock()
             self._cv.notify()
 
-    def load(self, name: str) -> dict[str, np.ndarray] | None:
-        """The saved snapshot `name`; None if there is none or it cannot be read (logged:
-        a damaged snapshot costs the learning it held, never the start)."""
+    def load(self, name: str) -> tuple[int, dict[str, np.ndarray]] | None:
+        """(saved_at_ns, arrays) of the saved snapshot `name`, None if there is none.
+        ValueError if it cannot be read."""
         row = self.store.load_snapshot(name)
         if row is None:
             return None
         try:
-            return decode(row[1])
+            return row[0], decode(row[1])
         except (ValueError, OSError, EOFError) as exc:
-            log.warning("ignoring the saved %s snapshot, which cannot be read: %s", name, exc)
-            return None
+            raise ValueError(f"cannot read the saved {name} snapshot: {exc}") from None
 
     def _run(self) -> None:
         while True:

@@ -96,6 +96,7 @@ def test_a_pipeline_saves_at_stop_and_a_new_one_restores_at_start(tmp_path):
     store = IncidentStore(tmp_path / "incidents.db")  # the restarted process
     second = Pipeline(settings, store, use_wall_clock=False)
     second.start()
+    assert second.baselines_origin.startswith(f"restored {len(first.subjects) - 1} routes and dependencies, saved 20")
     try:
         size = len(first.subjects)
         for subject in first.subjects.subjects[1:size]:
@@ -115,6 +116,7 @@ def test_a_damaged_snapshot_costs_the_learning_not_the_start(tmp_path):
     pipeline = Pipeline(load_settings(env={}), store, use_wall_clock=False)
     pipeline.start()
     pipeline.stop(5.0)
+    assert pipeline.baselines_origin.startswith("the saved ones are unusable (cannot read the saved baselines snapshot")
     assert len(pipeline.subjects) == 1  # only the overflow subject: nothing restored
     assert decode(store.load_snapshot(BASELINES)[1])["subject.route"].tolist() == []  # and a good one saved
     store.close()
