@@ -19,7 +19,8 @@ import urllib.request
 from pathlib import Path
 
 from otel_ai.testing.harness import wait_for
-from otel_ai.testing.scenarios import deep_scenario
+from otel_ai.testing.scenarios import deep_background_noise
+from otel_ai.testing.traffic import Fault, Noise, TrafficGenerator
 
 NS = 1_000_000_000
 OTEL_AI = [sys.executable, "-m", "otel_ai"]
@@ -72,7 +73,13 @@ def test_kill_9_and_restart_keep_the_baselines_raise_nothing_and_catch_a_fault(t
     (tmp_path / "otel-ai.yaml").write_text("receiver:\n  host: 127.0.0.1\nadmin:\n  host: 127.0.0.1\n"
                                            "windows:\n  baselineSnapshot: 1s\n")
     start_ns = time.time_ns() - 50 * 60 * NS
-    generator = deep_scenario("deep_error", seed=1, warmup_s=FAULT_S, rate_scale=0.1, start_ns=start_ns)
+    # The traffic's daily swing peaks an hour before the fault, as it does for the presets
+    # (they start at 14:00 UTC), so the outcome does not depend on the hour the test runs.
+    fault_hour = ((start_ns / NS + FAULT_S) % 86_400) / 3600.0
+    noise = [Noise(n.kind, route=n.route, params={**n.params, "peak_hour": (fault_hour - 1.0) % 24}
+                   if n.kind == "daily_swing" else n.params) for n in deep_background_noise()]
+    generator = TrafficGenerator(seed=1, start_ns=start_ns, faults=[Fault("deep_error", start_s=FAULT_S)], noise=noise,
+                                 topology="deep", rate_scale=0.1)
     onset_ns = start_ns + int(FAULT_S * NS)
     db = tmp_path / "data" / "incidents.db"
 
