@@ -1,6 +1,9 @@
 """The noise model: each subject's burstiness, learnt by the baselines (Baselines.dispersion),
-and the one rate test that uses it (rate_surprise), on the detector bench (SlotFeeder)."""
+and the one rate test that uses it (rate_surprise), on the detector bench (SlotFeeder), then
+through the real pipeline on six hours of the deep topology's bursty benign traffic."""
 from __future__ import annotations
+
+import time
 
 import numpy as np
 import pytest
@@ -11,6 +14,8 @@ from otel_ai.detectors import BUILT_IN
 from otel_ai.detectors.base import MEDIUM_SLOTS, SHORT_SLOTS, neg_log_binomial_tail
 from otel_ai.histogram import BINS, bin_index
 from otel_ai.model import ROUTE, Subject
+from otel_ai.testing.harness import run_generator
+from otel_ai.testing.scenarios import deep_scenario
 from otel_ai.testing.slots import SlotFeeder
 
 SLOT_S = 10.0
@@ -128,3 +133,22 @@ def test_a_bursty_route_still_pages_at_80_percent(bursty_feeder):
 
 def test_a_clean_route_going_from_02_to_5_percent_pages(bursty_feeder):
     assert run(bursty_feeder, 0.0, 0.05) == {CLEAN}
+
+
+# --------------------------------------------------------------------------- through the pipeline
+
+def test_six_hours_of_bursty_benign_traffic_raise_nothing_once_the_bursts_are_known():
+    # The deep topology: routes failing 10-30 % (and a search slowing 2-4x) in bursts, the
+    # daily swing, 4xx bursts on the gateway, traffic surges. At 5 % of its rate and one
+    # export per 10 s, seven hours are ~1.7 M spans. The first hour learns each route's
+    # bursts: its first ones page, as nothing says yet that the route bursts. The six
+    # hours after it must raise nothing.
+    started = time.monotonic()
+    generator = deep_scenario("deep_benign", seed=3, rate_scale=0.05, duration_s=7 * 3600)
+    result = run_generator(generator, 7 * 3600, interval_s=10.0)
+    learnt_ns = generator.start_ns + 3600 * 1_000_000_000
+    learning = [i.summary for i in result.incidents if i.opened_at_ns < learnt_ns]
+    print(f"7 h deep benign: {result.spans} spans, {time.monotonic() - started:.0f} s wall; "
+          f"{len(learning)} incidents in the first hour, {len(result.incidents) - len(learning)} after")
+    assert result.spans > 1_500_000
+    assert [i.summary for i in result.incidents if i.opened_at_ns >= learnt_ns] == []
