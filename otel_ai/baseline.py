@@ -49,7 +49,9 @@ PEAK_Z = 2.0  # a window's share counts for the peak less this many standard err
 
 
 class Baselines:
-    def __init__(self, slot_s: float, counters: Iterable[str] = ("requests",)):
+    def __init__(self, slot_s: float, counters: Iterable[str] = ("requests",), counts: Iterable[str] | None = None):
+        """counters: every counter's name; counts: those that count requests (bad ones),
+        whose burstiness is learnt (default: all but requests)."""
         self.slot_s = slot_s
         self.decay = 0.5 ** (slot_s / HALF_LIFE_S)
         self.sustained_decay = 0.5 ** (slot_s / SUSTAINED_HALF_LIFE_S)
@@ -64,8 +66,10 @@ class Baselines:
         # Burstiness: the last SCALES[-1] learnt slots' counts (a minute's window), and per
         # scale decayed sums over past windows of requests and windows (spread_n), and of
         # each counter's bad count e and e²/n (spread).
-        self.spread_names = tuple(dict.fromkeys((*(n for n in self.sums if n != "requests"), SLOW)))
+        counted = [n for n in self.sums if n != "requests"] if counts is None else [n for n in counts if n != "requests"]
+        self.spread_names = tuple(dict.fromkeys((*counted, SLOW)))
         self.recent = {name: np.zeros((0, SCALES[-1])) for name in ("requests", *self.spread_names)}
+        self._recent_at = 0  # the ring column of the newest learnt slot
         self.spread_n = np.zeros((0, len(SCALES), 2))
         self.spread = {name: np.zeros((0, len(SCALES), 2)) for name in self.spread_names}
         self.peak_share = {name: np.zeros((0, len(SCALES))) for name in self.spread_names}  # decayed maximum
@@ -120,30 +124,32 @@ class Baselines:
 
     def _learn_spread(self, slot: dict[str, np.ndarray], hist: np.ndarray, live: np.ndarray) -> None:
         """One more window per scale into the moments of past windows' bad counts, for
-        the live subjects (the others' windows still roll, so none mixes old and new)."""
+        the live subjects (the others' windows still roll, so none mixes old and new).
+        Masks are weights here, not indexes: this runs per slot over every subject."""
         size = slot["requests"].shape[0]
         p95 = percentile(self.hist[:size], 0.95)
         has_p95 = ~np.isnan(p95)
         values = {**slot, SLOW: np.where(has_p95, share_above(hist, np.where(has_p95, p95, np.inf)), 0.0)
                   * slot["requests"]}
+        self._recent_at = (self._recent_at + 1) % SCALES[-1]
         for name, ring in self.recent.items():
-            ring[:size] = np.roll(ring[:size], 1, axis=1)
-            ring[:size, 0] = values.get(name, 0.0)
+            ring[:size, self._recent_at] = values.get(name, 0.0)
+        newest_first = (self._recent_at - np.arange(SCALES[-1])) % SCALES[-1]
         for s, scale in enumerate(SCALES):
-            n = self.recent["requests"][:size, :scale].sum(axis=1)
-            full = live & (n > 0) & (self.slots_seen[:size] >= scale)
-            self.spread_n[:size, s] *= self.spread_decay
-            self.spread_n[:size, s][full] += np.stack((n[full], np.ones(int(full.sum()))), axis=-1)
+            columns = newest_first[:scale]
+            n = self.recent["requests"][:size, columns].sum(axis=1)
+            full = (live & (n > 0) & (self.slots_seen[:size] >= scale)).astype(np.float64)
+            n_or_1 = np.where(full > 0, n, 1.0)
+            self.spread_n[:size, s] = self.spread_n[:size, s] * self.spread_decay + np.stack((n * full, full), axis=-1)
             for name in self.spread_names:
-                e = self.recent[name][:size, :scale].sum(axis=1)
-                counted = full & has_p95 if name == SLOW else full
-                self.spread[name][:size, s] *= self.spread_decay
-                self.spread[name][:size, s][counted] += np.stack((e[counted], e[counted] ** 2 / n[counted]), axis=-1)
+                e = self.recent[name][:size, columns].sum(axis=1)
+                counted = full * has_p95 if name == SLOW else full
+                self.spread[name][:size, s] = (self.spread[name][:size, s] * self.spread_decay
+                                               + np.stack((e * counted, e * e / n_or_1 * counted), axis=-1))
+                share = np.clip(e / n_or_1, 0.0, 1.0)  # weighted counts may overshoot
+                surely = share - PEAK_Z * np.sqrt(share * (1.0 - share) / n_or_1)
                 peak = self.peak_share[name][:size, s]
-                peak *= self.peak_decay
-                share = np.clip(e[counted] / n[counted], 0.0, 1.0)  # weighted counts may overshoot
-                surely = share - PEAK_Z * np.sqrt(share * (1.0 - share) / n[counted])
-                peak[counted] = np.maximum(peak[counted], surely)
+                np.maximum(peak * self.peak_decay, np.where(counted > 0, surely, 0.0), out=peak)
 
     def dispersion(self, counter: str, ids: np.ndarray, slots: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """For a window of `slots` slots, at the largest learnt scale that fits it: (rho, the

@@ -64,7 +64,7 @@ class Pipeline:
         longest = max([r.window for r in settings.events.values()] + [300.0])
         self.windows = WindowStore(self.slot_ns, int(np.ceil(longest / w.slot)) + 1, counters.values(),
                                    settings.limits.max_subjects)
-        self.baselines = Baselines(w.slot, counters)
+        self.baselines = Baselines(w.slot, counters, [c.name for c in counters.values() if c.amount is None])
         self.snapshots = SnapshotWriter(store, w.baseline_snapshot, wall_clock_ns=wall_clock_ns)
         self.baselines_origin = "not restored"  # start() restores them
         self.clock = EventClock(int(w.allowed_lateness * NS_PER_S), int(w.max_clock_skew * NS_PER_S),
