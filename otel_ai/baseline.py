@@ -8,12 +8,14 @@ become the new normal before the detectors have had their say.
 
 Burstiness, per subject and counter, at two scales (one slot, one minute): real routes
 fail in bursts, so the bad requests of a window are not independent coin flips. The
-learner keeps the moments of past windows' counts (decayed like everything else) and
+learner keeps the moments of past windows' counts (decayed over SPREAD_HALF_LIFE_S) and
 estimates the intra-window correlation rho of a beta-binomial by Pearson's X²:
 E[X²] = k + rho (N - k) over k windows of N requests in all. Only the excess beyond what
 chance alone gives (Z_DISPERSION standard deviations of X² under a plain binomial) counts,
-so a steady route keeps rho = 0 and its binomial test. `slow` is a pseudo-counter for
-latency: the requests of a slot above the subject's baseline p95.
+so a steady route keeps rho = 0 and its binomial test. It also keeps, per scale, the
+highest share the subject has surely shown (its peak). `slow` is a pseudo-counter for
+latency: the requests of a slot above the subject's baseline p95. Burstiness learns from
+a subject with an open incident for the incident's first BURST_MAX_S only (pipeline.py).
 """
 from __future__ import annotations
 
