@@ -22,6 +22,7 @@ from typing import ClassVar, Protocol
 
 import numpy as np
 
+from otel_ai.baseline import SLOW
 from otel_ai.config import EventRule
 from otel_ai.counters import ERRORS, REQUESTS, SQUARED_WEIGHTS, Counter
 from otel_ai.histogram import percentile, share_above
@@ -40,6 +41,7 @@ ALPHA_MEDIUM = 16.1  # p < 1e-7
 ALPHA_LONG = 13.8  # p < 1e-6
 COLD_PENALTY = 4.6  # without a trusted baseline, demand 100x stronger evidence
 CONFIRM_SLOTS = 3  # longer windows must still breach over the last 30 s
+BEYOND_PEAK = 1.5  # a share this much above a subject's highest burst is news whatever its burstiness
 TREND_SLOTS = 12
 ROUTE_KIND, DEPENDENCY_KIND = 0, 1
 SUBJECT_NOUNS = {ROUTE_KIND: "routes", DEPENDENCY_KIND: "dependencies"}
@@ -86,21 +88,34 @@ class Hit:
     neg_log_p: float
 
 
-def neg_log_binomial_tail(bad: np.ndarray, n: np.ndarray, p0: np.ndarray) -> np.ndarray:
-    """-ln P(X >= bad) for X ~ Binomial(n, p0), by the Chernoff bound n*KL(bad/n || p0).
-    0 where the observed rate is not above p0."""
+def neg_log_binomial_tail(bad: np.ndarray, n: np.ndarray, p0: np.ndarray,
+                          independent: np.ndarray | None = None) -> np.ndarray:
+    """-ln P(X >= bad) for X ~ Binomial(n, p0), by the Chernoff bound n*KL(bad/n || p0),
+    with the share bad/n weighed as `independent` trials when given (fewer than n when
+    requests fail together). 0 where the observed rate is not above p0."""
     n = np.maximum(n.astype(np.float64), 1.0)
     q = np.clip(bad / n, 1e-12, 1 - 1e-12)
     p = np.clip(p0, 1e-12, 1 - 1e-12)
     kl = q * np.log(q / p) + (1 - q) * np.log((1 - q) / (1 - p))
-    return np.where(q > p, n * kl, 0.0)
+    return np.where(q > p, (n if independent is None else independent) * kl, 0.0)
 
 
-def rate_surprise(view: WindowView, ids: np.ndarray, bad: np.ndarray, n: np.ndarray, p0: np.ndarray) -> np.ndarray:
-    """How surprising `bad` of `n` requests are for the subjects `ids`, whose usual share
-    is p0, as -ln p. The one statistical test of every share-based detector: a binomial
-    tail today; a model of each subject's own burstiness can replace it here."""
-    return neg_log_binomial_tail(bad, n, p0)
+def rate_surprise(view: WindowView, ids: np.ndarray, bad: np.ndarray, n: np.ndarray, p0: np.ndarray,
+                  counter: str, slots: int) -> np.ndarray:
+    """How surprising `bad` of `n` requests over `slots` slots are for the subjects `ids`,
+    whose usual share of `counter`'s bad requests is p0, as -ln p. The one statistical
+    test of every share-based detector (docs/detection.md, "The test"): the larger of
+      - usual: the share against p0, with the n requests counted as n / (1 + rho (m - 1))
+        independent ones, rho being the subject's learnt burstiness (baseline.py) and m
+        the requests per window of the scale it was learnt at, so that a burst of its
+        usual size is no news;
+      - beyond: the share against BEYOND_PEAK times the highest share the subject has
+        shown, with every request counted, so that bursts do not hide an outage."""
+    rho, units, peak = view.baselines.dispersion(counter, ids, slots)
+    design_effect = 1.0 + rho * np.maximum(n / units - 1.0, 0.0)
+    usual = neg_log_binomial_tail(bad, n, p0, n / design_effect)
+    beyond = neg_log_binomial_tail(bad, n, np.maximum(p0, BEYOND_PEAK * peak))
+    return np.maximum(usual, beyond)
 
 
 def evidence_scale(view: WindowView, slots: int) -> np.ndarray:
@@ -259,7 +274,7 @@ class RateDetector:
             ids = np.flatnonzero(candidate)
             if ids.shape[0] == 0:
                 continue
-            score = rate_surprise(view, ids, e[ids] * scale[ids], n[ids] * scale[ids], p0[ids])
+            score = rate_surprise(view, ids, e[ids] * scale[ids], n[ids] * scale[ids], p0[ids], self.bad.name, slots)
             needed = alpha + np.where(warm[ids], 0.0, COLD_PENALTY)
             for sid, s in zip(ids[score >= needed], score[score >= needed]):
                 if sid not in found:  # the shortest window that fires reports
@@ -376,7 +391,7 @@ class LatencyDetector(RateDetector):
             slow = share_above(hist, thr) * n[ids]
             scale = evidence_scale(view, slots)[ids]
             p0 = np.where(warm, np.maximum(view.baselines.latency_share_above(ids, thr), 0.01), 0.05)
-            score = rate_surprise(view, ids, slow * scale, n[ids] * scale, p0)
+            score = rate_surprise(view, ids, slow * scale, n[ids] * scale, p0, SLOW, slots)
             needed = alpha + np.where(warm, 0.0, COLD_PENALTY)
             fire = (value >= thr) & (slow * scale >= MIN_BAD) & (score >= needed)
             if slots > CONFIRM_SLOTS and fire.any():

@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from otel_ai.config import EventRule
+from otel_ai.baseline import SLOW
 from otel_ai.counters import BUSY_MS, ERRORS, REQUESTS
 from otel_ai.detectors.base import (
     CONFIRM_SLOTS, HEALTHY_FRACTION, MEDIUM_SLOTS, MIN_BAD, ROUTE_KIND, TREND_SLOTS, confidence, evidence_scale,
@@ -88,7 +89,8 @@ class CapacityWarning:
             usual_p95 = view.baselines.latency_percentile(ids, 0.95)
             slow = share_above(view.hist(slots, ids), np.nan_to_num(usual_p95, nan=np.inf)) * now["n"][ids]
             scale = evidence_scale(view, slots)[ids]
-            score = rate_surprise(view, ids, slow * scale, now["n"][ids] * scale, np.full(ids.shape[0], SLOW_SHARE))
+            score = rate_surprise(view, ids, slow * scale, now["n"][ids] * scale, np.full(ids.shape[0], SLOW_SHARE),
+                                  SLOW, slots)
             for j in np.flatnonzero((slow * scale >= MIN_BAD) & (score >= alpha)):
                 sid = int(ids[j])
                 if sid not in found:

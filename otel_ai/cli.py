@@ -78,6 +78,7 @@ def cmd_serve(args) -> int:
     _print_ports(app)
     for line in app.banner():
         print(f"otel-ai notifications: {line.strip()}", file=sys.stderr, flush=True)
+    print(f"otel-ai baselines: {app.pipeline.baselines_origin}", file=sys.stderr, flush=True)
     try:
         _wait_for_signal()
         print("otel-ai: shutting down, draining accepted spans...", file=sys.stderr, flush=True)

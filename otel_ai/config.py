@@ -92,8 +92,10 @@ class Windows(_Strict):
     wall_clock_advance: bool = Field(True, alias="wallClockAdvance")
     max_clock_skew: float = Field(600.0, alias="maxClockSkew")
     max_span_age: float = Field(3600.0, alias="maxSpanAge")
+    baseline_snapshot: float = Field(60.0, alias="baselineSnapshot")
 
-    _parse = field_validator("slot", "allowed_lateness", "max_clock_skew", "max_span_age", mode="before")(_duration)
+    _parse = field_validator("slot", "allowed_lateness", "max_clock_skew", "max_span_age", "baseline_snapshot",
+                             mode="before")(_duration)
 
     @field_validator("slot")
     @classmethod

@@ -28,7 +28,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from otel_ai.baseline import LEARN_LAG_SLOTS, Baselines
+from otel_ai.baseline import BURST_MAX_S, LEARN_LAG_SLOTS, Baselines
 from otel_ai.clock import EventClock
 from otel_ai.config import Settings
 from otel_ai.decode import Decoder, MalformedRequest, SpanBatch
@@ -40,12 +40,13 @@ from otel_ai.incidents import IncidentManager
 from otel_ai.metrics.stage import MetricsStage, MetricWork
 from otel_ai.receiver.consumer import JSON, PROTOBUF, ExportResult, InvalidRequest, MetricsExportResult, Saturated
 from otel_ai.selfmetrics import SelfMetrics
+from otel_ai.snapshots import BASELINES, SnapshotWriter, baselines_snapshot, restore_baselines
 from otel_ai.stages import Consumer, Downstream
 from otel_ai.store import IncidentStore
 from otel_ai.subjects import KIND_CODES, SubjectTable
 from otel_ai.suspects import Attribution, CaptureStore
 from otel_ai.tail_sampling import TailSamplingMonitor
-from otel_ai.timefmt import NS_PER_S
+from otel_ai.timefmt import NS_PER_S, rfc3339
 from otel_ai.windows import WindowStore, WindowView
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,9 @@ class Pipeline:
         longest = max([r.window for r in settings.events.values()] + [300.0])
         self.windows = WindowStore(self.slot_ns, int(np.ceil(longest / w.slot)) + 1, counters.values(),
                                    settings.limits.max_subjects)
-        self.baselines = Baselines(w.slot, counters)
+        self.baselines = Baselines(w.slot, counters, [c.name for c in counters.values() if c.amount is None])
+        self.snapshots = SnapshotWriter(store, w.baseline_snapshot, wall_clock_ns=wall_clock_ns)
+        self.baselines_origin = "not restored"  # start() restores them
         self.clock = EventClock(int(w.allowed_lateness * NS_PER_S), int(w.max_clock_skew * NS_PER_S),
                                 int(w.max_span_age * NS_PER_S), use_wall_clock and w.wall_clock_advance)
         self.use_wall_clock = use_wall_clock
@@ -275,6 +278,8 @@ class Pipeline:
         self._check_health(view)
         self._learn(view, closed_slot, size)
         self._watch_sampling(view)
+        if self.snapshots.due():
+            self._save_baselines()
         tracked = np.bincount(kinds, minlength=len(KIND_CODES))
         for kind, code in KIND_CODES.items():
             self.metrics.subjects.labels(kind=kind).set(int(tracked[code]))
@@ -335,13 +340,16 @@ class Pipeline:
 
     def _learn(self, view: WindowView, closed_slot: int, size: int) -> None:
         lagged = closed_slot - LEARN_LAG_SLOTS
+        lagged_end_ns = view.end_ns - LEARN_LAG_SLOTS * self.slot_ns
         frozen = np.zeros(size, dtype=bool)
+        outage = np.zeros(size, dtype=bool)
         for incident in self.incidents.watched():
             sid = self.subjects.lookup(incident.subject)
-            if sid is not None:
+            if sid is not None and sid < size:
                 frozen[sid] = True
+                outage[sid] |= lagged_end_ns - incident.opened_at_ns > BURST_MAX_S * NS_PER_S
         pos = lagged % self.windows.ring
-        self.baselines.learn(self.windows.slot(pos, size), self.windows.hist[:size, pos, :], frozen)
+        self.baselines.learn(self.windows.slot(pos, size), self.windows.hist[:size, pos, :], frozen, outage)
         # Requests slower than baseline p95 + 50 ms are kept for latency suspects.
         warm = self.baselines.warm(size)
         slow = np.full(size, float(self._cold_slow_ms))
@@ -351,11 +359,31 @@ class Pipeline:
             slow[ids] = np.where(np.isnan(p95), self._cold_slow_ms, p95 + 50.0)
         self.decoder.slow_threshold_ms = slow
 
+    def _save_baselines(self) -> None:
+        self.snapshots.put(BASELINES, baselines_snapshot(self.subjects, self.baselines))
+
+    def _restore_baselines(self) -> str:
+        """Put the saved baselines back; what happened, in words for the start-up banner.
+        A damaged snapshot costs the learning it held, never the start."""
+        try:
+            saved = self.snapshots.load(BASELINES)
+            if saved is None:
+                return "none saved yet: learning from scratch (static thresholds for the first minutes)"
+            restored = restore_baselines(saved[1], self.subjects, self.baselines)
+        except (KeyError, ValueError) as exc:
+            log.warning("ignoring the saved baselines: %s", exc)
+            return f"the saved ones are unusable ({exc}): learning from scratch"
+        return f"restored {restored} routes and dependencies, saved {rfc3339(saved[0])}"
+
     # ---- worker lifecycle ----
     def start(self, now_ns: int | None = None) -> None:
+        """Restore what the store remembers (baselines, open incidents), then run the
+        worker and save the baselines periodically from now on."""
+        self.baselines_origin = self._restore_baselines()
         restored = self.incidents.restore(now_ns if now_ns is not None else self.wall_clock_ns())
         if restored:
             log.info("restored %d open or recently resolved incidents", restored)
+        self.snapshots.start()
         self._worker = threading.Thread(target=self._run, name="otel-ai-pipeline", daemon=True)
         self._worker.start()
 
@@ -393,6 +421,9 @@ class Pipeline:
         if self._worker is not None:
             self._worker.join(timeout_s)
             self._worker = None
+        if self.snapshots.running:
+            self._save_baselines()
+            self.snapshots.close(timeout_s)
         self.drain(timeout_s)
         self.downstream.close()
 

@@ -17,7 +17,7 @@ from typing import Any
 from otel_ai.model import Incident, Subject
 
 # Bump when the table layout changes and add a step to _MIGRATIONS.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _CREATE_V1 = (
     """
@@ -130,8 +130,19 @@ _CREATE_V4 = (
     "DROP TABLE slack_messages",
 )
 
+# Learnt state that survives a restart (snapshots.py): one blob per name, the latest only.
+_CREATE_V5 = (
+    """
+    CREATE TABLE snapshots (
+        name TEXT PRIMARY KEY,
+        saved_at_ns INTEGER NOT NULL,
+        blob BLOB NOT NULL
+    )
+    """,
+)
+
 # _MIGRATIONS[n] takes a database from user_version n to n + 1.
-_MIGRATIONS: dict[int, tuple[str, ...]] = {0: _CREATE_V1, 1: _CREATE_V2, 2: _CREATE_V3, 3: _CREATE_V4}
+_MIGRATIONS: dict[int, tuple[str, ...]] = {0: _CREATE_V1, 1: _CREATE_V2, 2: _CREATE_V3, 3: _CREATE_V4, 4: _CREATE_V5}
 
 _INCIDENT_FIELDS = {f.name for f in dataclasses.fields(Incident)}
 _SUBJECT_FIELDS = {f.name for f in dataclasses.fields(Subject)}
@@ -262,6 +273,19 @@ class IncidentStore:
             cost, calls = self._conn.execute(
                 "SELECT COALESCE(SUM(cost_usd), 0), COUNT(*) FROM ai_calls WHERE at_ns >= ?", (since_ns,)).fetchone()
         return float(cost), int(calls)
+
+    def save_snapshot(self, name: str, saved_at_ns: int, blob: bytes) -> None:
+        """Replace the snapshot called `name`."""
+        with self._lock:
+            self._conn.execute("INSERT INTO snapshots (name, saved_at_ns, blob) VALUES (?, ?, ?) "
+                               "ON CONFLICT(name) DO UPDATE SET saved_at_ns = excluded.saved_at_ns, blob = excluded.blob",
+                               (name, saved_at_ns, blob))
+
+    def load_snapshot(self, name: str) -> tuple[int, bytes] | None:
+        """(saved_at_ns, blob) of the snapshot called `name`, if there is one."""
+        with self._lock:
+            row = self._conn.execute("SELECT saved_at_ns, blob FROM snapshots WHERE name = ?", (name,)).fetchone()
+        return None if row is None else (int(row[0]), bytes(row[1]))
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

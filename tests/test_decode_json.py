@@ -47,3 +47,22 @@ def test_generated_json_decodes_alike(document: bytes, garbage: bytes) -> None:
     decoders = twin_decoders()
     assert_same(document, BOUNDS, decoders, json=True)
     assert_same(document[: len(document) // 2] + garbage, BOUNDS, decoders, json=True)
+
+
+def test_deep_traffic_with_internal_spans_decodes_alike_and_calls_get_their_route() -> None:
+    """booking-service makes its calls inside an INTERNAL span (BookingSaga.run): in every
+    reader those CLIENT rows get the route's SERVER span as parent, and the INTERNAL spans
+    ride along on the batch for calls that came in another request."""
+    from otel_ai.testing.scenarios import deep_scenario
+
+    decoders = twin_decoders()
+    body = next(iter(deep_scenario("deep_benign", seed=3, rate_scale=0.3, duration_s=5).serialized_batches(5, 5.0)))
+    document = to_otlp_json(ExportTraceServiceRequest.FromString(body)).encode()
+    assert_same(document, None, decoders, json=True)
+    for batch in (decoders[0].decode_json(document, None), decoders[0].decode(body, None)):
+        booking = decoders[0].subjects.services.index("booking-service")
+        calls = (batch.kind == 3) & (batch.service_id == booking)
+        parents = set(batch.parent_span_id[calls].tolist())
+        assert calls.sum() > 20 and len(batch.internal) > 5
+        assert not parents & set(batch.internal.span_id.tolist())  # none is left under an INTERNAL span here
+        assert len(parents & set(batch.span_id[batch.kind == 2].tolist())) >= 0.8 * len(parents)

@@ -76,6 +76,29 @@ EDGE_CASES = {
 }
 
 
+def _ids(span: int, parent: int = 0, trace_id: bytes = bytes(range(16))) -> bytes:
+    return ld(1, trace_id) + ld(2, span.to_bytes(8, "little")) + (ld(4, parent.to_bytes(8, "little")) if parent else b"")
+
+
+DB_CALL = _attr(b"peer.service", ld(1, b"db"))
+# A route whose calls are made inside two nested INTERNAL spans (a saga, a method), one
+# call inside an UNSPECIFIED span, and an INTERNAL span under otel-ai's own resource.
+UNDER_INTERNAL = (_request(_span(ROUTE, _ids(1)), _span(_ids(2, 1), kind=1), _span(_ids(3, 2), kind=1),
+                           _span(DB_CALL, _ids(4, 3), kind=3), _span(_ids(5, 1), kind=0),
+                           _span(DB_CALL, _ids(6, 5), kind=3), _span(DB_CALL, _ids(7, 99), kind=3))
+                  + ld(1, ld(1, ld(1, ld(1, GENERATED_ATTRIBUTE.encode()) + ld(2, tag(2, 0) + b"\x01")))
+                       + ld(2, _span(_ids(99, 1), kind=1))))
+EDGE_CASES["calls under INTERNAL spans"] = UNDER_INTERNAL
+
+
+@pytest.mark.parametrize("reference", [False, True])
+def test_calls_made_inside_internal_spans_get_the_route_as_parent(reference: bool) -> None:
+    batch = Decoder(SubjectTable(), reference=reference).decode(UNDER_INTERNAL, BOUNDS)
+    parents = dict(zip(batch.span_id.tolist(), batch.parent_span_id.tolist()))
+    # 4 and 6 are called from the route (span 1); 7's parent is otel-ai's own: not looked through
+    assert parents == {1: 0, 4: 1, 6: 1, 7: 99}
+
+
 @pytest.mark.parametrize("name", list(EDGE_CASES))
 def test_edge_cases_decode_alike(name: str) -> None:
     assert_same(EDGE_CASES[name], BOUNDS)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from otel_ai.decode import SpanBatch
+from otel_ai.decode.contract import InternalSpans
 from otel_ai.graph.components import EDGE, NONE, OVERFLOW, POD, ROUTE, SERVICE_FLAG, ComponentTable, edge_keys, route_keys
 from otel_ai.graph.join import TraceJoin
 from otel_ai.graph.stats import COUNT, ERRORS, ORIGINS, RECENT_SLOTS, SELF, TOTAL, ComponentStats
@@ -92,6 +93,23 @@ def test_spans_of_one_trace_join_across_batches_in_any_order():
     assert found[(ROUTE, 1, 0, 0)] == [(100.0, 40.0, False, False)]
     assert found[(EDGE, 1, 10, 2)] == [(50.0, 10.0, False, False)]
     assert len(join) == 0
+
+
+def test_a_call_under_an_internal_span_sent_in_another_request_still_names_its_calling_route():
+    """The database call (span 5) was made inside an INTERNAL span (40) of route 2: decode
+    re-parents within a request; here the INTERNAL span came in the next request, with
+    route 2, and the join looks through it."""
+    spans = three_hop_trace()
+    call = dict(spans[4], parent=40)
+    join = TraceJoin(ComponentTable())
+    join.add(batch(spans[0], spans[1], spans[2], call))
+    assert (EDGE, 2, 11, NONE) not in rows_of(join, join.advance(T0 + 32 * MS))
+    later = batch(spans[3])
+    later.internal = InternalSpans(np.array([7], np.uint64), np.array([40], np.uint64), np.array([4], np.uint64))
+    join.add(later)
+    found = rows_of(join, join.advance(T0 + 200 * MS))
+    assert found[(EDGE, 2, 11, NONE)] == [(10.0, 10.0, False, False)]
+    assert join.orphans == 0 and len(join.internal) == 1
 
 
 def test_error_origin_is_the_deepest_failing_span_whose_children_succeeded():

@@ -29,6 +29,8 @@
 #define BAIL 1   /* unusual or malformed: the reference reader decides */
 #define NOMEM 2
 
+#define KIND_UNSPECIFIED 0
+#define KIND_INTERNAL 1
 #define KIND_SERVER 2
 #define KIND_CLIENT 3
 
@@ -426,12 +428,21 @@ typedef struct {
     uint64_t spans;
 } block_t;
 
+/* An INTERNAL span (or UNSPECIFIED, which receivers may take for INTERNAL): not a row, but
+ * the rows under it are re-parented through it (otel_ai/decode/columns.py). */
+typedef struct {
+    uint64_t trace_key, span_id, parent_span_id;
+    size_t block;
+} internal_t;
+
 typedef struct {
     const uint8_t *base;
     row_t *rows;
     size_t nrows, cap_rows;
     block_t *blocks;
     size_t nblocks, cap_blocks;
+    internal_t *internal;
+    size_t ninternal, cap_internal;
 } pass1_t;
 
 static const uint64_t MIX = 0x9E3779B97F4A7C15ULL;
@@ -463,6 +474,24 @@ static int push_row(pass1_t *st, row_t **out) {
     }
     *out = &st->rows[st->nrows++];
     memset(*out, 0, sizeof(row_t));
+    return OK;
+}
+
+static int push_internal(pass1_t *st, const uint8_t *trace_id, size_t trace_id_len, const uint8_t *span_id,
+                         size_t span_id_len, const uint8_t *parent, size_t parent_len, size_t block) {
+    if (span_id_len != 8 || le64(span_id) == 0) return OK; /* nothing can name it as a parent */
+    if (st->ninternal == st->cap_internal) {
+        size_t cap = st->cap_internal ? st->cap_internal * 2 : 64;
+        internal_t *grown = realloc(st->internal, cap * sizeof(internal_t));
+        if (!grown) return NOMEM;
+        st->internal = grown;
+        st->cap_internal = cap;
+    }
+    internal_t *it = &st->internal[st->ninternal++];
+    it->trace_key = trace_id_len == 16 ? (le64(trace_id) * MIX) ^ le64(trace_id + 8) : 0;
+    it->span_id = le64(span_id);
+    it->parent_span_id = parent_len == 8 ? le64(parent) : 0;
+    it->block = block;
     return OK;
 }
 
@@ -555,6 +584,8 @@ static int parse_span(pass1_t *st, const uint8_t *s, size_t n, size_t block) {
         }
     }
     st->blocks[block].spans++;
+    if (kind == KIND_INTERNAL || kind == KIND_UNSPECIFIED)
+        return push_internal(st, trace_id, trace_id_len, span_id, span_id_len, parent, parent_len, block);
     if (kind != KIND_SERVER && kind != KIND_CLIENT) return OK;
 
     /* The rules of otel_ai/decode/reference.py, ReferenceReader.read_view. */
@@ -1143,12 +1174,13 @@ static PyObject *reader_read(Reader *self, PyObject *args) {
         return NULL;
     }
     self->busy = 1;
-    pass1_t st = {(const uint8_t *)body.buf, NULL, 0, 0, NULL, 0, 0};
+    pass1_t st = {(const uint8_t *)body.buf, NULL, 0, 0, NULL, 0, 0, NULL, 0, 0};
     int rc;
     Py_BEGIN_ALLOW_THREADS
     rc = parse_request(&st, st.base, (size_t)body.len);
     Py_END_ALLOW_THREADS
-    PyObject *result = NULL, *blocks = NULL, *buffer = NULL, *offsets = NULL;
+    PyObject *result = NULL, *blocks = NULL, *buffer = NULL, *offsets = NULL, *internal = NULL;
+    uint8_t *own_block = NULL;
     if (rc == NOMEM) {
         PyErr_NoMemory();
         goto done;
@@ -1167,7 +1199,12 @@ static PyObject *reader_read(Reader *self, PyObject *args) {
     buffer = PyByteArray_FromStringAndSize(NULL, (Py_ssize_t)size);
     offsets = PyTuple_New(C_COUNT);
     blocks = PyList_New(0);
+    own_block = calloc(st.nblocks ? st.nblocks : 1, 1);
     if (!buffer || !offsets || !blocks) goto done;
+    if (!own_block) {
+        PyErr_NoMemory();
+        goto done;
+    }
     uint8_t *col[C_COUNT];
     for (int c = 0; c < C_COUNT; c++) {
         col[c] = (uint8_t *)PyByteArray_AS_STRING(buffer) + at[c];
@@ -1184,6 +1221,7 @@ static PyObject *reader_read(Reader *self, PyObject *args) {
         PyObject *found = PyTuple_GET_ITEM(entry, 0), *service = PyTuple_GET_ITEM(entry, 1);
         if (found == Py_None) {
             own += b->spans;
+            own_block[k] = 1;
             Py_DECREF(entry);
             continue;
         }
@@ -1217,14 +1255,31 @@ static PyObject *reader_read(Reader *self, PyObject *args) {
         }
         Py_DECREF(entry);
     }
-    result = Py_BuildValue("(OOnOKKKKKLn)", buffer, offsets, (Py_ssize_t)kept, blocks, total, own, counted, invalid,
-                           out_of_range, (long long)max_end, overflow_hits);
+    /* The INTERNAL spans of the blocks that are not otel-ai's own: trace key, span id, parent. */
+    internal = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(st.ninternal * 3 * sizeof(uint64_t)));
+    if (!internal) goto done;
+    size_t ninternal = 0;
+    uint64_t *out = (uint64_t *)PyBytes_AS_STRING(internal);
+    for (size_t i = 0; i < st.ninternal; i++) {
+        const internal_t *it = &st.internal[i];
+        if (own_block[it->block]) continue;
+        out[3 * ninternal] = it->trace_key;
+        out[3 * ninternal + 1] = it->span_id;
+        out[3 * ninternal + 2] = it->parent_span_id;
+        ninternal++;
+    }
+    if (_PyBytes_Resize(&internal, (Py_ssize_t)(ninternal * 3 * sizeof(uint64_t))) < 0) goto done;
+    result = Py_BuildValue("(OOnOKKKKKLnO)", buffer, offsets, (Py_ssize_t)kept, blocks, total, own, counted, invalid,
+                           out_of_range, (long long)max_end, overflow_hits, internal);
 done:
     Py_XDECREF(buffer);
     Py_XDECREF(offsets);
     Py_XDECREF(blocks);
+    Py_XDECREF(internal);
+    free(own_block);
     free(st.rows);
     free(st.blocks);
+    free(st.internal);
     PyBuffer_Release(&body);
     self->busy = 0;
     return result;

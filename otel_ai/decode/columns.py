@@ -9,7 +9,7 @@ from typing import Callable
 
 import numpy as np
 
-from otel_ai.decode.contract import STATUS_ERROR, SpanBatch, TimeBounds
+from otel_ai.decode.contract import STATUS_ERROR, InternalSpans, SpanBatch, TimeBounds
 
 # gRPC codes that are the server's fault (OTel RPC semantic conventions).
 GRPC_SERVER_ERRORS = np.array([2, 4, 12, 13, 14, 15])
@@ -40,6 +40,7 @@ class SpanRows:
     blocks: list  # (ResourceInfo, resource id) per block
     total: int  # spans in the request (own ones excluded)
     own: int  # spans under otel-ai's own resources
+    internal: InternalSpans | None = None  # the INTERNAL spans (not rows), for re-parenting
 
 
 @dataclass(slots=True)
@@ -63,8 +64,48 @@ def reject_message(invalid: int, out_of_range: int) -> str:
     return ("rejected spans: " + "; ".join(reasons)) if reasons else ""
 
 
-def finish(batch: SpanBatch, own: int) -> SpanBatch:
+def internal_spans(ids: list[tuple[bytes, bytes, bytes]]) -> InternalSpans:
+    """From (trace id, span id, parent span id) bytes; spans without a valid id are left out."""
+    span_id = id64([i[1] for i in ids])
+    known = np.flatnonzero(span_id != 0)
+    return InternalSpans(trace_keys([ids[i][0] for i in known]), span_id[known], id64([ids[i][2] for i in known]))
+
+
+MAX_INTERNAL_DEPTH = 8  # nested INTERNAL spans followed up to the first span that is a row
+
+
+def span_keys(trace_key: np.ndarray, span_id: np.ndarray) -> np.ndarray:
+    """One uint64 per (trace, span id), for sorting and joining spans by id."""
+    with np.errstate(over="ignore"):
+        return trace_key ^ (span_id * _SPAN_MIX)
+
+
+def skip_internal_parents(batch: SpanBatch, internal: InternalSpans | None) -> None:
+    """A row whose parent is an INTERNAL span of the same request gets that span's parent
+    instead, through nested ones: INTERNAL spans are not rows, and the service graph needs
+    each CLIENT span's calling route (a SERVER span), not the method that made the call.
+    An INTERNAL parent sent in another request is not seen: such a call keeps it."""
+    if internal is None or internal.span_id.shape[0] == 0 or len(batch) == 0:
+        return
+    keys = span_keys(internal.trace_key, internal.span_id)
+    order = np.argsort(keys, kind="stable")
+    keys, grandparent = keys[order], internal.parent_span_id[order]
+    parent = batch.parent_span_id
+    for _ in range(MAX_INTERNAL_DEPTH):
+        wanted = span_keys(batch.trace_key, parent)
+        at = np.minimum(np.searchsorted(keys, wanted), keys.shape[0] - 1)
+        hit = (parent != 0) & (keys[at] == wanted)
+        if not hit.any():
+            break
+        parent = np.where(hit, grandparent[at], parent)
+    batch.parent_span_id = parent
+
+
+def finish(batch: SpanBatch, own: int, internal: InternalSpans | None = None) -> SpanBatch:
     """The derived fields every reader sets the same way."""
+    skip_internal_parents(batch, internal)
+    if internal is not None and internal.span_id.shape[0]:
+        batch.internal = internal  # for rows of other requests (the service graph's join)
     if len(batch):
         batch.max_end_ns = int(batch.end_ns.max())
         batch.median_end_ns = median_ns(batch.end_ns)
@@ -92,7 +133,7 @@ def to_batch(rows: SpanRows, bounds: TimeBounds | None) -> tuple[SpanBatch, np.n
         empty = np.zeros(0)
         batch = SpanBatch(empty.astype(np.int32), empty.astype(np.int64), empty, empty.astype(bool),
                           empty.astype(bool), spans_total=rows.total, ignored=rows.total)
-        return finish(batch, rows.own), empty.astype(bool)
+        return finish(batch, rows.own, rows.internal), empty.astype(bool)
     start, end = rows.start, rows.end
     status, http_status, grpc_status = rows.status, rows.http_status, rows.grpc_status
     invalid = (end <= 0) | (start <= 0) | (end < start)
@@ -138,7 +179,7 @@ def to_batch(rows: SpanRows, bounds: TimeBounds | None) -> tuple[SpanBatch, np.n
         reject_message=reject_message(n_invalid, n_out_of_range),
         ignored=rows.total - n,
     )
-    return finish(batch, rows.own), keep
+    return finish(batch, rows.own, rows.internal), keep
 
 
 def block_of_rows(block_starts: np.ndarray, n: int) -> np.ndarray:
@@ -147,6 +188,7 @@ def block_of_rows(block_starts: np.ndarray, n: int) -> np.ndarray:
 
 
 _MIX = np.uint64(0x9E3779B97F4A7C15)
+_SPAN_MIX = np.uint64(0xD6E8FEB86659FD93)
 
 
 def id64(ids: list[bytes]) -> np.ndarray:

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+SPAN_KIND_UNSPECIFIED = 0
+SPAN_KIND_INTERNAL = 1
 SPAN_KIND_SERVER = 2
 SPAN_KIND_CLIENT = 3
 STATUS_ERROR = 2
@@ -33,6 +35,20 @@ class Capture:
     span_id: bytes = b""  # for span links from the incident trace to this request
     marks: tuple = ()  # names of the capture counters that picked it (e.g. "throttled")
     weight: float = 1.0  # the span's adjusted count: how many requests it stands for
+
+
+@dataclass(slots=True)
+class InternalSpans:
+    """The ids of a request's INTERNAL (and UNSPECIFIED) spans, which are not rows: decode
+    re-parents the rows under them within the request, and the service graph's join does
+    the same for rows that came in other requests."""
+
+    trace_key: np.ndarray  # uint64, as the rows' trace_key
+    span_id: np.ndarray  # uint64, never 0
+    parent_span_id: np.ndarray  # uint64, 0 for a root
+
+    def __len__(self) -> int:
+        return int(self.span_id.shape[0])
 
 
 @dataclass(slots=True)
@@ -77,6 +93,8 @@ class SpanBatch:
     # that decode (captures) and the windows compute each one once per batch. Not a column:
     # readers leave it empty.
     derived: dict = field(default_factory=dict)
+    # Not rows either: the request's INTERNAL spans, when it had any.
+    internal: InternalSpans | None = None
 
     def __len__(self) -> int:
         return int(self.subject_id.shape[0])

@@ -13,7 +13,7 @@ import numpy as np
 
 from otel_ai.decode.captures import NOT_SUSPECT_KEYS
 from otel_ai.decode.columns import ReadResult, finish, reject_message
-from otel_ai.decode.contract import SpanBatch, TimeBounds
+from otel_ai.decode.contract import InternalSpans, SpanBatch, TimeBounds
 from otel_ai.decode.naming import SubjectNaming
 from otel_ai.decode.reference import ReferenceReader
 from otel_ai.proto.otel_ai.v1.otlp_view_pb2 import Resource
@@ -55,7 +55,7 @@ class NativeReader:
         if found is None:
             self.fallbacks += 1
             return self.reference.read(body, bounds)
-        buffer, offsets, n, blocks, total, own, counted, invalid, out_of_range, max_end, overflow_hits = found
+        buffer, offsets, n, blocks, total, own, counted, invalid, out_of_range, max_end, overflow_hits, internal = found
         self.naming.subjects.overflowed += overflow_hits
         col = {name: np.frombuffer(buffer, dtype, n, offset) for (name, dtype), offset in zip(_otlp.COLUMNS, offsets)}
         batch = SpanBatch(
@@ -73,4 +73,6 @@ class NativeReader:
             flags = want_pairs.astype(np.uint8) * _WANT_PAIRS | want_exceptions.astype(np.uint8) * _WANT_EXCEPTIONS
             return self._reader.details(body, span_off[indices].tobytes(), span_len[indices].tobytes(), flags.tobytes())
 
-        return ReadResult(finish(batch, own), col["sample_byte"], col["block"], [info for info, _ in blocks], details)
+        ids = np.frombuffer(internal, dtype="<u8").reshape(-1, 3)
+        batch = finish(batch, own, InternalSpans(ids[:, 0], ids[:, 1], ids[:, 2]))
+        return ReadResult(batch, col["sample_byte"], col["block"], [info for info, _ in blocks], details)

@@ -19,8 +19,12 @@ import numpy as np
 import orjson
 
 from otel_ai.decode.captures import MAX_EXCEPTIONS, MAX_MESSAGE_CHARS, MAX_VALUE_CHARS, NOT_SUSPECT_KEYS, value_text
-from otel_ai.decode.columns import ReadResult, SpanRows, block_of_rows, id64, sample_bytes, to_batch, trace_keys
-from otel_ai.decode.contract import SPAN_KIND_CLIENT, SPAN_KIND_SERVER, MalformedRequest, TimeBounds
+from otel_ai.decode.columns import (
+    ReadResult, SpanRows, block_of_rows, id64, internal_spans, sample_bytes, to_batch, trace_keys,
+)
+from otel_ai.decode.contract import (
+    SPAN_KIND_CLIENT, SPAN_KIND_INTERNAL, SPAN_KIND_SERVER, SPAN_KIND_UNSPECIFIED, MalformedRequest, TimeBounds,
+)
 from otel_ai.decode.naming import SubjectNaming, span_subject
 from otel_ai.decode.reference import ReferenceReader, sampling_of
 
@@ -250,19 +254,19 @@ class JsonReader:
         collecting = gc.isenabled()
         gc.disable()
         try:
-            blocks, rows, spans, totals = self._read_shape(body)
+            blocks, rows, spans, totals, internal = self._read_shape(body)
         except (_Unusual, ValueError, RecursionError):  # orjson.JSONDecodeError is a ValueError
             self.fallbacks += 1
             return self.reference.read(body, bounds)
         finally:
             if collecting:
                 gc.enable()
-        return self._name(blocks, rows, spans, totals, bounds)
+        return self._name(blocks, rows, spans, totals, internal, bounds)
 
     def _read_shape(self, body: bytes):
         """Pass 1: no side effects, so a document that turns out unusual changes nothing."""
         document = _obj(orjson.loads(body), _REQUEST)
-        blocks, rows, spans, totals = [], [], [], []
+        blocks, rows, spans, totals, internal = [], [], [], [], []
         for resource_spans in _list(document.get("resourceSpans", [])):
             _obj(resource_spans, _RESOURCE_SPANS)
             _str(resource_spans.get("schemaUrl", ""))
@@ -277,15 +281,15 @@ class JsonReader:
                 _check_scope(scope_spans.get("scope", {}))
                 for span in _list(scope_spans.get("spans", [])):
                     count += 1
-                    row = self._span(span, block)
+                    row = self._span(span, block, internal)
                     if row is not None:
                         rows.append(row)
                         spans.append(span)
             totals.append(count)
-        return blocks, rows, spans, totals
+        return blocks, rows, spans, totals, internal
 
     @staticmethod
-    def _span(span, block: int):
+    def _span(span, block: int, internal: list):
         _obj(span, _SPAN)
         get = span.get
         trace_id = _hex_id(get("traceId", ""))
@@ -304,6 +308,8 @@ class JsonReader:
             code = _integer(status.get("code", 0), _INT32, strings=False)
         _check_rest_of_span(span)
         if kind != SPAN_KIND_SERVER and kind != SPAN_KIND_CLIENT:
+            if kind == SPAN_KIND_INTERNAL or kind == SPAN_KIND_UNSPECIFIED:
+                internal.append((block, trace_id, span_id, parent))
             return None
         rule = span_subject(kind, attrs.get, _text, _int_of, name)
         if rule is None:
@@ -321,10 +327,11 @@ class JsonReader:
             found = self._resources[key] = self.naming.resource_values(attributes)
         return found
 
-    def _name(self, blocks, rows, spans, totals, bounds: TimeBounds | None) -> ReadResult:
+    def _name(self, blocks, rows, spans, totals, internal, bounds: TimeBounds | None) -> ReadResult:
         """Pass 2: resources and subjects, in request order, as the reference interns them."""
         naming = self.naming
         kept_rows, kept_spans, block_starts, infos = [], [], [], []
+        own_blocks: set[int] = set()
         total = own = 0
         row_at = 0
         for block, attributes in enumerate(blocks):
@@ -334,6 +341,7 @@ class JsonReader:
                 row_at += 1
             if found is None:
                 own += totals[block]
+                own_blocks.add(block)
                 continue
             total += totals[block]
             info = found[0]
@@ -353,7 +361,8 @@ class JsonReader:
             sampling_attribute=np.array([r[13] for r in kept_rows], dtype=bool), trace_key=trace_keys(trace_ids),
             sample_byte=sample_bytes(trace_ids), span_id=id64([r[10] for r in kept_rows]),
             parent_span_id=id64([r[11] for r in kept_rows]),
-            block_starts=np.asarray(block_starts, dtype=np.int64), blocks=infos, total=total, own=own)
+            block_starts=np.asarray(block_starts, dtype=np.int64), blocks=infos, total=total, own=own,
+            internal=internal_spans([ids for block, *ids in internal if block not in own_blocks]))
         batch, keep = to_batch(span_rows, bounds)
         kept = np.flatnonzero(keep)
 

@@ -12,8 +12,12 @@ import numpy as np
 from google.protobuf.message import DecodeError
 
 from otel_ai.decode.captures import MAX_EXCEPTIONS, MAX_MESSAGE_CHARS, MAX_VALUE_CHARS, NOT_SUSPECT_KEYS, value_text
-from otel_ai.decode.columns import ReadResult, SpanRows, block_of_rows, id64, sample_bytes, to_batch, trace_keys
-from otel_ai.decode.contract import SPAN_KIND_CLIENT, SPAN_KIND_SERVER, MalformedRequest, TimeBounds
+from otel_ai.decode.columns import (
+    ReadResult, SpanRows, block_of_rows, id64, internal_spans, sample_bytes, to_batch, trace_keys,
+)
+from otel_ai.decode.contract import (
+    SPAN_KIND_CLIENT, SPAN_KIND_INTERNAL, SPAN_KIND_SERVER, SPAN_KIND_UNSPECIFIED, MalformedRequest, TimeBounds,
+)
 from otel_ai.decode.naming import SubjectNaming, span_subject
 from otel_ai.proto.otel_ai.v1.otlp_view_pb2 import TraceRequestView
 from otel_ai.sampling import (
@@ -100,6 +104,7 @@ class ReferenceReader:
         sampling_marks: list[bool] = []
         block_starts: list[int] = []
         blocks: list[tuple] = []
+        internal: list[tuple] = []
         total = own = 0
         for resource_spans in request.resource_spans:
             found = self._resource(resource_spans.resource)
@@ -115,6 +120,8 @@ class ReferenceReader:
                 for span in scope_list:
                     kind = span.kind
                     if kind != SPAN_KIND_SERVER and kind != SPAN_KIND_CLIENT:
+                        if kind == SPAN_KIND_INTERNAL or kind == SPAN_KIND_UNSPECIFIED:
+                            internal.append((span.trace_id, span.span_id, span.parent_span_id))
                         continue
                     found = span_subject(kind, span.attributes.get, view_text, int_of, span.name)
                     if found is None:
@@ -136,7 +143,8 @@ class ReferenceReader:
             trace_key=trace_keys(trace_ids),
             sample_byte=sample_bytes(trace_ids), span_id=id64([span.span_id for span in spans]),
             parent_span_id=id64([span.parent_span_id for span in spans]),
-            block_starts=np.asarray(block_starts, dtype=np.int64), blocks=blocks, total=total, own=own)
+            block_starts=np.asarray(block_starts, dtype=np.int64), blocks=blocks, total=total, own=own,
+            internal=internal_spans(internal))
         batch, keep = to_batch(span_rows, bounds)
         kept = np.flatnonzero(keep)
 

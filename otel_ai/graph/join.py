@@ -31,11 +31,11 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from otel_ai.decode import SPAN_KIND_CLIENT, SPAN_KIND_SERVER, SpanBatch
+from otel_ai.decode.columns import MAX_INTERNAL_DEPTH, span_keys
 from otel_ai.graph.components import ComponentTable, edge_keys
 
 MAX_SPANS = 1_000_000
 ORPHAN_WAIT_NS = 30 * 1_000_000_000
-_SPAN_MIX = np.uint64(0xD6E8FEB86659FD93)
 _REL_BITS = 40
 _REL_LIMIT = (1 << _REL_BITS) - 1  # ns (~18 min): longer spans are clipped when their children are laid out
 _GROUP_SHIFT = 41
@@ -100,16 +100,12 @@ _BATCH_COLUMNS = ("trace_key", "span_id", "parent_span_id", "kind", "subject_id"
                   "start_ns", "end_ns", "error", "weight")
 
 
-def _span_keys(trace_key: np.ndarray, span_id: np.ndarray) -> np.ndarray:
-    return trace_key ^ (span_id * _SPAN_MIX)  # uint64 arrays wrap silently
-
-
 def _rows_of(trace_key, span_id, parent_span_id, kind, subject, service, resource, start, end, error, weight) -> _Rows:
     n = trace_key.shape[0]
-    pkey = _span_keys(trace_key, parent_span_id)
+    pkey = span_keys(trace_key, parent_span_id)
     pkey[parent_span_id == 0] = 0
     return _Rows(
-        skey=_span_keys(trace_key, span_id), pkey=pkey, kind=kind, subject=subject, service=service,
+        skey=span_keys(trace_key, span_id), pkey=pkey, kind=kind, subject=subject, service=service,
         resource=resource, start=start, end=end, error=error, weight=weight, done=np.zeros(n, dtype=bool),
         self_ns=np.zeros(n, dtype=np.int64), origin=np.zeros(n, dtype=bool), callee=np.full(n, -1, dtype=np.int32),
     )
@@ -121,6 +117,59 @@ _EMPTY_BATCH = SpanBatch(np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(
 def _no_observations() -> Observations:
     return Observations(np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0), np.zeros(0), np.zeros(0, bool),
                         np.zeros(0, bool), np.zeros(0, np.float32))
+
+
+class _InternalLinks:
+    """INTERNAL span -> its parent, for spans whose INTERNAL parent came in another request
+    (decode re-parents within a request): kept ``orphan_wait`` and at most ``limit``."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.keys = np.zeros(0, np.uint64)  # sorted
+        self.parents = np.zeros(0, np.uint64)
+        self.seen = np.zeros(0, np.int64)  # when each came: its batch's end, or the join's last cutoff
+        self._pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def __len__(self) -> int:
+        return int(self.keys.shape[0]) + sum(p[0].shape[0] for p in self._pending)
+
+    def nbytes(self) -> int:
+        return 24 * len(self)
+
+    def add(self, batch: SpanBatch, now_ns: int) -> None:
+        internal = batch.internal
+        if internal is None or len(internal) == 0:
+            return
+        parents = span_keys(internal.trace_key, internal.parent_span_id)
+        parents[internal.parent_span_id == 0] = 0
+        self._pending.append((span_keys(internal.trace_key, internal.span_id), parents,
+                              np.full(len(internal), max(now_ns, batch.max_end_ns), np.int64)))
+
+    def settle(self, oldest_ns: int) -> None:
+        """Merge what arrived, drop links older than oldest_ns, keep the newest `limit`."""
+        if self._pending:
+            keys, parents, seen = (np.concatenate([base, *(p[i] for p in self._pending)])
+                                   for i, base in enumerate((self.keys, self.parents, self.seen)))
+            self._pending = []
+        else:
+            keys, parents, seen = self.keys, self.parents, self.seen
+        keep = seen >= oldest_ns
+        if keep.sum() > self.limit:
+            keep &= seen >= np.sort(seen[keep])[-self.limit]
+        order = np.argsort(keys[keep], kind="stable")
+        self.keys, self.parents, self.seen = keys[keep][order], parents[keep][order], seen[keep][order]
+
+    def through(self, pkey: np.ndarray) -> np.ndarray:
+        """Each parent key that is an INTERNAL span's, replaced by that span's parent (nested ones too)."""
+        if self.keys.shape[0] == 0:
+            return pkey
+        for _ in range(MAX_INTERNAL_DEPTH):
+            at = np.minimum(np.searchsorted(self.keys, pkey), self.keys.shape[0] - 1)
+            hit = (pkey != 0) & (self.keys[at] == pkey)
+            if not hit.any():
+                break
+            pkey = np.where(hit, self.parents[at], pkey)
+        return pkey
 
 
 class TraceJoin:
@@ -135,15 +184,19 @@ class TraceJoin:
         self._pending_rows = 0
         self.dropped = 0  # spans pushed out by the cap before they were joined
         self.orphans = 0  # spans whose parent never came (counted with an unknown caller)
+        self.internal = _InternalLinks(max(1, self.max_spans // 8))
+        self._cutoff_ns = 0
 
     def __len__(self) -> int:
         return len(self._rows) + self._pending_rows
 
     def nbytes(self) -> int:
-        return self._rows.nbytes() + sum(column.nbytes for columns in self._pending for column in columns)
+        return (self._rows.nbytes() + sum(column.nbytes for columns in self._pending for column in columns)
+                + self.internal.nbytes())
 
     def add(self, batch: SpanBatch) -> None:
         """Queue a batch's spans; the work happens in advance()."""
+        self.internal.add(batch, self._cutoff_ns)
         if len(batch) == 0:
             return
         self._pending.append(tuple(getattr(batch, name) for name in _BATCH_COLUMNS))
@@ -165,7 +218,9 @@ class TraceJoin:
 
     def advance(self, cutoff_ns: int) -> Observations:
         """Finalise every span that ended before cutoff_ns; return what they measured."""
+        self._cutoff_ns = max(self._cutoff_ns, cutoff_ns)
         self._merge()
+        self.internal.settle(cutoff_ns - self.orphan_wait_ns)
         rows = self._rows
         n = len(rows)
         if n == 0:
@@ -174,6 +229,12 @@ class TraceJoin:
         sorted_keys = rows.skey[order]
         at = np.minimum(np.searchsorted(sorted_keys, rows.pkey), n - 1)
         has_parent = (rows.pkey != 0) & (sorted_keys[at] == rows.pkey)
+        unfound = np.flatnonzero(~has_parent & (rows.pkey != 0))
+        if unfound.shape[0] and self.internal.keys.shape[0]:
+            # a call under an INTERNAL span sent in another request: its parent is that span's
+            rows.pkey[unfound] = self.internal.through(rows.pkey[unfound])
+            at[unfound] = np.minimum(np.searchsorted(sorted_keys, rows.pkey[unfound]), n - 1)
+            has_parent[unfound] = (rows.pkey[unfound] != 0) & (sorted_keys[at[unfound]] == rows.pkey[unfound])
         parent = np.where(has_parent, order[at], 0)
         ready = np.flatnonzero(~rows.done & (rows.end < cutoff_ns))
         out = []

@@ -15,7 +15,7 @@ from otel_ai.subjects import SubjectTable
 
 _ARRAYS = [f.name for f in fields(SpanBatch) if f.name not in
            ("spans_total", "rejected", "reject_message", "ignored", "own", "captures", "max_end_ns", "median_end_ns",
-            "aggregated", "derived")]
+            "aggregated", "derived", "internal")]
 _SCALARS = ["spans_total", "rejected", "reject_message", "ignored", "own", "max_end_ns", "median_end_ns", "aggregated"]
 
 
@@ -48,6 +48,10 @@ def differences(a, b, decoder_a: Decoder | None = None, decoder_b: Decoder | Non
             found.append(f"{name}: {getattr(a, name)!r} != {getattr(b, name)!r}")
     if a.captures != b.captures:
         found.append(f"captures: {a.captures!r} != {b.captures!r}")
+    internal = [None if x.internal is None else [getattr(x.internal, k).tolist() for k in
+                                                 ("trace_key", "span_id", "parent_span_id")] for x in (a, b)]
+    if internal[0] != internal[1]:
+        found.append(f"internal spans: {internal[0]!r} != {internal[1]!r}")
     if decoder_a is not None and decoder_b is not None:
         sa, sb = decoder_a.subjects, decoder_b.subjects
         if sa.subjects != sb.subjects or sa.services != sb.services or sa.overflowed != sb.overflowed:

@@ -146,7 +146,7 @@ ROUTES: tuple[Route, ...] = (
         Call("payment-service:Pay " + _PAY, 1.0),
         Call("order-service:POST /orders", 1.0, "POST", "/orders"),
         Call("notification-service:POST /notifications", 1.0, "POST", "/notifications"),
-    ), internal="BookingSaga.run"),
+    ), internal="BookingSaga.run", internal_wraps_calls=True),
     Route("booking-service", "GET", "/bookings/{id}", 0, 5.0, 0.35, calls=(
         Call("booking-db", 1.0, "SELECT", "bookings"),
         Call("order-service:GET /orders/{order_id}", 1.0, "GET", "/orders/{order_id}"),

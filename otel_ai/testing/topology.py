@@ -74,6 +74,7 @@ class Route:
     base_err: float = 0.002
     calls: tuple[Call, ...] = ()
     internal: str | None = None  # name of an INTERNAL span, if any
+    internal_wraps_calls: bool = False  # the calls are made inside the INTERNAL span (their parent), not after
     not_found: float = 0.0  # baseline share of 404s (benign)
     choose_one: bool = False  # calls are alternatives, one per request picked by p (a catch-all route)
 

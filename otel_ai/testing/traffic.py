@@ -318,7 +318,7 @@ class _CallRT:
 class _RouteRT:
     __slots__ = (
         "id", "route", "service", "pods", "semconv", "head", "static", "path_key", "path_prefix", "path_suffix",
-        "path_static", "code_attr", "calls", "mu", "sigma", "internal", "base_exc", "up_errs", "client_key",
+        "path_static", "code_attr", "calls", "mu", "sigma", "internal", "wraps", "base_exc", "up_errs", "client_key",
         "direct_rate", "rate", "own_err", "own_exc", "p4xx", "lat_mult", "extra", "ver_err", "pod_err",
         "tenant_err", "grpc", "is_public", "noise_exc", "ph", "choose", "net_delay", "pod_slow",
     )
@@ -452,6 +452,7 @@ class TrafficGenerator:
         rt.is_public = svc.public
         rt.mu, rt.sigma = math.log(r.median_ms * 1e6), r.sigma
         rt.internal = None
+        rt.wraps = r.internal is not None and r.internal_wraps_calls
         if r.internal:
             rt.internal = (_ld(b"\x2a", r.internal.encode()) + KIND_INTERNAL, _attr("code.function.name", r.internal))
         rt.base_exc = _err(*_BASE_EXC[svc.language], svc.name)
@@ -908,16 +909,19 @@ class TrafficGenerator:
             calls = rt.calls
             if rt.choose is not None:
                 calls = (calls[min(bisect.bisect_right(rt.choose, rnd() * rt.choose[-1]), len(calls) - 1)],)
+            caller = span_id
+            if rt.wraps:  # an id of its own without a draw, so the random stream stays the same
+                caller, wrap_start = bytes(b ^ 0x5A for b in span_id), cursor
             for c in calls:
                 if c.p < 1.0 and rnd() >= c.p:
                     continue
                 cursor += 40_000
                 if c.route is not None:
-                    cursor, up = self._call_route(c, cursor, trace_id, span_id, tenant, pod)
+                    cursor, up = self._call_route(c, cursor, trace_id, caller, tenant, pod)
                 elif c.retries:
-                    cursor, up = self._behaviour.retrying_call(c, cursor, trace_id, span_id, pod)
+                    cursor, up = self._behaviour.retrying_call(c, cursor, trace_id, caller, pod)
                 else:
-                    cursor, up = self._call_dep(c, cursor, trace_id, span_id, pod)
+                    cursor, up = self._call_dep(c, cursor, trace_id, caller, pod)
                 if up:
                     if up >= 400 and up < 500:  # callee said 4xx: answer the same, benign
                         code = up
@@ -930,9 +934,13 @@ class TrafficGenerator:
                             err = rt.up_errs[(up, c.up_exc_service)] = _err(et, em.format(dep=c.up_exc_service), rt.service.name)
                     break
             post = int(own * 0.6) + 20_000
+            if rt.wraps:
+                extra_spans = (cursor + 10_000, b"\x0a\x10" + trace_id + b"\x12\x08" + caller + b"\x22\x08" + span_id
+                               + rt.internal[0] + _TIMES.pack(0x39, wrap_start, 0x41, cursor + 10_000) + rt.internal[1]
+                               + (_STATUS_ERROR_BARE if code >= 500 else b""))
             if code != 200:
                 post = post // 5 + 10_000
-            elif rt.internal is not None:
+            elif rt.internal is not None and not rt.wraps:
                 i_start = cursor + post // 10
                 i_end = i_start + post * 7 // 10
                 extra_spans = (i_end, b"\x0a\x10" + trace_id + b"\x12\x08" + self._randbytes(8) + b"\x22\x08" + span_id
