@@ -1,9 +1,11 @@
-"""The pipeline behind the receivers: decode -> windows -> detectors -> incidents -> downstream.
+"""The pipeline behind the receivers: decode -> windows and service graph -> detectors ->
+localisation -> incidents -> downstream.
 
 Receiver threads call consume(): decode the request into a columnar batch (under one
 lock: the subject table is shared), and put the batch on a bounded queue; a full queue answers Saturated so the Collector retries. One worker thread
-owns everything after that: it adds batches to the windows, closes slots as the
-watermark passes, runs the detectors on each closed slot, drives incidents, and
+owns everything after that: it adds batches to the windows and the service graph, closes
+slots as the watermark passes, runs the detectors on each closed slot, localises what
+they found down the graph (off the incident lock), drives incidents, and
 applies the events later stages post back (an analysis is done, the budget ran out).
 `feed()` does the same synchronously, for replay and tests.
 
@@ -29,8 +31,10 @@ from otel_ai.detectors import build_detectors
 from otel_ai.detectors.base import Detector
 from otel_ai.events import IncidentEvent
 from otel_ai.exporters.store import StoreExporter
+from otel_ai.graph.root_cause import Localizer
+from otel_ai.graph.service_graph import ServiceGraph
 from otel_ai.incidents import IncidentManager
-from otel_ai.model import DEPENDENCY, ROUTE
+from otel_ai.model import DEPENDENCY, ROUTE, SYSTEM
 from otel_ai.receiver.consumer import JSON, PROTOBUF, ExportResult, InvalidRequest, Saturated
 from otel_ai.selfmetrics import SelfMetrics
 from otel_ai.stages import Consumer, Downstream
@@ -64,6 +68,8 @@ class Pipeline:
         self.windows = WindowStore(self.slot_ns, int(np.ceil(longest / w.slot)) + 1, counters.values(),
                                    settings.limits.max_subjects)
         self.baselines = Baselines(w.slot, counters)
+        self.graph = ServiceGraph(self.slot_ns, self.subjects, self.decoder.resources)
+        self.localizer = Localizer(self.graph)
         self.clock = EventClock(int(w.allowed_lateness * NS_PER_S), int(w.max_clock_skew * NS_PER_S),
                                 int(w.max_span_age * NS_PER_S), use_wall_clock and w.wall_clock_advance)
         self.use_wall_clock = use_wall_clock
@@ -159,6 +165,7 @@ class Pipeline:
             self.metrics.spans_dropped.labels(reason="late").inc(added.late)
         if added.too_early:
             self.metrics.spans_dropped.labels(reason="ahead_of_clock").inc(added.too_early)
+        self.graph.add(batch)
         self.clock.observe(batch.max_end_ns, batch.median_end_ns, self.wall_clock_ns())
         self.captures.add(batch.captures)
         self.batches_processed += 1
@@ -185,14 +192,24 @@ class Pipeline:
         size = len(self.subjects)
         self.windows.ensure(size)
         kinds = self.subjects.kinds()[:size]
+        self._close_graph_slot(closed_slot)
         view = WindowView(self.windows, closed_slot, size, self.baselines, self.subjects.subjects, kinds)
-        for detector in self.detectors:
-            for anomaly in detector.detect(view):
-                self.incidents.on_anomaly(anomaly, self.captures.attribute)
+        anomalies = [anomaly for detector in self.detectors for anomaly in detector.detect(view)]
+        self.localizer.attach(anomalies, closed_slot)
+        for anomaly in anomalies:
+            self.incidents.on_anomaly(anomaly, self.captures.attribute)
         self._check_health(view)
         self._learn(view, closed_slot, size)
         self.metrics.subjects.labels(kind=ROUTE).set(size - int(kinds.sum()))
         self.metrics.subjects.labels(kind=DEPENDENCY).set(int(kinds.sum()))
+
+    def _close_graph_slot(self, closed_slot: int) -> None:
+        """Join the spans that ended by the slot's end and add what they measured to the
+        graph's stats, before the detectors run, so a localisation sees this slot. While any
+        incident is open no component's baseline learns: the root sits below the incident's
+        subject, and which components are the fault's is what localisation has to find."""
+        self.graph.stats.frozen = any(i.subject.kind != SYSTEM for i in self.incidents.watched())
+        self.graph.close_slot(closed_slot)
 
     def _check_health(self, view: WindowView) -> None:
         """Ask each watched incident's detector whether its subject looks healthy, and what
