@@ -18,11 +18,36 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Any
 
-from otel_ai.graph.root_cause import root_key
 from otel_ai.model import Incident
 
 MAX_PROBLEMS = 10_000
+
+
+def root_key(root: dict[str, Any]) -> str:
+    """What a problem is about. A pod or version narrows a service without changing which
+    service is at fault, so incidents narrowed differently still share the problem."""
+    kind = root.get("kind")
+    if kind == "dependency":
+        return f"dependency:{root.get('dependency')}"
+    if kind == "network":
+        return f"network:{root.get('service')}"
+    return f"service:{root.get('service')}"
+
+
+def root_title(root: dict[str, Any]) -> str:
+    """'network into timetable-service', 'pod fraud-7f9 of fraud-service', 'dependency config-db'."""
+    kind = root.get("kind")
+    if kind == "dependency":
+        return f"dependency {root.get('dependency')}"
+    if kind == "network":
+        return f"network into {root.get('service')}"
+    if kind == "pod":
+        return f"pod {root.get('pod')} of {root.get('service')}"
+    if kind == "version":
+        return f"version {root.get('version')} of {root.get('service')}"
+    return f"service {root.get('service')}"
 
 
 def problem_id(key: str, opened_at_ns: int) -> str:
@@ -31,7 +56,7 @@ def problem_id(key: str, opened_at_ns: int) -> str:
 
 
 @dataclass(slots=True)
-class Problem:
+class OpenProblem:
     id: str
     root_key: str
     opened_at_ns: int
@@ -43,21 +68,21 @@ class ProblemBook:
     def __init__(self, cooldown_ns: int, limit: int = MAX_PROBLEMS) -> None:
         self.cooldown_ns = cooldown_ns
         self.limit = limit
-        self.by_id: OrderedDict[str, Problem] = OrderedDict()
-        self.by_root: dict[str, Problem] = {}  # the latest problem of each root
+        self.by_id: OrderedDict[str, OpenProblem] = OrderedDict()
+        self.by_root: dict[str, OpenProblem] = {}  # the latest problem of each root
 
     def join(self, incident: Incident, now_ns: int) -> str | None:
         """The problem an opening or reopening incident belongs to (None without a root)."""
         if incident.problem_id is not None:  # a reopen: back into its own problem, whatever its age
             problem = self.by_id.get(incident.problem_id)
             if problem is None and incident.root_cause:
-                problem = self._add(Problem(incident.problem_id, root_key(incident.root_cause), now_ns))
+                problem = self._add(OpenProblem(incident.problem_id, root_key(incident.root_cause), now_ns))
         elif incident.root_cause:
             key = root_key(incident.root_cause)
             problem = self.by_root.get(key)
             if problem is None or (problem.quiet_since_ns is not None
                                    and now_ns - problem.quiet_since_ns > self.cooldown_ns):
-                problem = self._add(Problem(problem_id(key, now_ns), key, now_ns))
+                problem = self._add(OpenProblem(problem_id(key, now_ns), key, now_ns))
         else:
             return None
         if problem is not None:
@@ -78,7 +103,7 @@ class ProblemBook:
     def open_problems(self) -> int:
         return sum(1 for p in self.by_id.values() if p.open_members)
 
-    def _add(self, problem: Problem) -> Problem:
+    def _add(self, problem: OpenProblem) -> OpenProblem:
         self.by_id[problem.id] = problem
         self.by_root[problem.root_key] = problem
         while len(self.by_id) > self.limit:

@@ -5,9 +5,7 @@ and before the incident stage: one snapshot of the graph's stats, then a walk do
 each anomalous subject (graph/localize.py). It runs on the worker, never under the
 incident lock, and does no I/O; the incident stage only copies what it set.
 
-Also here: what a root is called elsewhere. ``root_key`` names the root a problem is about
-(otel_ai/problems.py, the notification policy's grouping), and ``root_suspect`` is the
-root as suspect #1 in the vocabulary of the suspects stage.
+Also here: the root as suspect #1, in the vocabulary of the suspects stage.
 """
 from __future__ import annotations
 
@@ -46,31 +44,6 @@ class Localizer:
                 anomaly.root_cause = found[0].root_cause()
                 placed += 1
         return placed
-
-
-def root_key(root: dict[str, Any]) -> str:
-    """What a problem is about. A pod or version narrows a service without changing which
-    service is at fault, so incidents narrowed differently still share the problem."""
-    kind = root.get("kind")
-    if kind == "dependency":
-        return f"dependency:{root.get('dependency')}"
-    if kind == "network":
-        return f"network:{root.get('service')}"
-    return f"service:{root.get('service')}"
-
-
-def root_title(root: dict[str, Any]) -> str:
-    """'network into timetable-service', 'pod fraud-7f9 of fraud-service', 'dependency config-db'."""
-    kind = root.get("kind")
-    if kind == "dependency":
-        return f"dependency {root.get('dependency')}"
-    if kind == "network":
-        return f"network into {root.get('service')}"
-    if kind == "pod":
-        return f"pod {root.get('pod')} of {root.get('service')}"
-    if kind == "version":
-        return f"version {root.get('version')} of {root.get('service')}"
-    return f"service {root.get('service')}"
 
 
 def root_suspect(root: dict[str, Any], bad_rule: str) -> dict[str, Any]:

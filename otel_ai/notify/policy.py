@@ -9,10 +9,11 @@ same step; each notifier's delivery worker sends it (otel_ai/notify/delivery.py)
   (for notifiers that page). It decides on every change: an incident whose confidence
   rises past minConfidence later is notified then. A notification that exists keeps
   being updated, so a page is always resolved.
-- inhibit and group: incidents with one cause (otel_ai/notify/cause.py) share one
-  notification, led by the cause's own incident if it is open (a failing dependency
-  mutes the routes failing on it), else by the most severe (a critical mutes warnings
-  with the same cause), else the first. The others are listed as related on it. A
+- inhibit and group: incidents with one cause (otel_ai/notify/cause.py: one problem's
+  root, else one failing dependency) share one notification, keyed by the problem, led
+  by the cause's own incident if it is open (the calls to a failing dependency, the
+  root service's route), else by the most severe (a critical mutes warnings with the
+  same cause), else the first. The others are listed as related on it. A
   better lead that arrives during group_wait takes over before anything is sent; later,
   only a more severe one pages on its own.
 - silence: matching incidents are skipped on every change while the silence lasts,
@@ -150,6 +151,17 @@ class NotificationPolicy:
         return incident.id in self._groups[name].member_of or self.outbox.has_notification(
             name, notification_key(incident))
 
+    def _leads(self, name: str, groups: _Groups, incident: Incident) -> bool:
+        """The incident's notification exists and is its own to update: not its problem's
+        while another member leads it."""
+        if not self.outbox.has_notification(name, notification_key(incident)):
+            return False
+        if incident.problem_id is None:
+            return True
+        cause = cause_key(incident)
+        group = groups.by_cause.get(cause) if cause else None
+        return group is None or group.lead.id == incident.id
+
     def eligible(self, incident: Incident) -> bool:
         """The gate: shadow mode and low-confidence incidents are recorded, nobody is paged."""
         return self.settings.mode != "shadow" and not incident.below_min_confidence
@@ -161,7 +173,7 @@ class NotificationPolicy:
                 return "silenced"
             if self._member_changed(name, groups, incident, now):
                 return "grouped"
-        if self.outbox.has_notification(name, notification_key(incident)):
+        if self._leads(name, groups, incident):
             return self._changed(name, groups, incident, now)
         if incident.status == "resolved":
             return None
@@ -308,7 +320,7 @@ class NotificationPolicy:
             if interval_ns <= 0:
                 continue
             for known in self.outbox.notified_before(name, now_ns - interval_ns):
-                incident = self.store.get(known.incident_id)
+                incident = self.store.get(known.incident_id) or self.store.problem_lead(known.incident_id)
                 if incident is None or incident.status != "open" or self.silences.silencing(incident) is not None:
                     continue  # not touched: once a silence is lifted the reminder is due at once
                 if self.outbox.put_note(name, known.incident_id, f"reminder:{now_ns // interval_ns}", incident.version,
