@@ -159,6 +159,7 @@ class IncidentManager:
         )
         self._fill(incident, anomaly, attribute(anomaly))
         incident.problem_id = self.problems.join(incident, now)
+        incident.analysis = self.problems.analysis(incident.problem_id)  # a problem is analysed once
         self.active[key] = incident
         self.metrics.incidents.labels(type=anomaly.type, severity=anomaly.severity).inc()
         self.metrics.incident_confidence.observe(anomaly.confidence)
@@ -281,15 +282,22 @@ class IncidentManager:
 
     @_locked
     def attach_analysis(self, incident_id_: str, analysis: dict) -> Incident | None:
-        """An analysis is done: one more snapshot, change "analyzed"."""
+        """An analysis is done: one more snapshot, change "analyzed"; of every member in
+        memory when the incident is in a problem (the problem is analysed once)."""
         incident = next((i for i in (*self.active.values(), *self.resolved.values()) if i.id == incident_id_), None)
         if incident is None:
             incident = self.store.get(incident_id_)
             if incident is None:
                 log.warning("analysis for unknown incident %s dropped", incident_id_)
                 return None
-        incident.analysis = analysis
-        self._emit(incident, "analyzed", max(self.event_time_ns, incident.updated_at_ns))
+        members = [incident]
+        if incident.problem_id is not None:
+            self.problems.analyzed(incident.problem_id, analysis)
+            members += [i for i in (*self.active.values(), *self.resolved.values())
+                        if i.problem_id == incident.problem_id and i.id != incident.id]
+        for member in members:
+            member.analysis = analysis
+            self._emit(member, "analyzed", max(self.event_time_ns, member.updated_at_ns))
         return incident
 
     @_locked

@@ -62,6 +62,7 @@ class OpenProblem:
     opened_at_ns: int
     open_members: set[str] = field(default_factory=set)
     quiet_since_ns: int | None = None  # when its last open member resolved
+    analysis: dict[str, Any] | None = None  # the one analysis, given to members that join later
 
 
 class ProblemBook:
@@ -99,6 +100,15 @@ class ProblemBook:
         problem.open_members.discard(incident.id)
         if not problem.open_members:
             problem.quiet_since_ns = now_ns
+
+    def analyzed(self, problem_id: str, analysis: dict[str, Any]) -> None:
+        problem = self.by_id.get(problem_id)
+        if problem is not None:
+            problem.analysis = analysis
+
+    def analysis(self, problem_id: str | None) -> dict[str, Any] | None:
+        problem = self.by_id.get(problem_id) if problem_id else None
+        return problem.analysis if problem else None
 
     def open_problems(self) -> int:
         return sum(1 for p in self.by_id.values() if p.open_members)
