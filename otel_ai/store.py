@@ -163,6 +163,8 @@ _SUBJECT_FIELDS = {f.name for f in dataclasses.fields(Subject)}
 
 # A problem is open while any member incident is not resolved.
 _PROBLEM_OPEN = "EXISTS (SELECT 1 FROM incidents i WHERE i.problem_id = p.id AND i.status != 'resolved')"
+_PROBLEM_FILTERS = {None: "", "open": f"WHERE {_PROBLEM_OPEN}", "resolved": f"WHERE NOT {_PROBLEM_OPEN}"}
+PROBLEM_STATUSES = ("open", "resolved")
 
 
 @dataclasses.dataclass(slots=True)
@@ -307,12 +309,16 @@ class IncidentStore:
 
     def problems(self, status: str | None = None, limit: int = 100, offset: int = 0) -> list[Problem]:
         """Newest opened first; status "open" (a member not resolved) or "resolved"."""
-        where = {None: "", "open": f"WHERE {_PROBLEM_OPEN}", "resolved": f"WHERE NOT {_PROBLEM_OPEN}"}[status]
+        where = _PROBLEM_FILTERS[status]
         with self._lock:
             rows = self._conn.execute(
                 f"SELECT id, root_key, root_cause, opened_at_ns, updated_at_ns FROM problems p {where} "
                 "ORDER BY opened_at_ns DESC, id DESC LIMIT ? OFFSET ?", (int(limit), int(offset))).fetchall()
         return [self._problem(row) for row in rows]
+
+    def count_problems(self, status: str | None = None) -> int:
+        with self._lock:
+            return int(self._conn.execute(f"SELECT COUNT(*) FROM problems p {_PROBLEM_FILTERS[status]}").fetchone()[0])
 
     def problem_lead(self, problem_id: str) -> Incident | None:
         """The member that stands for a problem's notification when reminding: an acknowledged
