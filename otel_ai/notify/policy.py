@@ -6,7 +6,8 @@ Alertmanager's stages in order, then writes the outcome to the durable outbox in
 same step; each notifier's delivery worker sends it (otel_ai/notify/delivery.py).
 
 - gate: AI_MODE=shadow and incidents below minConfidence never start a notification
-  (for notifiers that page). It decides on every change: an incident whose confidence
+  (for notifiers that page); one below minConfidence is still listed on the notification
+  its cause already has. It decides on every change: an incident whose confidence
   rises past minConfidence later is notified then. A notification that exists keeps
   being updated, so a page is always resolved.
 - inhibit and group: incidents with one cause (otel_ai/notify/cause.py: one problem's
@@ -177,19 +178,27 @@ class NotificationPolicy:
             return self._changed(name, groups, incident, now)
         if incident.status == "resolved":
             return None
-        if self.notifiers[name].notifies and not self.eligible(incident):
+        may_lead = self.eligible(incident) or not self.notifiers[name].notifies
+        if not may_lead and self._group_of(groups, incident) is None:
             return "gated"
         if self.silences.silencing(incident) is not None:
             return "silenced"
-        return self._first(name, groups, incident, now)
+        return self._first(name, groups, incident, now, may_lead)
 
-    def _first(self, name: str, groups: _Groups, incident: Incident, now: int) -> str:
-        """An incident without a notification: join its cause's, take it over, or start one."""
+    @staticmethod
+    def _group_of(groups: _Groups, incident: Incident) -> _Group | None:
+        cause = cause_key(incident)
+        return groups.by_cause.get(cause) if cause else None
+
+    def _first(self, name: str, groups: _Groups, incident: Incident, now: int, may_lead: bool = True) -> str:
+        """An incident without a notification: join its cause's, take it over, or start one.
+        One the gate holds back (below minConfidence) is still listed on its problem's
+        notification, which exists anyway, but never leads one."""
         cause = cause_key(incident)
         group = groups.by_cause.get(cause) if cause else None
         if group is not None and group.lead.id != incident.id:
             lead = group.lead
-            if rank(incident) > rank(lead):
+            if may_lead and rank(incident) > rank(lead):
                 if self.outbox.withdraw(name, notification_key(lead)):
                     self._take_over(name, groups, cause, group, incident, now)
                     return "queued"
