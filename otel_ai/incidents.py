@@ -202,7 +202,8 @@ class IncidentManager:
         if found.suspects or not incident.suspects:
             incident.suspects = found.suspects
         incident.suspects = with_root_first(
-            [s for s in incident.suspects if s.get("source") != "root_cause"], incident.root_cause, anomaly.bad_rule)
+            [s for s in incident.suspects if s.get("source") != "root_cause"], incident.root_cause, anomaly.bad_rule,
+            incident.subject)
 
     @_locked
     def observe_values(self, values: dict[tuple[Subject, str], float | None]) -> None:

@@ -13,13 +13,15 @@ from typing import Any
 
 from otel_ai.graph.localize import ERRORS_SIGNAL, LATENCY, Start, localize
 from otel_ai.graph.service_graph import ServiceGraph
-from otel_ai.model import Anomaly
+from otel_ai.model import ROUTE, Anomaly, Subject
 
 # The recent window compared with the baseline: 30 s at the default 10 s slots, so a fault
 # is judged on its first slots rather than diluted by minutes before its onset.
 WINDOW_SLOTS = 3
 MAX_PER_SLOT = 32  # anomalies localised per closed slot: a bound whatever fires at once
 SIGNALS = {"error": ERRORS_SIGNAL, "slow": LATENCY}  # an anomaly's bad_rule -> what to follow down
+OWN_KINDS = ("service", "pod", "version")  # roots inside a service's own code
+STRONG_SUSPECT = 0.5  # bad share minus good share of a suspect that says more than an own-service root
 
 
 def signal_of(anomaly: Anomaly) -> str | None:
@@ -62,15 +64,27 @@ def root_suspect(root: dict[str, Any], bad_rule: str) -> dict[str, Any]:
     return {"key": key, "value": value, "score": root.get("score"), "source": "root_cause"}
 
 
-def with_root_first(suspects: list[dict[str, Any]], root: dict[str, Any] | None, bad_rule: str) -> list[dict[str, Any]]:
-    """Suspects with the root as #1; the same pair found by the suspects stage keeps its shares."""
+def with_root_first(suspects: list[dict[str, Any]], root: dict[str, Any] | None, bad_rule: str,
+                    subject: Subject) -> list[dict[str, Any]]:
+    """Suspects with the root as #1, where the root says more than the suspects stage can:
+
+    - the suspects stage's own line for the same pair, or for the same dependency under the
+      other key (timeouts both fail and are slow), takes the root's place and score;
+    - a root in the route's own service (its code, a pod, a version) is what the suspects
+      stage looks at too, and it sees finer (the version, the tenant, the pod behind it):
+      when its top suspect is strong, its list stands as it is (the incident's root_cause
+      still names the root).
+    """
     if root is None:
         return suspects
+    own_service = subject.kind == ROUTE and root.get("kind") in OWN_KINDS and root.get("service") == subject.service
+    if own_service and suspects and (suspects[0].get("score") or 0) >= STRONG_SUSPECT:
+        return suspects
     first = root_suspect(root, bad_rule)
-    rest = []
-    for suspect in suspects:
-        if suspect.get("key") == first["key"] and suspect.get("value") == first["value"]:
-            first = {**suspect, **first}
-        else:
-            rest.append(suspect)
-    return [first, *rest]
+    same = {(first["key"], first["value"])}
+    if root.get("kind") == "dependency":
+        same = {(key, root.get("dependency")) for key in ("dependency.failed", "dependency.slow")}
+    found = next((s for s in suspects if (s.get("key"), s.get("value")) in same), None)
+    if found is not None:
+        first = {**found, "score": first["score"], "source": first["source"]}
+    return [first, *(s for s in suspects if s is not found)]
