@@ -168,3 +168,12 @@ def test_a_later_incident_with_the_same_root_joins_the_problem_instead_of_paging
     assert messages[0].payload["incident"]["id"] == "inc_1"
     assert [r["id"] for r in messages[0].payload["related"]] == ["inc_2", "inc_3"]
     store.close()
+
+
+def test_the_incident_page_shows_the_root_and_its_chain():
+    from otel_ai.page.render import incident_detail
+
+    html = incident_detail(member(1, problem_id="prb_1"), None, ack_needs_token=False)
+    section = html[html.index("<h2>Root cause</h2>"):html.index("<h2>Top errors</h2>")]
+    assert "network into timetable-service" in section and "explains 98% of the change" in section
+    assert "route-planner → timetable-service (network)" in section and "202.0" in section
