@@ -200,11 +200,7 @@ class AdminServer:
         return Response(200, generate_latest(self.metrics.registry), CONTENT_TYPE_LATEST)
 
     def _list_incidents(self, request: Request) -> Response:
-        status = request.query_value("status") or None
-        if status is not None and status not in INCIDENT_STATUSES:
-            raise BadRequest(f"status must be one of {', '.join(INCIDENT_STATUSES)}, got {status!r}")
-        limit = min(_int_param(request, "limit", 50, minimum=1), MAX_PAGE)
-        offset = _int_param(request, "offset", 0, minimum=0)
+        status, limit, offset = _page(request, INCIDENT_STATUSES)
         incidents = self.store.list(status=status, limit=limit, offset=offset)
         return Response.json(200, {
             "incidents": [incident.snapshot() for incident in incidents],
@@ -219,11 +215,7 @@ class AdminServer:
         return Response.json(200, incident.snapshot())
 
     def _list_problems(self, request: Request) -> Response:
-        status = request.query_value("status") or None
-        if status is not None and status not in PROBLEM_STATUSES:
-            raise BadRequest(f"status must be one of {', '.join(PROBLEM_STATUSES)}, got {status!r}")
-        limit = min(_int_param(request, "limit", 50, minimum=1), MAX_PAGE)
-        offset = _int_param(request, "offset", 0, minimum=0)
+        status, limit, offset = _page(request, PROBLEM_STATUSES)
         problems = self.store.problems(status=status, limit=limit, offset=offset)
         return Response.json(200, {"problems": [problem.snapshot() for problem in problems],
                                    "total": self.store.count_problems(status=status)})
@@ -233,6 +225,15 @@ class AdminServer:
         if problem is None:
             return Response.error(404, f"problem not found: {request.params['id']}")
         return Response.json(200, problem.snapshot())
+
+
+def _page(request: Request, statuses: tuple[str, ...]) -> tuple[str | None, int, int]:
+    """A listing's ?status=, ?limit= and ?offset=, checked."""
+    status = request.query_value("status") or None
+    if status is not None and status not in statuses:
+        raise BadRequest(f"status must be one of {', '.join(statuses)}, got {status!r}")
+    return status, min(_int_param(request, "limit", 50, minimum=1), MAX_PAGE), _int_param(request, "offset", 0,
+                                                                                          minimum=0)
 
 
 def _int_param(request: Request, name: str, default: int, minimum: int) -> int:

@@ -44,23 +44,24 @@ def run_incidents(settings: Settings, args) -> int:
     store = _store(args)
     try:
         if args.action == "list":
-            incidents = store.list(status=args.status, limit=args.limit)
-            if args.json:
-                print(json.dumps([i.snapshot() for i in incidents], indent=2, ensure_ascii=False))
-            else:
-                _print_table(incidents)
-            return 0
+            return _shown(store.list(status=args.status, limit=args.limit), args.json, _print_table)
         incident = store.get(args.incident_id)
-        if incident is None:
-            print(f"otel-ai: {_why_not_open(args.incident_id, None)}", file=sys.stderr)
-            return 1
-        if args.json:
-            print(json.dumps(incident.snapshot(), indent=2, ensure_ascii=False))
-        else:
-            _print_incident(incident)
-        return 0
+        return _shown(incident, args.json, _print_incident, _why_not_open(args.incident_id, None))
     finally:
         store.close()
+
+
+def _shown(found, as_json: bool, print_it, missing: str = "") -> int:
+    """Print what was found (one record or a list) as JSON or for people; 1 when nothing was."""
+    if found is None:
+        print(f"otel-ai: {missing}", file=sys.stderr)
+        return 1
+    if as_json:
+        snapshots = [f.snapshot() for f in found] if isinstance(found, list) else found.snapshot()
+        print(json.dumps(snapshots, indent=2, ensure_ascii=False))
+    else:
+        print_it(found)
+    return 0
 
 
 def _print_table(incidents: list[Incident]) -> None:
@@ -172,28 +173,20 @@ def run_problems(settings: Settings, args) -> int:
     store = _store(args)
     try:
         if args.action == "list":
-            problems = store.problems(status=args.status, limit=args.limit)
-            if args.json:
-                print(json.dumps([p.snapshot() for p in problems], indent=2, ensure_ascii=False))
-            elif not problems:
-                print("no problems")
-            else:
-                print(f"{'ID':<21} {'OPENED':<20} {'STATUS':<9} {'INCIDENTS':>9}  ROOT CAUSE")
-                for p in problems:
-                    print(f"{p.id:<21} {rfc3339(p.opened_at_ns):<20} {p.status:<9} {len(p.members):>9}  "
-                          f"{root_title(p.root_cause)}")
-            return 0
-        problem = store.problem(args.problem_id)
-        if problem is None:
-            print(f"otel-ai: unknown problem {args.problem_id!r} (see `otel-ai problems list`)", file=sys.stderr)
-            return 1
-        if args.json:
-            print(json.dumps(problem.snapshot(), indent=2, ensure_ascii=False))
-        else:
-            _print_problem(problem)
-        return 0
+            return _shown(store.problems(status=args.status, limit=args.limit), args.json, _print_problems)
+        return _shown(store.problem(args.problem_id), args.json, _print_problem,
+                      f"unknown problem {args.problem_id!r} (see `otel-ai problems list`)")
     finally:
         store.close()
+
+
+def _print_problems(problems: list[Problem]) -> None:
+    if not problems:
+        print("no problems")
+        return
+    print(f"{'ID':<21} {'OPENED':<20} {'STATUS':<9} {'INCIDENTS':>9}  ROOT CAUSE")
+    for p in problems:
+        print(f"{p.id:<21} {rfc3339(p.opened_at_ns):<20} {p.status:<9} {len(p.members):>9}  {root_title(p.root_cause)}")
 
 
 def _print_problem(problem: Problem) -> None:
