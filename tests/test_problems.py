@@ -177,3 +177,13 @@ def test_the_incident_page_shows_the_root_and_its_chain():
     section = html[html.index("<h2>Root cause</h2>"):html.index("<h2>Top errors</h2>")]
     assert "network into timetable-service" in section and "explains 98% of the change" in section
     assert "route-planner → timetable-service (network)" in section and "202.0" in section
+
+
+def test_the_root_cause_leaves_the_process_redacted():
+    from otel_ai.analysis.redact import Redactor, redact_incident
+
+    secret = "jane.planted@example.com"
+    root = {**NETWORK, "service": f"svc-{secret}",
+            "evidence": [{"component": f"GET /users/{secret}", "metric": "latency_ms", "baseline": 1.0, "now": 9.0}]}
+    out = redact_incident(Redactor(), member(1, root=root, problem_id="prb_1"))
+    assert secret not in json.dumps(out.snapshot()) and out.root_cause["evidence"][0]["now"] == 9.0

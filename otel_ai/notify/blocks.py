@@ -432,11 +432,17 @@ def _hop_line(hop: dict) -> str:
     return line
 
 
-def _root_cause_blocks(snapshot: dict) -> list[dict]:
-    """The localised root and the chain to it, hop by hop, baseline → now."""
+def _root_cause_blocks(snapshot: dict, related: list[dict] | None) -> list[dict]:
+    """The localised root and the chain to it, hop by hop, baseline → now: the longest chain
+    among the problem's incidents, so it reads from the highest affected route down."""
     root = snapshot.get("root_cause")
     if not isinstance(root, dict) or not root.get("kind"):
         return []
+    chains = [_list(root.get("evidence"))] + [
+        _list(r["root_cause"].get("evidence")) for r in related or []
+        if isinstance(r, dict) and isinstance(r.get("root_cause"), dict) and r.get("problem_id")
+        and r.get("problem_id") == snapshot.get("problem_id")]
+    root = {**root, "evidence": max(chains, key=len)}
     title = f"*🎯 Root cause: {_untrusted(root_title(root), WHERE_CHARS)}*"
     if _is_number(root.get("score")):
         title += f" — explains {root['score'] * 100:.0f}% of the change"
@@ -523,7 +529,7 @@ def render_incident(snapshot: dict, *, details_url: str | None = None, related: 
         _summary_block(snapshot),
         {"type": "divider"},
         *_analysis_blocks(snapshot),
-        *_root_cause_blocks(snapshot),
+        *_root_cause_blocks(snapshot, related),
         *_metrics_blocks(snapshot),
         *_suspects_blocks(snapshot),
         *_related_blocks(related, problem=bool(snapshot.get("problem_id"))),

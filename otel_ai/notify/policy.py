@@ -58,7 +58,7 @@ REMINDER_CHECK_S = 30.0
 
 
 RELATED_FIELDS = ("id", "type", "subject_kind", "service", "method", "route", "summary", "status", "severity",
-                  "version", "opened_at", "resolved_at")
+                  "version", "opened_at", "resolved_at", "problem_id", "root_cause")
 
 
 def related_line(incident: Incident) -> dict[str, Any]:
