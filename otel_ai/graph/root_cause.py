@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from otel_ai.graph.localize import ERRORS_SIGNAL, LATENCY, Start, localize
+from otel_ai.graph.localize import ERRORS_SIGNAL, LATENCY, Start, localize_each
 from otel_ai.graph.service_graph import ServiceGraph
 from otel_ai.model import ROUTE, Anomaly, Subject
 
@@ -39,11 +39,11 @@ class Localizer:
         if not todo:
             return 0
         snapshot = self.graph.snapshot(closed_slot, WINDOW_SLOTS)
+        found = localize_each(snapshot, [Start(a.subject_id, signal_of(a)) for a in todo])
         placed = 0
-        for anomaly in todo:
-            found = localize(snapshot, [Start(anomaly.subject_id, signal_of(anomaly))])
-            if found:
-                anomaly.root_cause = found[0].root_cause()
+        for anomaly, candidates in zip(todo, found):
+            if candidates:
+                anomaly.root_cause = candidates[0].root_cause()
                 placed += 1
         return placed
 
