@@ -5,7 +5,9 @@ Sent with the OTel SDK's own OTLP exporters, configured by the standard variable
 tracing UI shows each incident next to the failing requests it links to.
 
 The trace id and the root span id are derived from the incident id, so every change of
-an incident lands in the same trace without keeping state. The root span, the incident
+an incident lands in the same trace without keeping state. The incidents of one problem
+share the problem's trace instead: a problem span (its root cause, the chain to it as
+one event per hop, links to failing requests) with each member's root span under it. The root span, the incident
 as detected (from the first slot over the threshold to the open), goes out when the
 incident opens; its children go out as they happen: detect (again on a reopen),
 analyze, notify (one per notifier), acknowledge, resolve (which carries the outcome:
@@ -21,12 +23,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections import OrderedDict
 from typing import Any
 
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExporter
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import (
@@ -45,19 +48,33 @@ from otel_ai.config import Redaction
 from otel_ai.decode import GENERATED_ATTRIBUTE
 from otel_ai.model import Incident
 from otel_ai.otlp_env import otlp_protocol
+from otel_ai.problems import root_title
 from otel_ai.timefmt import parse_rfc3339
 
 log = logging.getLogger(__name__)
 
 SCOPE = InstrumentationScope("otel_ai.incidents", "1")
 MAX_LINKS = 5
+MAX_PROBLEMS_SENT = 10_000
+ROOT_FIELDS = ("kind", "service", "pod", "version", "dependency", "operation", "score")
 DEFAULT_SLOT_NS = 10 * 1_000_000_000
 
 
-def incident_trace_ids(incident_id: str) -> tuple[int, int]:
-    """(trace id, root span id) of an incident's trace: stable across changes and restarts."""
-    digest = hashlib.sha256(incident_id.encode()).digest()
+def _ids(key: str) -> tuple[int, int]:
+    digest = hashlib.sha256(key.encode()).digest()
     return int.from_bytes(digest[:16], "big") or 1, int.from_bytes(digest[16:24], "big") or 1
+
+
+def incident_trace_ids(incident_id: str, problem_id: str | None = None) -> tuple[int, int]:
+    """(trace id, span id of the incident's root span): stable across changes and restarts.
+    An incident in a problem lives in the problem's trace, under the problem's span."""
+    trace_id, span_id = _ids(incident_id)
+    return (_ids(problem_id)[0] if problem_id else trace_id), span_id
+
+
+def problem_trace_ids(problem_id: str) -> tuple[int, int]:
+    """(trace id, span id of the problem's span): the parent of its members' root spans."""
+    return _ids(problem_id)
 
 
 def _child_span_id(incident_id: str, step: str, version: int) -> int:
@@ -93,6 +110,7 @@ class OtlpIncidentExporter:
         self.logs = LoggerProvider(resource=self.resource, shutdown_on_exit=False)
         self.logs.add_log_record_processor(BatchLogRecordProcessor(log_exporter, schedule_delay_millis=1000))
         self.logger = self.logs.get_logger("otel_ai.incidents")
+        self._problems_sent: OrderedDict[str, None] = OrderedDict()  # problems whose span went out
 
     # ---- exporter interface ----
     def export(self, incident: Incident) -> None:
@@ -120,7 +138,7 @@ class OtlpIncidentExporter:
         incident_id, event_type = str(snapshot.get("id") or ""), str(snapshot.get("type") or "")
         if not incident_id:
             return
-        trace_id, root_id = incident_trace_ids(incident_id)
+        trace_id, root_id = incident_trace_ids(incident_id, snapshot.get("problem_id"))
         attributes = {"incident.id": incident_id, "incident.type": event_type, "incident.step": "notify",
                       "otel_ai.notifier": notifier, **{k: str(v)[:200] for k, v in detail.items()}}
         span = ReadableSpan(
@@ -138,13 +156,38 @@ class OtlpIncidentExporter:
 
     # ---- spans ----
     def _root(self, incident: Incident) -> None:
-        """The incident as detected; sent when it opens, so its later steps always have a parent."""
-        trace_id, root_id = incident_trace_ids(incident.id)
+        """The incident as detected; sent when it opens, so its later steps always have a parent.
+        A problem's first member sends the problem's span first, as the parent of them all."""
+        trace_id, root_id = incident_trace_ids(incident.id, incident.problem_id)
+        parent = None
+        if incident.problem_id is not None:
+            parent = _context(*problem_trace_ids(incident.problem_id))
+            if incident.problem_id not in self._problems_sent:
+                self._problem(incident)
         span = ReadableSpan(
-            name=_root_name(incident), context=_context(trace_id, root_id), parent=None, resource=self.resource,
+            name=_root_name(incident), context=_context(trace_id, root_id), parent=parent, resource=self.resource,
             attributes=self._attributes(incident), links=self._links(incident), kind=SpanKind.INTERNAL,
             status=Status(StatusCode.ERROR, incident.summary[:200]), start_time=self._detect_start(incident),
             end_time=incident.opened_at_ns, instrumentation_scope=SCOPE)
+        self.spans.on_end(span)
+
+    def _problem(self, first: Incident) -> None:
+        """The problem's span: its root cause, and the chain to it as one event per hop."""
+        self._problems_sent[first.problem_id] = None
+        while len(self._problems_sent) > MAX_PROBLEMS_SENT:
+            self._problems_sent.popitem(last=False)
+        root = first.root_cause or {}
+        trace_id, span_id = problem_trace_ids(first.problem_id)
+        attributes = {"problem.id": first.problem_id, "problem.root_cause": root_title(root),
+                      **{f"problem.root_cause.{k}": str(root[k]) for k in ROOT_FIELDS if root.get(k) is not None}}
+        events = [Event(f"hop {n}", {k: v for k, v in hop.items() if isinstance(v, (str, int, float))},
+                        first.opened_at_ns)
+                  for n, hop in enumerate(root.get("evidence") or []) if isinstance(hop, dict)]
+        span = ReadableSpan(
+            name=f"problem {root_title(root)}", context=_context(trace_id, span_id), parent=None,
+            resource=self.resource, attributes=attributes, events=events, links=self._links(first),
+            kind=SpanKind.INTERNAL, status=Status(StatusCode.ERROR, root_title(root)[:200]),
+            start_time=self._detect_start(first), end_time=first.opened_at_ns, instrumentation_scope=SCOPE)
         self.spans.on_end(span)
 
     @staticmethod
@@ -162,7 +205,7 @@ class OtlpIncidentExporter:
 
     def _span(self, incident: Incident, step: str, start: int, end: int, extra: dict | None = None,
               links: bool = False, kind: SpanKind = SpanKind.INTERNAL) -> None:
-        trace_id, root_id = incident_trace_ids(incident.id)
+        trace_id, root_id = incident_trace_ids(incident.id, incident.problem_id)
         attributes = {"incident.id": incident.id, "incident.type": incident.type, "incident.step": step,
                       **(extra or {})}
         if step == "detect":
@@ -244,7 +287,7 @@ class OtlpIncidentExporter:
 
     # ---- log events ----
     def _event(self, incident: Incident) -> None:
-        trace_id, root_id = incident_trace_ids(incident.id)
+        trace_id, root_id = incident_trace_ids(incident.id, incident.problem_id)
         context = set_span_in_context(NonRecordingSpan(_context(trace_id, root_id)))
         self.logger.emit(
             timestamp=incident.updated_at_ns, context=context, event_name=f"otel_ai.incident.{incident.last_change}",

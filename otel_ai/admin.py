@@ -21,7 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from otel_ai.httpserver import BodyRefused, HttpLimits, HttpServer, read_body
 from otel_ai.selfmetrics import SelfMetrics
-from otel_ai.store import IncidentStore
+from otel_ai.store import PROBLEM_STATUSES, IncidentStore
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +98,8 @@ class AdminServer:
         self.add_route("GET", r"/metrics", self._metrics)
         self.add_route("GET", r"/api/incidents", self._list_incidents)
         self.add_route("GET", r"/api/incidents/(?P<id>[^/]+)", self._get_incident)
+        self.add_route("GET", r"/api/problems", self._list_problems)
+        self.add_route("GET", r"/api/problems/(?P<id>[^/]+)", self._get_problem)
 
     def add_route(self, method: str, pattern: str, handler: Handler, private: bool = False) -> None:
         """Register handler for method and a path regex matched in full; named groups
@@ -198,11 +200,7 @@ class AdminServer:
         return Response(200, generate_latest(self.metrics.registry), CONTENT_TYPE_LATEST)
 
     def _list_incidents(self, request: Request) -> Response:
-        status = request.query_value("status") or None
-        if status is not None and status not in INCIDENT_STATUSES:
-            raise BadRequest(f"status must be one of {', '.join(INCIDENT_STATUSES)}, got {status!r}")
-        limit = min(_int_param(request, "limit", 50, minimum=1), MAX_PAGE)
-        offset = _int_param(request, "offset", 0, minimum=0)
+        status, limit, offset = _page(request, INCIDENT_STATUSES)
         incidents = self.store.list(status=status, limit=limit, offset=offset)
         return Response.json(200, {
             "incidents": [incident.snapshot() for incident in incidents],
@@ -215,6 +213,27 @@ class AdminServer:
         if incident is None:
             return Response.error(404, f"incident not found: {incident_id}")
         return Response.json(200, incident.snapshot())
+
+    def _list_problems(self, request: Request) -> Response:
+        status, limit, offset = _page(request, PROBLEM_STATUSES)
+        problems = self.store.problems(status=status, limit=limit, offset=offset)
+        return Response.json(200, {"problems": [problem.snapshot() for problem in problems],
+                                   "total": self.store.count_problems(status=status)})
+
+    def _get_problem(self, request: Request) -> Response:
+        problem = self.store.problem(request.params["id"])
+        if problem is None:
+            return Response.error(404, f"problem not found: {request.params['id']}")
+        return Response.json(200, problem.snapshot())
+
+
+def _page(request: Request, statuses: tuple[str, ...]) -> tuple[str | None, int, int]:
+    """A listing's ?status=, ?limit= and ?offset=, checked."""
+    status = request.query_value("status") or None
+    if status is not None and status not in statuses:
+        raise BadRequest(f"status must be one of {', '.join(statuses)}, got {status!r}")
+    return status, min(_int_param(request, "limit", 50, minimum=1), MAX_PAGE), _int_param(request, "offset", 0,
+                                                                                          minimum=0)
 
 
 def _int_param(request: Request, name: str, default: int, minimum: int) -> int:

@@ -1,4 +1,4 @@
-"""otel-ai command line: serve, demo, replay, analyze, incidents, silences, check, bench."""
+"""otel-ai command line: serve, demo, replay, analyze, incidents, problems, silences, check, bench."""
 from __future__ import annotations
 
 import argparse
@@ -128,6 +128,12 @@ def cmd_incidents(args) -> int:
     return run_incidents(_load(args), args)
 
 
+def cmd_problems(args) -> int:
+    from otel_ai.lifecycle_cli import run_problems
+
+    return run_problems(_load(args), args)
+
+
 def cmd_silences(args) -> int:
     from otel_ai.lifecycle_cli import run_silences
 
@@ -178,6 +184,15 @@ def build_parser() -> argparse.ArgumentParser:
     q = _global_flags(actions.add_parser("ack", help="acknowledge: stops reminders and updates the Slack message"))
     q.add_argument("incident_id", metavar="INCIDENT_ID")
     q.add_argument("--by", help="who acknowledges (default: your user name)")
+    p = command("problems", "list or show problems: incidents with one root cause", cmd_problems)
+    actions = p.add_subparsers(dest="action", required=True)
+    q = _global_flags(actions.add_parser("list", help="newest first"))
+    q.add_argument("--status", choices=("open", "resolved"))
+    q.add_argument("--limit", type=int, default=20)
+    q.add_argument("--json", action="store_true")
+    q = _global_flags(actions.add_parser("show", help="one problem: its root, the chain to it, its incidents"))
+    q.add_argument("problem_id", metavar="PROBLEM_ID")
+    q.add_argument("--json", action="store_true")
     p = command("silences", "mute notifications for matching incidents for a while", cmd_silences)
     actions = p.add_subparsers(dest="action", required=True)
     q = _global_flags(actions.add_parser("add", help="e.g. silences add --service checkout --duration 2h "

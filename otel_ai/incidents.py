@@ -25,7 +25,9 @@ from typing import Callable
 
 from otel_ai.config import Settings
 from otel_ai.events import AnalysisDone, BudgetExhausted, IncidentEvent
+from otel_ai.graph.root_cause import with_root_first
 from otel_ai.model import DEPENDENCY, SYSTEM, Anomaly, Incident, Subject
+from otel_ai.problems import ProblemBook
 from otel_ai.selfmetrics import SelfMetrics
 from otel_ai.store import IncidentStore
 from otel_ai.suspects import Attribution
@@ -102,6 +104,7 @@ class IncidentManager:
         self._lock = threading.RLock()
         self.event_time_ns = 0  # latest event time seen; the clock of changes made off the pipeline
         self._latest_values: dict[tuple[Subject, str], float | None] = {}  # the metric now, per watched incident
+        self.problems = ProblemBook(int(self.rules.cooldown * NS_PER_S))
 
     @_locked
     def restore(self, now_ns: int) -> int:
@@ -111,6 +114,10 @@ class IncidentManager:
         for incident in restored:
             key = (incident.subject, incident.type)
             (self.resolved if incident.status == "resolved" else self.active)[key] = incident
+            if incident.problem_id is not None:
+                self.problems.join(incident, incident.opened_at_ns)
+                if incident.status == "resolved":
+                    self.problems.leave(incident, incident.resolved_at_ns or now_ns)
         self.metrics.open_incidents.set(len(self.active))
         return len(restored)
 
@@ -140,6 +147,8 @@ class IncidentManager:
             incident.last_breach_ns = now
             incident.healthy_since_ns = None
             self._fill(incident, anomaly, attribute(anomaly))
+            if incident.problem_id is not None:  # its notification keeps its key: no new problem on a reopen
+                self.problems.join(incident, now)
             self.active[key] = incident
             self._emit(incident, "reopened", now)
             return incident
@@ -149,6 +158,8 @@ class IncidentManager:
             opened_at_ns=now, updated_at_ns=now, last_breach_ns=now, version=0,
         )
         self._fill(incident, anomaly, attribute(anomaly))
+        incident.problem_id = self.problems.join(incident, now)
+        incident.analysis = self.problems.analysis(incident.problem_id)  # a problem is analysed once
         self.active[key] = incident
         self.metrics.incidents.labels(type=anomaly.type, severity=anomaly.severity).inc()
         self.metrics.incident_confidence.observe(anomaly.confidence)
@@ -186,8 +197,13 @@ class IncidentManager:
         }
         if found.bad_values:
             incident.context["bad_request_values"] = found.bad_values
+        if anomaly.root_cause is not None:  # a later slot that cannot place it keeps the last root
+            incident.root_cause = anomaly.root_cause
         if found.suspects or not incident.suspects:
             incident.suspects = found.suspects
+        incident.suspects = with_root_first(
+            [s for s in incident.suspects if s.get("source") != "root_cause"], incident.root_cause, anomaly.bad_rule,
+            incident.subject)
 
     @_locked
     def observe_values(self, values: dict[tuple[Subject, str], float | None]) -> None:
@@ -234,6 +250,7 @@ class IncidentManager:
                 incident.data["current_value"] = recovery
             incident.summary = resolved_summary(incident)
         del self.active[key]
+        self.problems.leave(incident, now)
         if len(self.resolved) > 10_000:
             self.resolved.pop(next(iter(self.resolved)))
         self.resolved[key] = incident
@@ -266,15 +283,22 @@ class IncidentManager:
 
     @_locked
     def attach_analysis(self, incident_id_: str, analysis: dict) -> Incident | None:
-        """An analysis is done: one more snapshot, change "analyzed"."""
+        """An analysis is done: one more snapshot, change "analyzed"; of every member in
+        memory when the incident is in a problem (the problem is analysed once)."""
         incident = next((i for i in (*self.active.values(), *self.resolved.values()) if i.id == incident_id_), None)
         if incident is None:
             incident = self.store.get(incident_id_)
             if incident is None:
                 log.warning("analysis for unknown incident %s dropped", incident_id_)
                 return None
-        incident.analysis = analysis
-        self._emit(incident, "analyzed", max(self.event_time_ns, incident.updated_at_ns))
+        members = [incident]
+        if incident.problem_id is not None:
+            self.problems.analyzed(incident.problem_id, analysis)
+            members += [i for i in (*self.active.values(), *self.resolved.values())
+                        if i.problem_id == incident.problem_id and i.id != incident.id]
+        for member in members:
+            member.analysis = analysis
+            self._emit(member, "analyzed", max(self.event_time_ns, member.updated_at_ns))
         return incident
 
     @_locked

@@ -1,4 +1,4 @@
-"""otel-ai incidents list|show|ack and otel-ai silences add|list|expire.
+"""otel-ai incidents list|show|ack, otel-ai problems list|show and otel-ai silences add|list|expire.
 
 Reads go straight to the SQLite store (safe next to a running server: WAL mode).
 Acknowledge asks the running server first, because it holds open incidents in memory
@@ -21,12 +21,13 @@ from otel_ai.analysis.render import format_analysis
 from otel_ai.config import Settings
 from otel_ai.exporters.store import StoreExporter
 from otel_ai.incidents import IncidentManager
+from otel_ai.problems import root_title
 from otel_ai.model import Incident
 from otel_ai.notify.outbox import Outbox
 from otel_ai.notify.policy import NotificationPolicy
 from otel_ai.notify.silences import SilenceError, Silences
 from otel_ai.selfmetrics import SelfMetrics
-from otel_ai.store import IncidentStore
+from otel_ai.store import IncidentStore, Problem
 from otel_ai.timefmt import parse_duration, rfc3339
 
 
@@ -43,23 +44,24 @@ def run_incidents(settings: Settings, args) -> int:
     store = _store(args)
     try:
         if args.action == "list":
-            incidents = store.list(status=args.status, limit=args.limit)
-            if args.json:
-                print(json.dumps([i.snapshot() for i in incidents], indent=2, ensure_ascii=False))
-            else:
-                _print_table(incidents)
-            return 0
+            return _shown(store.list(status=args.status, limit=args.limit), args.json, _print_table)
         incident = store.get(args.incident_id)
-        if incident is None:
-            print(f"otel-ai: {_why_not_open(args.incident_id, None)}", file=sys.stderr)
-            return 1
-        if args.json:
-            print(json.dumps(incident.snapshot(), indent=2, ensure_ascii=False))
-        else:
-            _print_incident(incident)
-        return 0
+        return _shown(incident, args.json, _print_incident, _why_not_open(args.incident_id, None))
     finally:
         store.close()
+
+
+def _shown(found, as_json: bool, print_it, missing: str = "") -> int:
+    """Print what was found (one record or a list) as JSON or for people; 1 when nothing was."""
+    if found is None:
+        print(f"otel-ai: {missing}", file=sys.stderr)
+        return 1
+    if as_json:
+        snapshots = [f.snapshot() for f in found] if isinstance(found, list) else found.snapshot()
+        print(json.dumps(snapshots, indent=2, ensure_ascii=False))
+    else:
+        print_it(found)
+    return 0
 
 
 def _print_table(incidents: list[Incident]) -> None:
@@ -165,6 +167,38 @@ def _ack_in_store(settings: Settings, args, who: str) -> int:
         return 0
     finally:
         store.close()
+
+
+def run_problems(settings: Settings, args) -> int:
+    store = _store(args)
+    try:
+        if args.action == "list":
+            return _shown(store.problems(status=args.status, limit=args.limit), args.json, _print_problems)
+        return _shown(store.problem(args.problem_id), args.json, _print_problem,
+                      f"unknown problem {args.problem_id!r} (see `otel-ai problems list`)")
+    finally:
+        store.close()
+
+
+def _print_problems(problems: list[Problem]) -> None:
+    if not problems:
+        print("no problems")
+        return
+    print(f"{'ID':<21} {'OPENED':<20} {'STATUS':<9} {'INCIDENTS':>9}  ROOT CAUSE")
+    for p in problems:
+        print(f"{p.id:<21} {rfc3339(p.opened_at_ns):<20} {p.status:<9} {len(p.members):>9}  {root_title(p.root_cause)}")
+
+
+def _print_problem(problem: Problem) -> None:
+    s = problem.snapshot()
+    print(f"{s['id']}  {s['status']}  root cause: {root_title(problem.root_cause)}")
+    print(f"opened {s['opened_at']}  updated {s['updated_at']}"
+          + (f"  resolved {s['resolved_at']}" if s["resolved_at"] else ""))
+    print("chain:")
+    for hop in problem.root_cause.get("evidence") or []:
+        print(f"  {hop.get('component')}: {hop.get('metric')} {hop.get('baseline')} -> {hop.get('now')}")
+    print("incidents:")
+    _print_table(problem.members)
 
 
 def run_silences(settings: Settings, args) -> int:

@@ -89,6 +89,7 @@ class Anomaly:
     details: dict[str, Any] = field(default_factory=dict)  # type-specific numbers, added to incident.data
     suspect_keys: tuple[str, ...] = ()  # keys this type asks about first when suspects tie
     tally_keys: tuple[str, ...] = ()  # keys whose values among bad requests are counted (distinct, top)
+    root_cause: dict[str, Any] | None = None  # set by localisation (graph/root_cause.py) before the incident stage
 
 
 @dataclass(slots=True)
@@ -116,6 +117,10 @@ class Incident:
     healthy_since_ns: int | None = None
     reopen_count: int = 0
     last_change: str = "opened"
+    # Where the service graph's localisation found the cause (graph/localize.py), and the
+    # problem of every incident with that root (otel_ai/problems.py).
+    root_cause: dict[str, Any] | None = None
+    problem_id: str | None = None
 
     def snapshot(self) -> dict[str, Any]:
         """The JSONL/API schema of DESIGN.md, plus a few extra fields."""
@@ -142,6 +147,8 @@ class Incident:
             "change": self.last_change,
             "reopen_count": self.reopen_count,
             "below_min_confidence": self.below_min_confidence,
+            "root_cause": self.root_cause,
+            "problem_id": self.problem_id,
         }
 
     def copy(self) -> "Incident":

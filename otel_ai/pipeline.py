@@ -1,11 +1,13 @@
-"""The pipeline behind the receivers: decode -> windows -> detectors -> incidents -> downstream.
+"""The pipeline behind the receivers: decode -> windows and service graph -> detectors ->
+localisation -> incidents -> downstream.
 
 Receiver threads call consume() (traces) and consume_metrics() (metrics): decode the
 request into a columnar batch or RED deltas (under one lock: the subject table is
 shared), and put it on one bounded queue; a full queue answers Saturated so the
 Collector retries. One worker thread
-owns everything after that: it adds batches to the windows, closes slots as the
-watermark passes, runs the detectors on each closed slot, drives incidents, and
+owns everything after that: it adds batches to the windows and the service graph, closes
+slots as the watermark passes, runs the detectors on each closed slot, localises what
+they found down the graph (off the incident lock), drives incidents, and
 applies the events later stages post back (an analysis is done, the budget ran out).
 `feed()` and `feed_metrics()` do the same synchronously, for replay and tests.
 
@@ -36,11 +38,16 @@ from otel_ai.detectors import build_detectors
 from otel_ai.detectors.base import Detector
 from otel_ai.events import IncidentEvent
 from otel_ai.exporters.store import StoreExporter
+from otel_ai.graph.root_cause import Localizer
+from otel_ai.graph.service_graph import ServiceGraph
 from otel_ai.incidents import IncidentManager
 from otel_ai.metrics.stage import MetricsStage, MetricWork
 from otel_ai.receiver.consumer import JSON, PROTOBUF, ExportResult, InvalidRequest, MetricsExportResult, Saturated
+from otel_ai.model import SYSTEM
 from otel_ai.selfmetrics import SelfMetrics
-from otel_ai.snapshots import BASELINES, SnapshotWriter, baselines_snapshot, restore_baselines
+from otel_ai.snapshots import (
+    BASELINES, GRAPH, SnapshotWriter, baselines_snapshot, graph_snapshot, graph_state, restore_baselines,
+)
 from otel_ai.stages import Consumer, Downstream
 from otel_ai.store import IncidentStore
 from otel_ai.subjects import KIND_CODES, SubjectTable
@@ -77,6 +84,8 @@ class Pipeline:
         self.baselines = Baselines(w.slot, counters, [c.name for c in counters.values() if c.amount is None])
         self.snapshots = SnapshotWriter(store, w.baseline_snapshot, wall_clock_ns=wall_clock_ns)
         self.baselines_origin = "not restored"  # start() restores them
+        self.graph = ServiceGraph(self.slot_ns, self.subjects, self.decoder.resources)
+        self.localizer = Localizer(self.graph)
         self.clock = EventClock(int(w.allowed_lateness * NS_PER_S), int(w.max_clock_skew * NS_PER_S),
                                 int(w.max_span_age * NS_PER_S), use_wall_clock and w.wall_clock_advance)
         self.use_wall_clock = use_wall_clock
@@ -215,6 +224,7 @@ class Pipeline:
             self.metrics.spans_dropped.labels(reason="ahead_of_clock").inc(added.too_early)
         self.tail_sampling.add_spans(batch)
         self.metrics_stage.note_span_routes(batch, self.decoder.resources)
+        self.graph.add(batch)
         self.clock.observe(batch.max_end_ns, batch.median_end_ns, self.wall_clock_ns())
         self.captures.add(batch.captures)
         self.batches_processed += 1
@@ -270,11 +280,13 @@ class Pipeline:
         size = len(self.subjects)
         self.windows.ensure(size)
         kinds = self.subjects.kinds()[:size]
+        self._close_graph_slot(closed_slot)
         view = WindowView(self.windows, closed_slot, size, self.baselines, self.subjects.subjects, kinds,
                           self.metrics_stage.saturation)
-        for detector in self.detectors:
-            for anomaly in detector.detect(view):
-                self.incidents.on_anomaly(anomaly, self._attribute)
+        anomalies = [anomaly for detector in self.detectors for anomaly in detector.detect(view)]
+        self.localizer.attach(anomalies, closed_slot)
+        for anomaly in anomalies:
+            self.incidents.on_anomaly(anomaly, self._attribute)
         self._check_health(view)
         self._learn(view, closed_slot, size)
         self._watch_sampling(view)
@@ -319,6 +331,14 @@ class Pipeline:
                            for f in stage.saturation.forecasts()[:TOP_SATURATION]],
         }
 
+    def _close_graph_slot(self, closed_slot: int) -> None:
+        """Join the spans that ended by the slot's end and add what they measured to the
+        graph's stats, before the detectors run, so a localisation sees this slot. While any
+        incident is open no component's baseline learns: the root sits below the incident's
+        subject, and which components are the fault's is what localisation has to find."""
+        self.graph.stats.frozen = any(i.subject.kind != SYSTEM for i in self.incidents.watched())
+        self.graph.close_slot(closed_slot)
+
     def _check_health(self, view: WindowView) -> None:
         """Ask each watched incident's detector whether its subject looks healthy, and what
         its metric is now (the value at recovery of a resolved incident)."""
@@ -361,10 +381,11 @@ class Pipeline:
 
     def _save_baselines(self) -> None:
         self.snapshots.put(BASELINES, baselines_snapshot(self.subjects, self.baselines))
+        self.snapshots.put(GRAPH, graph_snapshot(self.graph.state()))
 
     def _restore_baselines(self) -> str:
-        """Put the saved baselines back; what happened, in words for the start-up banner.
-        A damaged snapshot costs the learning it held, never the start."""
+        """Put the saved baselines (and the service graph's) back; what happened, in words
+        for the start-up banner. A damaged snapshot costs the learning it held, never the start."""
         try:
             saved = self.snapshots.load(BASELINES)
             if saved is None:
@@ -373,7 +394,17 @@ class Pipeline:
         except (KeyError, ValueError) as exc:
             log.warning("ignoring the saved baselines: %s", exc)
             return f"the saved ones are unusable ({exc}): learning from scratch"
-        return f"restored {restored} routes and dependencies, saved {rfc3339(saved[0])}"
+        return f"restored {restored} routes and dependencies{self._restore_graph()}, saved {rfc3339(saved[0])}"
+
+    def _restore_graph(self) -> str:
+        try:
+            saved = self.snapshots.load(GRAPH)
+            if saved is None:
+                return ""
+            return f" and {self.graph.restore(graph_state(saved[1]))} graph components"
+        except (KeyError, ValueError, TypeError, IndexError) as exc:
+            log.warning("ignoring the saved service graph: %s", exc)
+            return " (the saved service graph is unusable: relearning it)"
 
     # ---- worker lifecycle ----
     def start(self, now_ns: int | None = None) -> None:

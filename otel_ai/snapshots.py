@@ -11,6 +11,7 @@ busiest), about 1 KB each before compression.
 from __future__ import annotations
 
 import io
+import json
 import logging
 import threading
 import time
@@ -26,6 +27,7 @@ from otel_ai.subjects import OVERFLOW_ROUTE, OVERFLOW_SERVICE, SubjectTable
 log = logging.getLogger(__name__)
 
 BASELINES = "baselines"
+GRAPH = "graph"
 MAX_SUBJECTS = 20_000
 _KEYS = ("kind", "service", "method", "route")
 
@@ -66,6 +68,23 @@ def restore_baselines(arrays: dict[str, np.ndarray], subjects: SubjectTable, bas
     rows = {name.removeprefix("baseline."): values[mine] for name, values in arrays.items() if name.startswith("baseline.")}
     baselines.restore(rows, ids[mine])
     return int(mine.sum())
+
+
+def graph_snapshot(state: list[dict]) -> dict[str, np.ndarray]:
+    """The service graph's learnt baselines (ServiceGraph.state()) as arrays: each
+    component's name as JSON beside its row of sums."""
+    names = np.array([json.dumps(entry["component"]) for entry in state], dtype=np.str_)
+    sums = np.array([entry["sums"] for entry in state], dtype=np.float64)
+    return {"component": names, "sums": sums}
+
+
+def graph_state(arrays: dict[str, np.ndarray]) -> list[dict]:
+    """ServiceGraph.restore()'s input back from graph_snapshot()'s arrays."""
+    try:
+        return [{"component": json.loads(name), "sums": sums.tolist()}
+                for name, sums in zip(arrays["component"].tolist(), arrays["sums"])]
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"a graph component's name is not JSON: {exc}") from None
 
 
 class SnapshotWriter:

@@ -15,9 +15,11 @@ from collections.abc import Iterator
 from typing import Any
 
 from otel_ai.model import Incident, Subject
+from otel_ai.problems import root_key
+from otel_ai.timefmt import rfc3339
 
 # Bump when the table layout changes and add a step to _MIGRATIONS.
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 _CREATE_V1 = (
     """
@@ -141,11 +143,68 @@ _CREATE_V5 = (
     """,
 )
 
+# Problems: incidents whose localisation reached one root (otel_ai/problems.py). Members
+# are the incidents carrying the problem's id; its status comes from theirs.
+_CREATE_V6 = (
+    "ALTER TABLE incidents ADD COLUMN problem_id TEXT",
+    "CREATE INDEX incidents_problem ON incidents(problem_id) WHERE problem_id IS NOT NULL",
+    """
+    CREATE TABLE problems (
+        id TEXT PRIMARY KEY,
+        root_key TEXT NOT NULL,
+        root_cause TEXT NOT NULL,
+        opened_at_ns INTEGER NOT NULL,
+        updated_at_ns INTEGER NOT NULL
+    )
+    """,
+    "CREATE INDEX problems_opened ON problems(opened_at_ns)",
+)
+
 # _MIGRATIONS[n] takes a database from user_version n to n + 1.
-_MIGRATIONS: dict[int, tuple[str, ...]] = {0: _CREATE_V1, 1: _CREATE_V2, 2: _CREATE_V3, 3: _CREATE_V4, 4: _CREATE_V5}
+_MIGRATIONS: dict[int, tuple[str, ...]] = {0: _CREATE_V1, 1: _CREATE_V2, 2: _CREATE_V3, 3: _CREATE_V4,
+                                           4: _CREATE_V5, 5: _CREATE_V6}
 
 _INCIDENT_FIELDS = {f.name for f in dataclasses.fields(Incident)}
 _SUBJECT_FIELDS = {f.name for f in dataclasses.fields(Subject)}
+
+
+# A problem is open while any member incident is not resolved.
+_PROBLEM_OPEN = "EXISTS (SELECT 1 FROM incidents i WHERE i.problem_id = p.id AND i.status != 'resolved')"
+_PROBLEM_FILTERS = {None: "", "open": f"WHERE {_PROBLEM_OPEN}", "resolved": f"WHERE NOT {_PROBLEM_OPEN}"}
+PROBLEM_STATUSES = ("open", "resolved")
+
+
+@dataclasses.dataclass(slots=True)
+class Problem:
+    """A problem as stored: its root and its member incidents (their own lifecycles)."""
+
+    id: str
+    root_key: str
+    root_cause: dict[str, Any]
+    opened_at_ns: int
+    updated_at_ns: int
+    members: list[Incident]
+
+    @property
+    def status(self) -> str:
+        return "open" if any(m.status != "resolved" for m in self.members) else "resolved"
+
+    def snapshot(self) -> dict[str, Any]:
+        """The API's view: the root, and each member as the routes and dependencies it affects."""
+        resolved = [m.resolved_at_ns or 0 for m in self.members]
+        return {
+            "id": self.id, "status": self.status, "root_key": self.root_key, "root_cause": self.root_cause,
+            "opened_at": rfc3339(self.opened_at_ns), "updated_at": rfc3339(self.updated_at_ns),
+            "resolved_at": rfc3339(max(resolved)) if self.status == "resolved" and resolved else None,
+            "members": [{
+                "id": m.id, "type": m.type, "severity": m.severity, "status": m.status,
+                "subject_kind": m.subject.kind, "service": m.subject.service, "method": m.subject.method,
+                "route": m.subject.route, "summary": m.summary, "metric": m.data.get("metric"),
+                "unit": m.data.get("unit"), "baseline_value": m.data.get("baseline_value"),
+                "current_value": m.data.get("current_value"), "peak_value": m.data.get("peak_value"),
+                "opened_at": rfc3339(m.opened_at_ns), "resolved_at": rfc3339(m.resolved_at_ns),
+            } for m in self.members],
+        }
 
 
 class StoreError(Exception):
@@ -214,25 +273,71 @@ class IncidentStore:
             incident.id, incident.type, incident.severity, incident.status,
             s.service, s.method, s.route, s.kind,
             incident.opened_at_ns, incident.updated_at_ns, incident.resolved_at_ns,
-            incident.version, json.dumps(incident_to_state(incident), ensure_ascii=False),
+            incident.version, json.dumps(incident_to_state(incident), ensure_ascii=False), incident.problem_id,
         )
         with self._lock:
             cursor = self._conn.execute(
                 """
                 INSERT INTO incidents (id, type, severity, status, service, method, route,
-                    subject_kind, opened_at_ns, updated_at_ns, resolved_at_ns, version, state)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    subject_kind, opened_at_ns, updated_at_ns, resolved_at_ns, version, state, problem_id)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 ON CONFLICT(id) DO UPDATE SET
                     type = excluded.type, severity = excluded.severity, status = excluded.status,
                     service = excluded.service, method = excluded.method, route = excluded.route,
                     subject_kind = excluded.subject_kind, opened_at_ns = excluded.opened_at_ns,
                     updated_at_ns = excluded.updated_at_ns, resolved_at_ns = excluded.resolved_at_ns,
-                    version = excluded.version, state = excluded.state
+                    version = excluded.version, state = excluded.state, problem_id = excluded.problem_id
                 WHERE incidents.version <= excluded.version
                 """,
                 row,
             )
-            return cursor.rowcount > 0
+            saved = cursor.rowcount > 0
+            if saved and incident.problem_id is not None and incident.root_cause:
+                self._save_problem(incident)
+            return saved
+
+    def _save_problem(self, member: Incident) -> None:
+        """The problem row: its root as its first member found it, its time span over all."""
+        root = member.root_cause or {}
+        self._conn.execute(
+            """
+            INSERT INTO problems (id, root_key, root_cause, opened_at_ns, updated_at_ns) VALUES (?, ?, ?, ?, ?)
+            ON CONFLICT(id) DO UPDATE SET opened_at_ns = MIN(problems.opened_at_ns, excluded.opened_at_ns),
+                updated_at_ns = MAX(problems.updated_at_ns, excluded.updated_at_ns)
+            """,
+            (member.problem_id, root_key(root), json.dumps(root, ensure_ascii=False), member.opened_at_ns,
+             member.updated_at_ns))
+
+    def problem(self, problem_id: str) -> Problem | None:
+        with self._lock:
+            row = self._conn.execute("SELECT id, root_key, root_cause, opened_at_ns, updated_at_ns FROM problems "
+                                     "WHERE id = ?", (problem_id,)).fetchone()
+        return self._problem(row) if row else None
+
+    def problems(self, status: str | None = None, limit: int = 100, offset: int = 0) -> list[Problem]:
+        """Newest opened first; status "open" (a member not resolved) or "resolved"."""
+        where = _PROBLEM_FILTERS[status]
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT id, root_key, root_cause, opened_at_ns, updated_at_ns FROM problems p {where} "
+                "ORDER BY opened_at_ns DESC, id DESC LIMIT ? OFFSET ?", (int(limit), int(offset))).fetchall()
+        return [self._problem(row) for row in rows]
+
+    def count_problems(self, status: str | None = None) -> int:
+        with self._lock:
+            return int(self._conn.execute(f"SELECT COUNT(*) FROM problems p {_PROBLEM_FILTERS[status]}").fetchone()[0])
+
+    def problem_lead(self, problem_id: str) -> Incident | None:
+        """The member that stands for a problem's notification when reminding: an acknowledged
+        one if any (acknowledging the message quiets the problem), else the earliest open one."""
+        found = self._select("WHERE problem_id = ? AND status != 'resolved' "
+                             "ORDER BY status = 'acknowledged' DESC, opened_at_ns, id LIMIT 1", (problem_id,))
+        return found[0] if found else None
+
+    def _problem(self, row) -> Problem:
+        pid, key, root, opened, updated = row
+        members = self._select("WHERE problem_id = ? ORDER BY opened_at_ns, id", (pid,))
+        return Problem(pid, key, json.loads(root), opened, updated, members)
 
     def load_unresolved_or_recent(self, resolved_after_ns: int) -> list[Incident]:
         """Every incident not yet resolved, plus those resolved at or after resolved_after_ns

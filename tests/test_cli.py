@@ -81,9 +81,15 @@ def send_failing_traffic(http_port: int) -> None:
 
 
 def first_post(slack: FakeSlack, incident_id: str):
+    """The first top-level message of a notification (keyed by the incident, or its problem)."""
     return next((c for c in slack.calls_to("chat.postMessage") if c.status == 200 and not c.args.get("thread_ts")
                  and (c.args.get("metadata") or {}).get("event_payload", {}).get("incident_id") == incident_id),
                 None)
+
+
+def ack_value(post) -> str | None:
+    return next((e.get("value") for b in post.args["blocks"] if b["type"] == "actions" for e in b["elements"]
+                 if e.get("action_id") == "ack_incident"), None)
 
 
 def test_serve_records_its_admin_url_and_pid(server: Server) -> None:
@@ -98,12 +104,15 @@ def test_incidents_ack_finds_the_server_and_updates_slack(server: Server, slack:
     send_failing_traffic(server.ports()["OTLP/HTTP"])
 
     def posted_incident() -> str | None:
+        """The incident whose message went out (a problem's lead): its Acknowledge button's."""
         with _OPENER.open(f"{server.admin_url}/api/incidents?status=open", timeout=5) as response:
             listing = json.load(response)["incidents"]
-        return next((i["id"] for i in listing if first_post(slack, i["id"])), None)
+        return next((i["id"] for i in listing if first_post(slack, i.get("problem_id") or i["id"])
+                     and ack_value(first_post(slack, i.get("problem_id") or i["id"])) == i["id"]), None)
 
     incident_id = wait_for("an open incident posted to Slack", posted_incident, timeout_s=30)
-    post = first_post(slack, incident_id)
+    with _OPENER.open(f"{server.admin_url}/api/incidents/{incident_id}", timeout=5) as response:
+        post = first_post(slack, json.load(response).get("problem_id") or incident_id)
     channel, ts = post.response["channel"], post.response["ts"]
 
     # No --admin-url: the CLI reads it from the data dir; the global flag comes first here.

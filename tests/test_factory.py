@@ -30,7 +30,7 @@ BUDGET_DATA_KEYS = {"metric", "current_value", "threshold", "baseline_value", "w
 BUDGET_CONTEXT_KEYS = {"resets_at", "resets_at_ns", "detail"}
 SNAPSHOT_KEYS = {"id", "type", "severity", "status", "service", "method", "route", "subject_kind", "summary",
                  "confidence", "opened_at", "updated_at", "resolved_at", "acknowledged_by", "data", "context",
-                 "suspects", "analysis", "version", "change", "reopen_count", "below_min_confidence"}
+                 "suspects", "analysis", "version", "change", "reopen_count", "below_min_confidence", "root_cause", "problem_id"}
 DEPENDENCY_TYPES = {"CIRCUIT_BREAKER_CANDIDATE", "UPSTREAM_DEGRADATION", "RETRY_STORM"}
 EXPECTED_SEVERITY = {
     "ERROR_RATE_SPIKE": "critical", "CIRCUIT_BREAKER_CANDIDATE": "critical", "SECURITY_ANOMALY": "critical",

@@ -17,7 +17,8 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
 )
-from otel_ai.exporters.otlp_incidents import incident_trace_ids
+from otel_ai.exporters.otlp_incidents import incident_trace_ids, problem_trace_ids
+from otel_ai.notify.cause import notification_key
 from test_e2e_sdk import Sent, get_text, make_processor, make_provider, one_request
 
 from otel_ai.app import App, Credentials
@@ -100,14 +101,20 @@ def test_incident_trace_log_events_loop_guard_and_kpis(tmp_path: Path, monkeypat
             send(tracer, processor.force_flush, sent, start + HEALTHY_S * NS, FAILING_S, True, rng)
             incident = wait_for("the incident", lambda: next(iter(app.store.list()), None))
             wait_for("its analysis", lambda: app.store.get(incident.id).analysis)
-            wait_for("its Slack message", lambda: app.outbox.notification("slack", incident.id))
-            # No orphans while it is open: the root is out, and every step so far is its child.
-            trace_id, root_id = incident_trace_ids(incident.id)
+            # The failures start in checkout's own code: the graph names it, and the incident is
+            # its problem's only member.
+            assert incident.root_cause["kind"] == "service" and incident.root_cause["service"] == "checkout"
+            wait_for("its Slack message", lambda: app.outbox.notification("slack", notification_key(incident)))
+            # No orphans while it is open: the problem's span and the incident's root under it are
+            # out, and every step so far is the root's child.
+            trace_id, root_id = incident_trace_ids(incident.id, incident.problem_id)
+            problem_trace, problem_span_id = problem_trace_ids(incident.problem_id)
+            assert problem_trace == trace_id
             assert app.otlp.force_flush()
             open_spans = [s for _, s in capture.spans() if int.from_bytes(s.trace_id, "big") == trace_id]
             assert any(int.from_bytes(s.span_id, "big") == root_id for s in open_spans)
             assert all(int.from_bytes(s.parent_span_id, "big") == root_id for s in open_spans
-                       if int.from_bytes(s.span_id, "big") != root_id)
+                       if int.from_bytes(s.span_id, "big") not in (root_id, problem_span_id))
             assert app.pipeline.incidents.acknowledge(incident.id, "U42", time.time_ns())
             send(tracer, processor.force_flush, sent, start + (HEALTHY_S + FAILING_S) * NS, RECOVERY_S, False, rng)
             wait_for("the resolution", lambda: app.store.get(incident.id).status == "resolved")
@@ -121,7 +128,16 @@ def test_incident_trace_log_events_loop_guard_and_kpis(tmp_path: Path, monkeypat
             assert root_name in by_name, sorted(by_name)
             resource, root = by_name[root_name]
             assert resource["service.name"] == "otel-ai" and resource["otel_ai.generated"] is True
-            assert int.from_bytes(root.span_id, "big") == root_id and not root.parent_span_id
+            assert int.from_bytes(root.span_id, "big") == root_id
+            assert int.from_bytes(root.parent_span_id, "big") == problem_span_id
+            _, problem = by_name["problem service checkout"]
+            assert not problem.parent_span_id and int.from_bytes(problem.span_id, "big") == problem_span_id
+            problem_attrs = attributes(problem.attributes)
+            assert problem_attrs["problem.id"] == incident.problem_id
+            assert problem_attrs["problem.root_cause.kind"] == "service"
+            hops = [attributes(e.attributes) for e in problem.events]  # the chain, one event per hop
+            assert hops and hops[0]["component"] == "checkout POST /api/payments"
+            assert hops[-1]["metric"] == "origin_rate_%" and hops[-1]["now"] > hops[-1]["baseline"]
             root_attrs = attributes(root.attributes)
             assert root_attrs["incident.id"] == incident.id and root_attrs["incident.type"] == "ERROR_RATE_SPIKE"
             assert root_attrs["incident.status"] == "open" and root_attrs["incident.service"] == "checkout"
@@ -132,7 +148,7 @@ def test_incident_trace_log_events_loop_guard_and_kpis(tmp_path: Path, monkeypat
             for step in ("detect", "analyze", "notify", "acknowledge", "resolve"):
                 _, child = by_name[f"{step} ERROR_RATE_SPIKE"]
                 assert int.from_bytes(child.parent_span_id, "big") == root_id, step
-            print_trace(root, [s for _, s in spans if s is not root])
+            print_trace(problem, [s for _, s in spans if s is not problem])
             outcome = attributes(by_name["resolve ERROR_RATE_SPIKE"][1].attributes)
             assert outcome["incident.status"] == "resolved" and outcome["incident.resolution"] == "recovered"
             assert outcome["incident.peak_value"] >= root_attrs["incident.current_value"]

@@ -57,10 +57,12 @@ def _waits_after(command: str) -> list[str]:
 
 
 # The reader copies an id from `incidents list`; the test takes the incident whose Slack
-# message it can watch (related incidents join the first one's message instead of posting).
+# message it can watch: the one its Acknowledge button names (the incidents of one problem
+# share its message, which is keyed by the problem).
 PICK_POSTED_INCIDENT = f"""import json, sys
 messages = json.load(sys.stdin)["messages"]
-print(next(m["metadata"]["event_payload"]["incident_id"] for m in messages if m.get("metadata")))"""
+print(next(e["value"] for m in messages if m.get("metadata") for b in m.get("blocks") or []
+           if b["type"] == "actions" for e in b["elements"] if e.get("action_id") == "ack_incident"))"""
 ID_OF_POSTED_INCIDENT = [
     _wait(f"curl -sf -H 'Authorization: Bearer xoxb-test' '{SLACK_HISTORY}&include_all_metadata=true' "
           "| grep -q incident_id",

@@ -280,3 +280,35 @@ def test_100k_traces_in_flight_over_10k_routes_stay_within_the_caps():
     print(f"\njoin cap {join_cap / 2**20:.0f} MiB, stats cap {stats_cap / 2**20:.1f} MiB; "
           f"state after 200k traces over 10k routes: {graph.nbytes() / 2**20:.1f} MiB, "
           f"{len(graph.components)} components")
+
+
+def test_baselines_survive_a_restart_by_name():
+    from otel_ai.decode import Decoder
+    from otel_ai.graph.localize import LATENCY, Start, localize
+    from otel_ai.graph.service_graph import ServiceGraph
+    from otel_ai.subjects import SubjectTable
+    from otel_ai.testing.harness import run_graph
+    from otel_ai.testing.scenarios import deep_scenario
+
+    before = run_graph(deep_scenario("network_delay", seed=1, warmup_s=200.0, rate_scale=0.3), 190.0)
+    saved = before.graph.state()
+    assert saved and {entry["component"][0] for entry in saved} == {"route", "edge"}
+    # A new process: other ids (a subject interned first), the same names.
+    subjects = SubjectTable()
+    subjects.dependency("interned-first")
+    fresh = ServiceGraph(before.graph.slot_ns, subjects, Decoder(subjects).resources)
+    assert fresh.restore(saved) == len(saved)
+    again = {json_key(e["component"]): e["sums"] for e in fresh.state()}
+    assert again == {json_key(e["component"]): e["sums"] for e in saved}
+    # What the restored baseline knows is what localisation compares with.
+    route = subjects.route("web-gateway", "GET", "/api/search")
+    snapshot = fresh.snapshot(0, 1)
+    component = fresh.components.id_of(int(route_keys(np.array([route]))[0]))
+    assert snapshot.base[component, COUNT] > 0
+    assert localize(snapshot, [Start(route, LATENCY)]) == []  # nothing now: nothing changed
+
+
+def json_key(name) -> str:
+    import json
+
+    return json.dumps(name)

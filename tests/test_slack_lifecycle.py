@@ -13,6 +13,8 @@ import pytest
 
 from otel_ai.app import App, Credentials
 from otel_ai.config import Settings, load_settings
+from otel_ai.model import Incident
+from otel_ai.notify.cause import notification_key
 from otel_ai.testing.fake_anthropic import FakeAnthropic, sample_answer
 from otel_ai.testing.fake_slack import FakeSlack
 from otel_ai.testing.harness import wait_for
@@ -65,10 +67,12 @@ class Traffic:
 
 
 
-def top_level_posts(slack: FakeSlack, incident_id: str) -> list:
+def top_level_posts(slack: FakeSlack, incident: Incident) -> list:
+    """The messages the incident leads: keyed by its problem when it has one."""
     return [c for c in slack.calls_to("chat.postMessage") if c.status == 200 and c.response.get("ok")
             and not c.args.get("thread_ts")
-            and (c.args.get("metadata") or {}).get("event_payload", {}).get("incident_id") == incident_id]
+            and (c.args.get("metadata") or {}).get("event_payload", {}).get("incident_id") == notification_key(incident)
+            and c.args["blocks"][-1]["elements"][0]["text"].strip("`") == incident.id]
 
 
 def block_text(message: dict) -> str:
@@ -101,19 +105,22 @@ def test_one_message_per_incident_through_analysis_ack_and_recovery(tmp_path: Pa
     try:
         traffic = Traffic()
         traffic.send(ports.http, WARMUP_S + FAULT_S - 30)
-        route_incident = wait_for("a message for an ERROR_RATE_SPIKE", lambda: next(
-            (i for i in app.store.list() if i.type == "ERROR_RATE_SPIKE" and top_level_posts(slack, i.id)), None))
-        posts = top_level_posts(slack, route_incident.id)
+        # One message for the fault's problem, led by the failing dependency's own incident.
+        lead = wait_for("the problem's message", lambda: next(
+            (i for i in app.store.list() if top_level_posts(slack, i)), None))
+        assert lead.problem_id and lead.subject.service == "shipping"
+        assert {i.problem_id for i in app.store.list()} == {lead.problem_id}
+        posts = top_level_posts(slack, lead)
         channel, ts = posts[0].response["channel"], posts[0].response["ts"]
 
         # The seed's layout: header with the severity emoji and type, the Acknowledge button.
         first = posts[0].args
         assert first["blocks"][0]["type"] == "header"
-        assert first["blocks"][0]["text"]["text"].startswith("🚨 ERROR RATE SPIKE")  # the seed replaces _ with spaces
+        assert lead.type.replace("_", " ") in first["blocks"][0]["text"]["text"]  # the seed replaces _ with spaces
         buttons = [e for b in first["blocks"] if b["type"] == "actions" for e in b["elements"]]
         ack = next(b for b in buttons if b.get("action_id") == "ack_incident")
-        assert ack["value"] == route_incident.id
-        assert route_incident.subject.route in first["text"]
+        assert ack["value"] == lead.id
+        assert lead.subject.service in first["text"]
 
         # The analysis arrives as an update of the same message.
         wait_for("the analysis update", lambda: "AI Analysis" in block_text(slack.messages[(channel, ts)]))
@@ -121,7 +128,7 @@ def test_one_message_per_incident_through_analysis_ack_and_recovery(tmp_path: Pa
         # Unacknowledged, it is repeated in the thread (repeat_interval 1 s here).
         wait_for("a reminder", lambda: any("Still open" in m["text"] for m in slack.thread(channel, ts)))
 
-        body, headers = slack.signed_action("ack_incident", route_incident.id, user_id="U123", channel=channel,
+        body, headers = slack.signed_action("ack_incident", lead.id, user_id="U123", channel=channel,
                                             message_ts=ts)
         request = urllib.request.Request(f"http://127.0.0.1:{ports.admin}/slack/actions", data=body,
                                          headers=headers, method="POST")
@@ -133,7 +140,7 @@ def test_one_message_per_incident_through_analysis_ack_and_recovery(tmp_path: Pa
             slack.messages[(channel, ts)]))
         wait_for("the acknowledged note", lambda: any("acknowledged by <@U123>" in m["text"]
                                                       for m in slack.thread(channel, ts)))
-        stored = app.store.get(route_incident.id)
+        stored = app.store.get(lead.id)
         assert stored.status == "acknowledged" and stored.acknowledged_by == "U123"
         buttons = [e for b in slack.messages[(channel, ts)]["blocks"] if b["type"] == "actions"
                    for e in b["elements"]]
@@ -148,9 +155,10 @@ def test_one_message_per_incident_through_analysis_ack_and_recovery(tmp_path: Pa
                  timeout_s=30)
         wait_for("the resolved note", lambda: any("Resolved after" in m["text"] for m in slack.thread(channel, ts)))
         # Exactly one top-level message for the incident through its whole life.
-        assert len(top_level_posts(slack, route_incident.id)) == 1
+        assert len(top_level_posts(slack, lead)) == 1
         assert slack.messages[(channel, ts)]["edits"] >= 3
-        assert len(claude.messages_requests()) == len({i.id for i in app.store.list()
+        # One Claude call per problem (or incident outside one); its members share the answer.
+        assert len(claude.messages_requests()) == len({notification_key(i) for i in app.store.list()
                                                        if i.analysis and i.analysis["source"] == "claude"})
     finally:
         app.stop(grace_s=0)

@@ -96,7 +96,10 @@ def test_a_pipeline_saves_at_stop_and_a_new_one_restores_at_start(tmp_path):
     store = IncidentStore(tmp_path / "incidents.db")  # the restarted process
     second = Pipeline(settings, store, use_wall_clock=False)
     second.start()
-    assert second.baselines_origin.startswith(f"restored {len(first.subjects) - 1} routes and dependencies, saved 20")
+    graph_components = len(first.graph.state())
+    assert graph_components > 10
+    assert second.baselines_origin.startswith(
+        f"restored {len(first.subjects) - 1} routes and dependencies and {graph_components} graph components, saved 20")
     try:
         size = len(first.subjects)
         for subject in first.subjects.subjects[1:size]:
@@ -104,6 +107,8 @@ def test_a_pipeline_saves_at_stop_and_a_new_one_restores_at_start(tmp_path):
             assert new is not None, subject
             assert second.baselines.rate("errors", len(second.subjects))[new] == first.baselines.rate("errors", size)[old]
         assert second.baselines.warm(len(second.subjects)).sum() == first.baselines.warm(size).sum() > 10
+        # The graph learnt the same per route and edge (ids differ, names do not).
+        assert sorted(map(str, second.graph.state())) == sorted(map(str, first.graph.state()))
     finally:
         second.stop(5.0)
         store.close()
@@ -120,3 +125,16 @@ def test_a_damaged_snapshot_costs_the_learning_not_the_start(tmp_path):
     assert len(pipeline.subjects) == 1  # only the overflow subject: nothing restored
     assert decode(store.load_snapshot(BASELINES)[1])["subject.route"].tolist() == []  # and a good one saved
     store.close()
+
+
+def test_a_damaged_graph_snapshot_costs_the_graph_never_the_start(tmp_path, learnt):
+    store = IncidentStore(tmp_path / "incidents.db")
+    store.save_snapshot(BASELINES, 1, encode(baselines_snapshot(*learnt)))
+    store.save_snapshot("graph", 2, b"not an npz")
+    pipeline = Pipeline(load_settings(env={}), store, use_wall_clock=False)
+    pipeline.start()
+    try:
+        assert "the saved service graph is unusable" in pipeline.baselines_origin
+    finally:
+        pipeline.stop(5.0)
+        store.close()

@@ -383,8 +383,8 @@ _OWN_ANALYSIS_FIELDS = ("usage", "cost_usd", "latency_ms", "attempts", "model", 
 
 def redact_incident(redactor: Redactor, incident):
     """A copy of an incident fit to leave the process: every string that came from
-    telemetry (route, service, summary, suspects, exceptions, versions, the analysis that
-    quotes them) capped and redacted; suspect values under their attribute's key rule."""
+    telemetry (route, service, summary, suspects, exceptions, versions, the root cause and its
+    chain, the analysis that quotes them) capped and redacted; suspect values under their attribute's key rule."""
     from otel_ai.model import Subject
 
     copy = incident.copy()
@@ -401,6 +401,8 @@ def redact_incident(redactor: Redactor, incident):
         if isinstance(suspect, dict) else redactor.data(suspect)
         for suspect in incident.suspects
     ]
+    if incident.root_cause is not None:  # names of services, pods, routes: telemetry too
+        copy.root_cause = redactor.data(incident.root_cause)
     if isinstance(incident.analysis, dict):
         copy.analysis = {**redactor.data(incident.analysis),
                          **{k: incident.analysis[k] for k in _OWN_ANALYSIS_FIELDS if k in incident.analysis}}

@@ -2,7 +2,8 @@
 
 It consumes incident changes like any stage downstream of the incident stage (on its
 own queue and thread). An incident qualifies when it opens, reopens or updates at or
-above minConfidence and has no analysis yet. A few worker threads call Claude
+above minConfidence and has no analysis yet; of a problem's incidents only the first
+does (the incident stage gives its analysis to every member). A few worker threads call Claude
 (otel_ai/analysis/claude.py); when their queue is full the offline analysis is written
 at once instead. Either way the result goes back to the incident stage as an event
 (AnalysisDone), which makes it one more versioned change: the stage never changes an
@@ -52,10 +53,11 @@ class AnalysisStage:
         self.open.observe(incident)
         if incident.last_change not in ANALYZE_ON or incident.below_min_confidence or incident.analysis is not None:
             return
+        key = incident.problem_id or incident.id  # one analysis per problem: its members share it
         with self._lock:
-            if incident.id in self._seen or self._stop.is_set():
+            if key in self._seen or self._stop.is_set():
                 return
-            self._seen[incident.id] = None
+            self._seen[key] = None
             if len(self._seen) > SEEN_LIMIT:
                 self._seen.popitem(last=False)
             self._start_workers()

@@ -224,7 +224,17 @@ def localize(snap: GraphSnapshot, starts: list[Start]) -> list[Candidate]:
     """Candidates for the root cause of `starts`, best first ([] when nothing changed).
     Starts of one incident or problem share a signal; a winning service is narrowed to a
     pod or version on the first start's signal."""
+    return _localize(_Search(snap), starts)
+
+
+def localize_each(snap: GraphSnapshot, starts: list[Start]) -> list[list[Candidate]]:
+    """localize() for each start on its own, over one index of the graph (one slot's anomalies)."""
     search = _Search(snap)
+    return [_localize(search, [start]) for start in starts]
+
+
+def _localize(search: _Search, starts: list[Start]) -> list[Candidate]:
+    snap = search.snap
     per_start: dict[tuple, list[tuple[float, _Found]]] = {}
     for start in starts:
         for key, found in search.run(start).items():

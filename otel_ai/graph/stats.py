@@ -119,6 +119,12 @@ class ComponentStats:
         for offset in range(spread):
             self.recent[:size, (first + offset) % RECENT_SLOTS, :] += sums[offset * size:(offset + 1) * size]
 
+    def restore(self, ids: np.ndarray, sums: np.ndarray) -> None:
+        """Set the baselines of components `ids` (a restart's saved state; 0 is the overflow)."""
+        self._ensure(int(ids.max()) + 1)
+        keep = ids > 0
+        self.baseline[ids[keep]] = sums[keep]
+
     def window(self, last_slot: int, slots: int) -> np.ndarray:
         """(components, N_FIELDS) sums over the `slots` slots ending with last_slot."""
         cells = np.flatnonzero((self.cell_slot > last_slot - slots) & (self.cell_slot <= last_slot))

@@ -25,6 +25,7 @@ from urllib.parse import quote
 
 from otel_ai.analysis.render import percent
 from otel_ai.model import DEPENDENCY
+from otel_ai.problems import root_title
 from otel_ai.timefmt import NS_PER_S, parse_rfc3339, rfc3339
 
 SEVERITY_EMOJI = {"critical": "🚨", "warning": "⚠️", "info": "ℹ️"}
@@ -50,6 +51,8 @@ TOP_CAUSES = 3
 TOP_ACTIONS = 3
 TOP_SUSPECTS = 3
 MAX_RELATED = 5
+MAX_AFFECTED = 10  # a problem's member incidents listed on its message
+MAX_HOPS = 8  # the root cause's chain, from the anomalous subject down
 
 # Per-item budgets, chosen so that a full section stays under MAX_SECTION_TEXT and one
 # long item cannot crowd out the others.
@@ -416,6 +419,40 @@ def _suspects_blocks(snapshot: dict) -> list[dict]:
     return [_section("\n".join(["*🔎 Top suspects:*", *(_suspect_line(s) for s in suspects)]))]
 
 
+def _hop_line(hop: dict) -> str:
+    before, now = hop.get("baseline"), hop.get("now")
+    line = f"• {_untrusted(hop.get('component'), WHERE_CHARS)}: {escape(_one_line(hop.get('metric')))} "
+    line += f"{before if before is not None else '?'} → *{now if now is not None else '?'}*"
+    calls = hop.get("calls_per_request")
+    if _is_number(calls) and calls != 1:
+        line += f" (×{calls:g} per request)"
+    share = hop.get("share_of_excess")
+    if _is_number(share):
+        line += f" ({share * 100:.0f}% of the excess)"
+    return line
+
+
+def _root_cause_blocks(snapshot: dict, related: list[dict] | None) -> list[dict]:
+    """The localised root and the chain to it, hop by hop, baseline → now: the longest chain
+    among the problem's incidents, so it reads from the highest affected route down."""
+    root = snapshot.get("root_cause")
+    if not isinstance(root, dict) or not root.get("kind"):
+        return []
+    chains = [_list(root.get("evidence"))] + [
+        _list(r["root_cause"].get("evidence")) for r in related or []
+        if isinstance(r, dict) and isinstance(r.get("root_cause"), dict) and r.get("problem_id")
+        and r.get("problem_id") == snapshot.get("problem_id")]
+    root = {**root, "evidence": max(chains, key=len)}
+    title = f"*🎯 Root cause: {_untrusted(root_title(root), WHERE_CHARS)}*"
+    if _is_number(root.get("score")):
+        title += f" — explains {root['score'] * 100:.0f}% of the change"
+    hops = [h for h in _list(root.get("evidence")) if isinstance(h, dict)]
+    lines = [title, *(_hop_line(h) for h in hops[:MAX_HOPS])]
+    if len(hops) > MAX_HOPS:
+        lines.append(f"…and {len(hops) - MAX_HOPS} more hops")
+    return [_section(clip("\n".join(lines), MAX_SECTION_TEXT))]
+
+
 def _related_line(other: dict) -> str:
     line = f"{_type_title(other)} {_where(other)}"
     if other.get("summary"):
@@ -423,13 +460,15 @@ def _related_line(other: dict) -> str:
     return "• " + clip(line, RELATED_LINE_CHARS)
 
 
-def _related_blocks(related: list[dict] | None) -> list[dict]:
+def _related_blocks(related: list[dict] | None, problem: bool = False) -> list[dict]:
+    """Other incidents on this message: a problem's are the routes and dependencies it affects."""
     others = [r for r in related or [] if isinstance(r, dict)]
     if not others:
         return []
-    lines = ["*Related:*", *(_related_line(r) for r in others[:MAX_RELATED])]
-    if len(others) > MAX_RELATED:
-        lines.append(f"…and {len(others) - MAX_RELATED} more")
+    listed = MAX_AFFECTED if problem else MAX_RELATED
+    lines = ["*Also affected:*" if problem else "*Related:*", *(_related_line(r) for r in others[:listed])]
+    if len(others) > listed:
+        lines.append(f"…and {len(others) - listed} more")
     return [_section("\n".join(lines))]
 
 
@@ -447,6 +486,8 @@ def _actions_blocks(snapshot: dict, details_url: str | None, ack_button: bool) -
 
 def _footer_block(snapshot: dict, now_ns: int | None) -> dict:
     texts = [_code(snapshot.get("id") or "?", 100)]
+    if snapshot.get("problem_id"):
+        texts.append("problem " + _code(snapshot["problem_id"], 100))
     updated = _slack_date(now_ns if now_ns is not None else _time_ns(snapshot.get("updated_at")))
     if updated:
         texts.append(f"updated {updated}")
@@ -488,9 +529,10 @@ def render_incident(snapshot: dict, *, details_url: str | None = None, related: 
         _summary_block(snapshot),
         {"type": "divider"},
         *_analysis_blocks(snapshot),
+        *_root_cause_blocks(snapshot, related),
         *_metrics_blocks(snapshot),
         *_suspects_blocks(snapshot),
-        *_related_blocks(related),
+        *_related_blocks(related, problem=bool(snapshot.get("problem_id"))),
         *_actions_blocks(snapshot, details_url, ack_button),
         _footer_block(snapshot, now_ns),
     ]

@@ -188,11 +188,13 @@ class Outbox:
                        (n.notifier, n.incident_id, json.dumps(n.ref), n.delivered_version, n.notified_at_ns))
 
     def notified_before(self, notifier: str, before_ns: int, limit: int = 500) -> list[Notification]:
-        """Notifications of still-open incidents last notified before before_ns (for reminders)."""
+        """Notifications of still-open incidents or problems (keyed by the problem's id) last
+        notified before before_ns (for reminders)."""
         with self.store.transaction() as db:
             rows = db.execute("SELECT n.notifier, n.incident_id, n.ref, n.delivered_version, n.notified_at_ns "
-                              "FROM notifications n JOIN incidents i ON i.id = n.incident_id "
-                              "WHERE n.notifier = ? AND i.status = 'open' AND n.notified_at_ns < ? "
+                              "FROM notifications n WHERE n.notifier = ? AND n.notified_at_ns < ? AND ("
+                              "EXISTS (SELECT 1 FROM incidents i WHERE i.id = n.incident_id AND i.status = 'open') OR "
+                              "EXISTS (SELECT 1 FROM incidents i WHERE i.problem_id = n.incident_id AND i.status = 'open'))"
                               "ORDER BY n.notified_at_ns LIMIT ?", (notifier, before_ns, limit)).fetchall()
         return [_notification(row) for row in rows]
 

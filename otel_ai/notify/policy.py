@@ -6,13 +6,15 @@ Alertmanager's stages in order, then writes the outcome to the durable outbox in
 same step; each notifier's delivery worker sends it (otel_ai/notify/delivery.py).
 
 - gate: AI_MODE=shadow and incidents below minConfidence never start a notification
-  (for notifiers that page). It decides on every change: an incident whose confidence
+  (for notifiers that page); one below minConfidence is still listed on the notification
+  its cause already has. It decides on every change: an incident whose confidence
   rises past minConfidence later is notified then. A notification that exists keeps
   being updated, so a page is always resolved.
-- inhibit and group: incidents with one cause (otel_ai/notify/cause.py) share one
-  notification, led by the cause's own incident if it is open (a failing dependency
-  mutes the routes failing on it), else by the most severe (a critical mutes warnings
-  with the same cause), else the first. The others are listed as related on it. A
+- inhibit and group: incidents with one cause (otel_ai/notify/cause.py: one problem's
+  root, else one failing dependency) share one notification, keyed by the problem, led
+  by the cause's own incident if it is open (the calls to a failing dependency, the
+  root service's route), else by the most severe (a critical mutes warnings with the
+  same cause), else the first. The others are listed as related on it. A
   better lead that arrives during group_wait takes over before anything is sent; later,
   only a more severe one pages on its own.
 - silence: matching incidents are skipped on every change while the silence lasts,
@@ -56,7 +58,7 @@ REMINDER_CHECK_S = 30.0
 
 
 RELATED_FIELDS = ("id", "type", "subject_kind", "service", "method", "route", "summary", "status", "severity",
-                  "version", "opened_at", "resolved_at")
+                  "version", "opened_at", "resolved_at", "problem_id", "root_cause")
 
 
 def related_line(incident: Incident) -> dict[str, Any]:
@@ -150,6 +152,17 @@ class NotificationPolicy:
         return incident.id in self._groups[name].member_of or self.outbox.has_notification(
             name, notification_key(incident))
 
+    def _leads(self, name: str, groups: _Groups, incident: Incident) -> bool:
+        """The incident's notification exists and is its own to update: not its problem's
+        while another member leads it."""
+        if not self.outbox.has_notification(name, notification_key(incident)):
+            return False
+        if incident.problem_id is None:
+            return True
+        cause = cause_key(incident)
+        group = groups.by_cause.get(cause) if cause else None
+        return group is None or group.lead.id == incident.id
+
     def eligible(self, incident: Incident) -> bool:
         """The gate: shadow mode and low-confidence incidents are recorded, nobody is paged."""
         return self.settings.mode != "shadow" and not incident.below_min_confidence
@@ -161,23 +174,31 @@ class NotificationPolicy:
                 return "silenced"
             if self._member_changed(name, groups, incident, now):
                 return "grouped"
-        if self.outbox.has_notification(name, notification_key(incident)):
+        if self._leads(name, groups, incident):
             return self._changed(name, groups, incident, now)
         if incident.status == "resolved":
             return None
-        if self.notifiers[name].notifies and not self.eligible(incident):
+        may_lead = self.eligible(incident) or not self.notifiers[name].notifies
+        if not may_lead and self._group_of(groups, incident) is None:
             return "gated"
         if self.silences.silencing(incident) is not None:
             return "silenced"
-        return self._first(name, groups, incident, now)
+        return self._first(name, groups, incident, now, may_lead)
 
-    def _first(self, name: str, groups: _Groups, incident: Incident, now: int) -> str:
-        """An incident without a notification: join its cause's, take it over, or start one."""
+    @staticmethod
+    def _group_of(groups: _Groups, incident: Incident) -> _Group | None:
+        cause = cause_key(incident)
+        return groups.by_cause.get(cause) if cause else None
+
+    def _first(self, name: str, groups: _Groups, incident: Incident, now: int, may_lead: bool = True) -> str:
+        """An incident without a notification: join its cause's, take it over, or start one.
+        One the gate holds back (below minConfidence) is still listed on its problem's
+        notification, which exists anyway, but never leads one."""
         cause = cause_key(incident)
         group = groups.by_cause.get(cause) if cause else None
         if group is not None and group.lead.id != incident.id:
             lead = group.lead
-            if rank(incident) > rank(lead):
+            if may_lead and rank(incident) > rank(lead):
                 if self.outbox.withdraw(name, notification_key(lead)):
                     self._take_over(name, groups, cause, group, incident, now)
                     return "queued"
@@ -308,7 +329,7 @@ class NotificationPolicy:
             if interval_ns <= 0:
                 continue
             for known in self.outbox.notified_before(name, now_ns - interval_ns):
-                incident = self.store.get(known.incident_id)
+                incident = self.store.get(known.incident_id) or self.store.problem_lead(known.incident_id)
                 if incident is None or incident.status != "open" or self.silences.silencing(incident) is not None:
                     continue  # not touched: once a silence is lifted the reminder is due at once
                 if self.outbox.put_note(name, known.incident_id, f"reminder:{now_ns // interval_ns}", incident.version,

@@ -9,6 +9,7 @@ from otel_ai.analysis.render import percent
 from otel_ai.model import Incident
 from otel_ai.notify.blocks import details_link
 from otel_ai.page.chart import metric_chart
+from otel_ai.problems import root_title
 from otel_ai.timefmt import rfc3339
 
 # No script, no remote anything: styles inline, forms post back to this server only.
@@ -122,10 +123,17 @@ def _suspects(suspects: list[dict]) -> str:
 def _root_cause(root_cause: Any) -> str:
     if not root_cause:
         return '<p class="muted">Not determined.</p>'
-    if isinstance(root_cause, dict):
-        return "<dl>" + "".join(f"<dt>{escape(str(k))}</dt><dd>{escape(str(v))}</dd>"
-                                for k, v in root_cause.items()) + "</dl>"
-    return f"<p>{escape(str(root_cause))}</p>"
+    if not isinstance(root_cause, dict):
+        return f"<p>{escape(str(root_cause))}</p>"
+    score = root_cause.get("score")
+    explains = f" · explains {score:.0%} of the change" if isinstance(score, (int, float)) else ""
+    rows = "".join(
+        f"<tr><td>{escape(str(hop.get('component', '')))}</td><td>{escape(str(hop.get('metric', '')))}</td>"
+        f"<td>{escape(str(hop.get('baseline')))}</td><td>{escape(str(hop.get('now')))}</td></tr>"
+        for hop in root_cause.get("evidence") or [] if isinstance(hop, dict))
+    chain = (f"<table class=suspects><tr><th>hop</th><th>metric</th><th>baseline</th><th>now</th></tr>{rows}</table>"
+             if rows else "")
+    return f"<p><strong>{escape(root_title(root_cause))}</strong>{escape(explains)}</p>{chain}"
 
 
 def _top_errors(errors: list[dict]) -> str:
