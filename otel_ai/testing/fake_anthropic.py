@@ -26,7 +26,6 @@ import argparse
 import hashlib
 import itertools
 import json
-import sys
 import threading
 import time
 from collections import deque
@@ -39,7 +38,7 @@ from otel_ai.testing.loopback import (
     LoopbackFake,
     LoopbackHandler,
     LoopbackServer,
-    serve_until_signalled,
+    serve_from_cli,
 )
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
@@ -413,12 +412,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8787, help="0 picks a free port; the URL printed has it")
     parser.add_argument("--api-key", default=None, help="answer 401 to requests carrying any other key")
     args = parser.parse_args(argv)
-    try:
-        fake = FakeAnthropic(args.host, args.port, api_key=args.api_key).start()
-    except OSError as exc:
-        print(f"cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
-        return 1
-    return serve_until_signalled(fake, f"fake Anthropic API on {fake.url} (export ANTHROPIC_BASE_URL={fake.url})")
+    fake = FakeAnthropic(args.host, args.port, api_key=args.api_key)
+    return serve_from_cli(fake, lambda: f"fake Anthropic API on {fake.url} (export ANTHROPIC_BASE_URL={fake.url})")
 
 
 if __name__ == "__main__":

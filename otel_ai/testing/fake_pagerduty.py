@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import threading
 import time
 from collections import deque
@@ -27,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from otel_ai.testing.loopback import LoopbackFake, LoopbackHandler, Outages, serve_until_signalled
+from otel_ai.testing.loopback import LoopbackFake, LoopbackHandler, Outages, serve_from_cli
 
 PATH = "/v2/enqueue"
 MAX_BODY_BYTES = 512 * 1024  # PagerDuty's limit per event
@@ -163,23 +162,12 @@ class FakePagerDuty(LoopbackFake, Outages):
 
 class _Handler(LoopbackHandler):
     def _serve(self) -> None:
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            length = -1
-        if self.command != "POST" or not 0 <= length <= MAX_BODY_BYTES:
+        raw = self.post_body(MAX_BODY_BYTES)
+        if raw is None:
             status, payload, headers = 400, {"status": "invalid event", "message": "POST a JSON event"}, {}
-            self.close_connection = True
         else:
-            status, payload, headers = self.server.fake.handle(self.path, self.rfile.read(length))
-        body = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(body)
+            status, payload, headers = self.server.fake.handle(self.path, raw)
+        self.reply(status, json.dumps(payload).encode(), headers)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -189,14 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8790, help="0 picks a free port; the URL printed has it")
     parser.add_argument("--routing-key", default="test-routing-key", help="'' accepts any")
     args = parser.parse_args(argv)
-    try:
-        fake = FakePagerDuty(args.host, args.port, routing_key=args.routing_key).start()
-    except OSError as exc:
-        print(f"cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
-        return 1
+    fake = FakePagerDuty(args.host, args.port, routing_key=args.routing_key)
     fake.on_event = lambda line: print(line, flush=True)
-    return serve_until_signalled(fake, f"fake PagerDuty Events API on {fake.events_url} (export PAGERDUTY_EVENTS_URL="
-                                       f"{fake.events_url} PAGERDUTY_ROUTING_KEY={args.routing_key})")
+    return serve_from_cli(fake, lambda: f"fake PagerDuty Events API on {fake.events_url} (export "
+                                        f"PAGERDUTY_EVENTS_URL={fake.events_url} PAGERDUTY_ROUTING_KEY={args.routing_key})")
 
 
 if __name__ == "__main__":

@@ -32,7 +32,6 @@ import hashlib
 import hmac
 import itertools
 import json
-import sys
 import threading
 import time
 from collections import deque
@@ -47,7 +46,7 @@ from otel_ai.testing.loopback import (
     LoopbackFake,
     LoopbackHandler,
     LoopbackServer,
-    serve_until_signalled,
+    serve_from_cli,
 )
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
@@ -712,12 +711,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--token", default="xoxb-test", help="answer invalid_auth to any other token; '' accepts any")
     parser.add_argument("--signing-secret", default="test-signing-secret")
     args = parser.parse_args(argv)
-    try:
-        fake = FakeSlack(args.host, args.port, token=args.token or None, signing_secret=args.signing_secret).start()
-    except OSError as exc:
-        print(f"cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
-        return 1
-    return serve_until_signalled(fake, f"fake Slack API on {fake.url} (export SLACK_API_URL={fake.url})")
+    fake = FakeSlack(args.host, args.port, token=args.token or None, signing_secret=args.signing_secret)
+    return serve_from_cli(fake, lambda: f"fake Slack API on {fake.url} (export SLACK_API_URL={fake.url})")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ import argparse
 import hashlib
 import hmac
 import json
-import sys
 import threading
 import time
 from collections import deque
@@ -27,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from otel_ai.testing.loopback import LoopbackFake, LoopbackHandler, Outages, serve_until_signalled
+from otel_ai.testing.loopback import LoopbackFake, LoopbackHandler, Outages, serve_from_cli
 
 SIGNATURE_HEADER = "x-otel-ai-signature-256"
 MAX_BODY_BYTES = 4 * 1024 * 1024
@@ -120,21 +119,13 @@ def _describe(status: int, body: bytes, duplicate: bool, signed: bool) -> str:
 
 class _Handler(LoopbackHandler):
     def _serve(self) -> None:
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            length = -1
-        if self.command != "POST" or not 0 <= length <= MAX_BODY_BYTES:
+        raw = self.post_body(MAX_BODY_BYTES)
+        if raw is None:
             status, extra = 400, {}
-            self.close_connection = True
         else:
             headers = {k.lower(): v for k, v in self.headers.items()}
-            status, extra = self.server.fake.handle(self.path, headers, self.rfile.read(length))
-        self.send_response(status)
-        self.send_header("Content-Length", "0")
-        for name, value in extra.items():
-            self.send_header(name, value)
-        self.end_headers()
+            status, extra = self.server.fake.handle(self.path, headers, raw)
+        self.reply(status, headers=extra)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,13 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8791, help="0 picks a free port; the URL printed has it")
     parser.add_argument("--secret", default="", help="check the HMAC-SHA256 signature with this secret")
     args = parser.parse_args(argv)
-    try:
-        fake = FakeWebhook(args.host, args.port, secret=args.secret).start()
-    except OSError as exc:
-        print(f"cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
-        return 1
+    fake = FakeWebhook(args.host, args.port, secret=args.secret)
     fake.on_call = lambda line: print(line, flush=True)
-    return serve_until_signalled(fake, f"fake webhook receiver on {fake.url} (export AI_WEBHOOK_URL={fake.url})")
+    return serve_from_cli(fake, lambda: f"fake webhook receiver on {fake.url} (export AI_WEBHOOK_URL={fake.url})")
 
 
 if __name__ == "__main__":

@@ -81,6 +81,29 @@ class LoopbackHandler(BaseHTTPRequestHandler):
     def _serve(self) -> None:
         raise NotImplementedError
 
+    def post_body(self, max_bytes: int) -> bytes | None:
+        """The body of a POST of a declared length up to max_bytes; None for anything else,
+        and the connection is closed, since an unread body would be taken for the next request."""
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if self.command != "POST" or not 0 <= length <= max_bytes:
+            self.close_connection = True
+            return None
+        return self.rfile.read(length)
+
+    def reply(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None,
+              content_type: str = "application/json") -> None:
+        self.send_response(status)
+        if body:
+            self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
 
 class LoopbackFake:
     """Start/stop and `with` support for a fake served by LoopbackServer; subclasses set
@@ -167,6 +190,16 @@ class Outages:
             if now < self._limited_until:
                 return 429, {"Retry-After": str(self._retry_after)}
         return None
+
+
+def serve_from_cli(fake: LoopbackFake, banner: Callable[[], str]) -> int:
+    """Start the fake for `python -m`, or say why it cannot listen; then serve_until_signalled."""
+    try:
+        fake.start()
+    except OSError as exc:
+        print(f"cannot listen on {fake.host}:{fake.port}: {exc}", file=sys.stderr)
+        return 1
+    return serve_until_signalled(fake, banner())
 
 
 def serve_until_signalled(fake: LoopbackFake, banner: str) -> int:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import sys
 import threading
 from collections import Counter
 from typing import Any
@@ -28,7 +27,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from otel_ai.testing.loopback import LoopbackFake, LoopbackHandler, LoopbackServer, serve_until_signalled
+from otel_ai.testing.loopback import LoopbackFake, LoopbackHandler, LoopbackServer, serve_from_cli
 
 _SIGNALS = {
     "/v1/traces": (ExportTraceServiceRequest, ExportTraceServiceResponse),
@@ -139,12 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=4319, help="0 picks a free port; the URL printed has it")
     args = parser.parse_args(argv)
-    try:
-        capture = OtlpCapture(args.host, args.port).start()
-    except OSError as exc:
-        print(f"cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
-        return 1
-    return serve_until_signalled(capture, f"OTLP capture on {capture.url} (export OTEL_EXPORTER_OTLP_ENDPOINT="
+    capture = OtlpCapture(args.host, args.port)
+    return serve_from_cli(capture, lambda: f"OTLP capture on {capture.url} (export OTEL_EXPORTER_OTLP_ENDPOINT="
                                           f"{capture.url} OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf)")
 
 
