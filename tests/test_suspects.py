@@ -104,3 +104,17 @@ def test_onset_is_the_start_of_the_first_breaching_slot_or_after_the_last_good_r
     assert onset_ns(late, []) == late.recent_samples[0][0] - 10 * NS
     anomaly.recent_samples = [(ONSET + 10 * NS, 50.0)]
     assert onset_ns(anomaly, []) == anomaly.event_time_ns
+
+
+def test_the_capture_budget_drops_the_least_recently_active_subjects():
+    store = CaptureStore(max_captures=100)
+    for subject in range(10):  # 20 errors each: the budget holds five subjects
+        store.add([Capture(subject, T0 + i, 5.0, True, False, False, bytes(16), (), ()) for i in range(20)])
+        assert store.captures <= 100
+    assert store.captures == 100
+    assert sorted(store._subjects) == [5, 6, 7, 8, 9]
+    store.add([Capture(5, T0 + 99, 5.0, True, False, False, bytes(16), (), ())])  # active again: 6 goes
+    assert sorted(store._subjects) == [5, 7, 8, 9]
+    store.add([Capture(10, T0 + i, 5.0, True, False, False, bytes(16), (), ()) for i in range(20)])
+    assert sorted(store._subjects) == [5, 8, 9, 10]
+    assert store.captures == sum(entry.count() for entry in store._subjects.values()) == 81
