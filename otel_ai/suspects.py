@@ -4,10 +4,11 @@ exemplar trace ids, top exceptions, and versions first seen shortly before onset
 Per subject it keeps small rings of captured requests (errors, slow ones, those a
 detector marked as bad (429s, 401/403s, retries), an unbiased 1-in-N trace sample, and
 a sparse history of its good requests reaching ~10 minutes of normal traffic back), for
-at most MAX_SUBJECTS recently active subjects, so memory is bounded whatever the
-traffic. What counts as bad is the anomaly's bad_rule, set by its detector. A suspect's
-score is bad_share - good_share: the share of bad requests carrying the pair minus the
-share of good ones. Pairs of the keys the detector asks about (the caller of a retry
+at most MAX_SUBJECTS recently active subjects and MAX_CAPTURES captures in all (the
+least recently active subjects go first), so memory is bounded whatever the traffic.
+What counts as bad is the anomaly's bad_rule, set by its detector. A suspect's score is
+bad_share - good_share: the share of bad requests carrying the pair minus the share of
+good ones. Pairs of the keys the detector asks about (the caller of a retry
 storm, the client of a rate limit) rank first; ties go to the more specific key (a
 version before a pod, a pod before its node).
 
@@ -33,6 +34,9 @@ BAD_RING = 96
 SLOW_RING = 96
 SAMPLE_RING = 192
 MAX_SUBJECTS = 2000
+# Full rings hold 608 captures per subject: 2,000 subjects would be 1.2M captures (~700 MiB).
+# This budget holds a shop's ~50 routes and dependencies twice over (~0.6 KiB a capture).
+MAX_CAPTURES = 65_536
 MAX_VERSIONS = 16
 LOOKBACK_NS = 300 * 1_000_000_000
 MARKED_LOOKBACK_NS = 60 * 1_000_000_000
@@ -59,6 +63,10 @@ class SubjectCaptures:
     history: deque = field(default_factory=lambda: deque(maxlen=HISTORY_RING))  # sparse sample of good requests
     history_next_ns: int = 0
     versions: dict = field(default_factory=dict)  # service.version -> first seen (ns)
+    size: int = 0  # captures held in the rings when last counted
+
+    def count(self) -> int:
+        return len(self.bad) + len(self.slow) + len(self.marked) + len(self.sampled) + len(self.history)
 
 
 @dataclass(slots=True)
@@ -76,8 +84,10 @@ class Attribution:
 
 
 class CaptureStore:
-    def __init__(self, max_subjects: int = MAX_SUBJECTS):
+    def __init__(self, max_subjects: int = MAX_SUBJECTS, max_captures: int = MAX_CAPTURES):
         self.max_subjects = max_subjects
+        self.max_captures = max_captures
+        self.captures = 0  # held in every subject's rings
         self._subjects: OrderedDict[int, SubjectCaptures] = OrderedDict()
         # How much longer than usual the watermark waits (for metric points): captures run
         # that much further ahead of the slot being judged, and a failing subject's bad
@@ -93,7 +103,7 @@ class CaptureStore:
             entry = subjects.get(capture.subject_id)
             if entry is None:
                 if len(subjects) >= self.max_subjects:
-                    subjects.popitem(last=False)
+                    self.captures -= subjects.popitem(last=False)[1].size
                 entry = subjects[capture.subject_id] = SubjectCaptures()
             else:
                 subjects.move_to_end(capture.subject_id)
@@ -109,6 +119,20 @@ class CaptureStore:
                     entry.history.append(capture)
                     entry.history_next_ns = capture.end_ns + HISTORY_SPACING_NS
             self._note_version(entry, capture)
+        self._keep_within_budget({c.subject_id for c in captures})
+
+    def _keep_within_budget(self, touched: set[int]) -> None:
+        """Recount the subjects this batch added to; over budget, drop the least recently
+        active subjects' captures."""
+        subjects = self._subjects
+        for sid in touched:
+            entry = subjects.get(sid)
+            if entry is not None:
+                size = entry.count()
+                self.captures += size - entry.size
+                entry.size = size
+        while self.captures > self.max_captures and len(subjects) > 1:
+            self.captures -= subjects.popitem(last=False)[1].size
 
     @staticmethod
     def _note_version(entry: SubjectCaptures, capture: Capture) -> None:

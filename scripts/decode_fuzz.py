@@ -23,7 +23,8 @@ from hypothesis import strategies as st
 
 from otel_ai.decode import native
 from otel_ai.testing.decoders import differences, outcome, twin_decoders
-from otel_ai.testing.otlp_fuzz import BOUNDS, byte_mutations, field_mutations, json_documents, mutated, request_bodies
+from otel_ai.testing.otlp_fuzz import (BOUNDS, byte_mutations, field_mutations, json_documents, mutated, request_bodies,
+                                      sanitizer_regressions)
 from otel_ai.testing.scenarios import SCENARIOS, scenario
 
 
@@ -84,6 +85,9 @@ def run(requests: int, expect_module_under: str = "", json: bool = False, report
             print(f"decode_fuzz: {counts['cases']:,} cases ...", file=sys.stderr, flush=True)
 
     started = time.monotonic()
+    if not json:
+        for body in sanitizer_regressions(corpus[0]):
+            check_one(body, twin_decoders())  # fresh readers: empty caches and buffers
     check()
     summary = ", ".join(f"{k} {v:,}" for k, v in counts.items())
     print(f"decode_fuzz: {summary}; 0 differences, 0 crashes in {time.monotonic() - started:.0f} s")

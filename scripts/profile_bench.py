@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import re
 import shutil
 import subprocess
 import sys
@@ -24,6 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=int, default=15)
     parser.add_argument("--top", type=int, default=10)
     parser.add_argument("--native", action="store_true", help="also sample C frames (slower)")
+    parser.add_argument("--by-line", action="store_true",
+                        help="rank source lines instead of functions (a function's samples spread over its lines)")
     args = parser.parse_args(argv)
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(py_spy).exists():
@@ -46,8 +49,12 @@ def main(argv: list[str] | None = None) -> int:
     for line in out.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         total += int(count)
-        own[stack.split(";")[-1]] += int(count)
-    print(f"{total} samples over {args.seconds} s of load; frames by own samples:")
+        frame = stack.split(";")[-1]
+        if not args.by_line:  # "name (file:line)" -> "name (file)"
+            frame = re.sub(r":\d+\)$", ")", frame)
+        own[frame] += int(count)
+    unit = "lines" if args.by_line else "functions"
+    print(f"{total} samples over {args.seconds} s of load; {unit} by own samples:")
     for frame, count in own.most_common(args.top):
         print(f"{count / total * 100:5.1f}%  {frame}")
     return 0

@@ -120,3 +120,17 @@ def test_shares_count_the_requests_each_capture_stands_for() -> None:
     (top,) = rank_suspects(bad, good)
     assert (top["key"], top["value"]) == ("k8s.pod.name", "b")
     assert top["bad_share"] == round(500 / 550, 3) and top["good_share"] == round(500 / 1450, 3)
+
+
+def test_the_capture_budget_drops_the_least_recently_active_subjects():
+    store = CaptureStore(max_captures=100)
+    for subject in range(10):  # 20 errors each: the budget holds five subjects
+        store.add([Capture(subject, T0 + i, 5.0, True, False, False, bytes(16), (), ()) for i in range(20)])
+        assert store.captures <= 100
+    assert store.captures == 100
+    assert sorted(store._subjects) == [5, 6, 7, 8, 9]
+    store.add([Capture(5, T0 + 99, 5.0, True, False, False, bytes(16), (), ())])  # active again: 6 goes
+    assert sorted(store._subjects) == [5, 7, 8, 9]
+    store.add([Capture(10, T0 + i, 5.0, True, False, False, bytes(16), (), ()) for i in range(20)])
+    assert sorted(store._subjects) == [5, 8, 9, 10]
+    assert store.captures == sum(entry.count() for entry in store._subjects.values()) == 81

@@ -861,6 +861,7 @@ typedef struct {
 } buf_t;
 
 static int buf_put(buf_t *b, const void *data, size_t n) {
+    if (n == 0) return OK; /* memcpy's pointers must be valid even for 0 bytes; b->p may be NULL */
     if (b->n + n > b->cap) {
         size_t cap = b->cap ? b->cap : 256;
         while (cap < b->n + n) cap *= 2;

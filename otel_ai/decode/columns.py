@@ -4,7 +4,7 @@ reader does the same in C (`_otlp.c`, put_row), and the differential tests hold 
 equal."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Callable
 
 import numpy as np
@@ -216,3 +216,30 @@ def sample_bytes(trace_ids: list[bytes]) -> np.ndarray:
     if all(len(t) == 16 for t in trace_ids):
         return np.frombuffer(b"".join(trace_ids), dtype=np.uint8).reshape(-1, 16)[:, 15].copy()
     return np.array([t[-1] if t else 0 for t in trace_ids], dtype=np.uint8)
+
+
+_COLUMNS = tuple(f.name for f in fields(SpanBatch) if f.type == "np.ndarray")
+
+
+def merge_batches(batches: list[SpanBatch]) -> SpanBatch:
+    """One batch of several, in order: the later stages' numpy then runs once for all of
+    them. Derived masks present in every batch are kept (a stateful counter such as
+    Retries must see each span once); the others are recomputed on demand."""
+    if len(batches) == 1:
+        return batches[0]
+    merged = SpanBatch(**{name: np.concatenate([getattr(b, name) for b in batches]) for name in _COLUMNS})
+    merged.spans_total = sum(b.spans_total for b in batches)
+    merged.rejected = sum(b.rejected for b in batches)
+    merged.ignored = sum(b.ignored for b in batches)
+    merged.own = sum(b.own for b in batches)
+    merged.captures = [c for b in batches for c in b.captures]
+    shared = set(batches[0].derived).intersection(*(b.derived for b in batches[1:]))
+    merged.derived = {name: np.concatenate([b.derived[name] for b in batches]) for name in shared}
+    internal = [b.internal for b in batches if b.internal is not None]
+    if internal:  # the service graph's join re-parents rows of later requests under these
+        merged.internal = InternalSpans(*(np.concatenate([getattr(i, name) for i in internal])
+                                          for name in ("trace_key", "span_id", "parent_span_id")))
+    if len(merged):
+        merged.max_end_ns = max(b.max_end_ns for b in batches if len(b))
+        merged.median_end_ns = median_ns(merged.end_ns)
+    return merged

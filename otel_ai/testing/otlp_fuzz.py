@@ -490,3 +490,14 @@ def json_documents(draw: st.DrawFn) -> bytes:
     if draw(st.booleans()):
         return text.encode()
     return json.dumps(_tweak(json.loads(text), random.Random(draw(st.integers(0, 2**32 - 1))))).encode()
+
+
+def sanitizer_regressions(body: bytes) -> list[bytes]:
+    """Requests built from a real one (body) that once tripped the sanitizer run;
+    scripts/decode_fuzz.py checks them before the generated corpus, so every run does."""
+    request = ExportTraceServiceRequest.FromString(body)
+    first = request.resource_spans[0].SerializeToString()
+    rest = b"".join(ld(1, rs.SerializeToString()) for rs in request.resource_spans[1:])
+    # A ResourceSpans repeating an empty Resource before the real one (UBSan: a 0-byte
+    # memcpy into the merge buffer before it was ever allocated).
+    return [ld(1, ld(1, b"") + ld(1, b"") + first) + rest]

@@ -1,0 +1,93 @@
+"""The pipeline worker merges the requests queued while it was busy into one batch:
+the windows and the suspects must end up exactly as if each request had been processed
+on its own, and every request must be counted as processed."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from otel_ai.config import load_settings
+from otel_ai.decode import Decoder
+from otel_ai.decode.columns import merge_batches
+from otel_ai import pipeline as pipeline_module
+from otel_ai.pipeline import Pipeline
+from otel_ai.store import IncidentStore
+from otel_ai.subjects import SubjectTable
+from otel_ai.testing.harness import wait_for
+from otel_ai.testing.scenarios import scenario
+
+
+@pytest.fixture(scope="module")
+def bodies() -> list[bytes]:
+    # Failing dependency calls: errors, client captures, the child index and retries all occur.
+    return list(scenario("dependency_errors", seed=3, warmup_s=5, rate_scale=0.3).serialized_batches(8, 0.25))
+
+
+def test_merge_keeps_every_column_in_order_and_sums_the_counts(bodies):
+    decoder = Decoder(SubjectTable())
+    batches = [decoder.decode(body, None) for body in bodies[:5]]
+    batches[1].derived["only_here"] = np.ones(len(batches[1]), dtype=bool)
+    shared = {name for name in batches[0].derived}
+    for batch in batches:
+        batch.derived["everywhere"] = batch.error.copy()
+    merged = merge_batches(batches)
+    assert np.array_equal(merged.trace_key, np.concatenate([b.trace_key for b in batches]))
+    assert np.array_equal(merged.duration_ms, np.concatenate([b.duration_ms for b in batches]))
+    assert merged.spans_total == sum(b.spans_total for b in batches)
+    assert merged.captures == [c for b in batches for c in b.captures]
+    assert merged.max_end_ns == max(b.max_end_ns for b in batches)
+    assert merged.median_end_ns == int(np.median(merged.end_ns))
+    assert "only_here" not in merged.derived  # recomputed on demand, never half a mask
+    assert np.array_equal(merged.derived["everywhere"], merged.error)
+    assert shared <= set(merged.derived)
+    assert merge_batches(batches[:1]) is batches[0]
+
+
+def test_merge_keeps_the_internal_spans_the_graph_join_reparents_under():
+    from otel_ai.decode.contract import InternalSpans, SpanBatch
+
+    def batch(internal: InternalSpans | None) -> SpanBatch:
+        empty = np.zeros(0)
+        return SpanBatch(np.zeros(0, np.int32), np.zeros(0, np.int64), empty, np.zeros(0, bool), np.zeros(0, bool),
+                         internal=internal)
+
+    first = InternalSpans(np.array([1], np.uint64), np.array([11], np.uint64), np.array([0], np.uint64))
+    third = InternalSpans(np.array([3, 3], np.uint64), np.array([31, 32], np.uint64), np.array([0, 31], np.uint64))
+    merged = merge_batches([batch(first), batch(None), batch(third)])
+    assert merged.internal.trace_key.tolist() == [1, 3, 3]
+    assert merged.internal.span_id.tolist() == [11, 31, 32]
+    assert merged.internal.parent_span_id.tolist() == [0, 0, 31]
+    assert merge_batches([batch(None), batch(None)]).internal is None
+
+
+def _pipeline(tmp_path, name: str) -> Pipeline:
+    return Pipeline(load_settings(env={}), IncidentStore(tmp_path / f"{name}.db"), [], use_wall_clock=False)
+
+
+def _captured(pipeline: Pipeline) -> dict:
+    return {sid: (len(e.bad), len(e.slow), len(e.sampled), len(e.marked), [c.trace_id for c in e.bad])
+            for sid, e in pipeline.captures._subjects.items()}
+
+
+def test_queued_requests_merged_by_the_worker_count_as_if_processed_one_by_one(tmp_path, bodies, monkeypatch):
+    monkeypatch.setattr(pipeline_module, "MERGE_SPANS", 300)  # several merges of a few requests each
+    one_by_one = _pipeline(tmp_path, "one")
+    for body in bodies:
+        one_by_one.process(one_by_one.decode(body))
+
+    merged = _pipeline(tmp_path, "merged")
+    for body in bodies:  # the worker is not running yet: every request waits in the queue
+        merged.consume(body, "test")
+    assert sum(len(b) for b in merged._queue) > 3 * 300 and len(merged._queue) > 8
+    merged.start(now_ns=0)
+    try:
+        wait_for("every request processed", lambda: merged.batches_processed == len(bodies), 30)
+    finally:
+        merged.stop()
+    assert merged.queue_depth() == 0
+    for name, values in one_by_one.windows.values.items():
+        # float32 cells: a sum of durations (busy_ms) rounds differently when added at once
+        np.testing.assert_allclose(merged.windows.values[name], values, rtol=1e-6, err_msg=name)
+    assert np.array_equal(one_by_one.windows.hist, merged.windows.hist)
+    assert one_by_one.windows.values["requests"].sum() > 0
+    assert _captured(merged) == _captured(one_by_one)
