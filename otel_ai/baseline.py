@@ -14,7 +14,8 @@ E[X²] = k + rho (N - k) over k windows of N requests in all. Only the excess be
 chance alone gives (Z_DISPERSION standard deviations of X² under a plain binomial) counts,
 so a steady route keeps rho = 0 and its binomial test. It also keeps, per scale, the
 highest share the subject has surely shown (its peak). `slow` is a pseudo-counter for
-latency: the requests of a slot above the subject's baseline p95. Burstiness learns from
+latency: the requests of a slot above the subject's baseline p95. Counts are Kish's
+effective ones (sampled spans weigh as the few observations they are). Burstiness learns from
 a subject with an open incident for the incident's first BURST_MAX_S only (pipeline.py).
 """
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Iterable
 
 import numpy as np
 
+from otel_ai.counters import SQUARED_WEIGHTS
 from otel_ai.histogram import BINS, percentile, share_above
 
 HALF_LIFE_S = 1800.0
@@ -133,6 +135,13 @@ class Baselines:
         has_p95 = ~np.isnan(p95)
         values = {**slot, SLOW: np.where(has_p95, share_above(hist, np.where(has_p95, p95, np.inf)), 0.0)
                   * slot["requests"]}
+        squared = slot.get(SQUARED_WEIGHTS.name)
+        if squared is not None:
+            # Sampled spans: the spread of a share is learnt in Kish's effective counts (as
+            # detectors test it), else sampling's own noise is learnt as burstiness.
+            with np.errstate(divide="ignore", invalid="ignore"):
+                effective = np.where(squared > 0, np.minimum(slot["requests"] / squared, 1.0), 1.0)
+            values = {name: v * effective for name, v in values.items()}
         self._recent_at = (self._recent_at + 1) % SCALES[-1]
         for name, ring in self.recent.items():
             ring[:size, self._recent_at] = values.get(name, 0.0)
