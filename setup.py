@@ -1,4 +1,5 @@
-"""Builds the optional native OTLP decoder (otel_ai/decode/_otlp.c); metadata is in pyproject.toml.
+"""Builds the optional native OTLP decoder (otel_ai/decode/_otlp.c, and _otlp_json.c for OTLP/JSON);
+metadata is in pyproject.toml.
 
 Without a working C compiler the install still succeeds: otel-ai then uses the Python
 reference decoder, says so in `otel-ai check` and at startup, and this build prints why.
@@ -35,6 +36,9 @@ class OptionalBuildExt(build_ext):
 
 setup(
     ext_modules=[Extension("otel_ai.decode._otlp", ["otel_ai/decode/_otlp.c"],
+                           extra_compile_args=["-O3", "-std=c11"], optional=True),
+                 # Canonical OTLP/JSON -> protobuf for the reader above (replay, OTLP/HTTP JSON).
+                 Extension("otel_ai.decode._otlp_json", ["otel_ai/decode/_otlp_json.c"],
                            extra_compile_args=["-O3", "-std=c11"], optional=True)],
     cmdclass={"build_ext": OptionalBuildExt},
 )

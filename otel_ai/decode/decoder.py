@@ -32,20 +32,22 @@ def _reference_forced() -> bool:
 
 
 def describe() -> str:
-    """Which protobuf decoder a new pipeline uses, and why (for `otel-ai check` and startup)."""
+    """Which decoders a new pipeline uses, and why (for `otel-ai check` and startup)."""
     if native_wanted():
-        return "native (C extension)"
+        return "native (C extension); OTLP/JSON: native (C transcoder, then the native reader)"
     if native.available():
-        return f"python reference ({DECODER_ENV}=python)"
-    return f"python reference (the C extension is not built: {native.UNAVAILABLE})"
+        return f"python reference ({DECODER_ENV}=python); OTLP/JSON: json_format reference"
+    return (f"python reference (the C extension is not built: {native.UNAVAILABLE}); "
+            "OTLP/JSON: the direct Python reader")
 
 
 class Decoder:
     """Turns requests into SpanBatches. Not thread-safe: callers serialise.
 
     reference=True uses only the reference readers (upb view for protobuf, json_format
-    for JSON): the oracle of the differential tests. By default the native protobuf
-    reader (when built) and the direct JSON reader serve, unless OTEL_AI_DECODER=python.
+    for JSON): the oracle of the differential tests. By default the native readers serve
+    (when built; else the upb view and the direct Python JSON reader), unless
+    OTEL_AI_DECODER=python.
     """
 
     def __init__(self, subjects: SubjectTable, reference: bool | None = None):
@@ -57,9 +59,11 @@ class Decoder:
         json_format = JsonFormatReader(self.reference)
         if reference:
             self.protobuf, self.json = self.reference, json_format
+        elif native.available():
+            self.protobuf = native.NativeReader(self.naming, self.reference)
+            self.json = native.NativeJsonReader(self.protobuf, JsonReader(self.naming, json_format))
         else:
-            self.protobuf = native.NativeReader(self.naming, self.reference) if native.available() else self.reference
-            self.json = JsonReader(self.naming, json_format)
+            self.protobuf, self.json = self.reference, JsonReader(self.naming, json_format)
         self._server_pairs = ServerPairs()
         # Per subject: duration above which a request counts as slow enough to capture.
         self.slow_threshold_ms = np.full(0, np.inf)

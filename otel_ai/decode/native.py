@@ -1,5 +1,6 @@
-"""The native reader: OTLP protobuf -> SpanBatch columns in C (`_otlp.c`), with the
-reference reader behind it for anything unusual.
+"""The native readers: OTLP protobuf -> SpanBatch columns in C (`_otlp.c`), with the
+reference reader behind it for anything unusual; and OTLP/JSON through the same reader,
+transcoded to protobuf in C first (`_otlp_json.c`), with the Python JSON readers behind it.
 
 The C reader validates the body as upb would and hands back any request it does not
 read itself (malformed, or using protobuf groups): the reference reader then gives the
@@ -19,9 +20,9 @@ from otel_ai.decode.reference import ReferenceReader
 from otel_ai.proto.otel_ai.v1.otlp_view_pb2 import Resource
 
 try:
-    from otel_ai.decode import _otlp
+    from otel_ai.decode import _otlp, _otlp_json
 except ImportError as exc:  # not built (no compiler at install time)
-    _otlp = None
+    _otlp = _otlp_json = None
     UNAVAILABLE = str(exc)
 else:
     UNAVAILABLE = ""
@@ -31,14 +32,14 @@ _NO_BOUNDS = TimeBounds(0, 0)
 
 
 def available() -> bool:
-    return _otlp is not None
+    return _otlp is not None and _otlp_json is not None
 
 
 class NativeReader:
     name = "native"
 
     def __init__(self, naming: SubjectNaming, reference: ReferenceReader):
-        if _otlp is None:
+        if not available():
             raise RuntimeError(f"the native OTLP decoder is not built: {UNAVAILABLE}")
         self.naming = naming
         self.reference = reference
@@ -76,3 +77,28 @@ class NativeReader:
         ids = np.frombuffer(internal, dtype="<u8").reshape(-1, 3)
         batch = finish(batch, own, InternalSpans(ids[:, 0], ids[:, 1], ids[:, 2]))
         return ReadResult(batch, col["sample_byte"], col["block"], [info for info, _ in blocks], details)
+
+
+def transcode_json(body: bytes) -> bytes | None:
+    """The ExportTraceServiceRequest protobuf of a canonical OTLP/JSON document; None for
+    any other document (the Python readers' to decide)."""
+    return _otlp_json.to_protobuf(body)
+
+
+class NativeJsonReader:
+    """OTLP/JSON in the canonical shape, rewritten as protobuf in C and read by the native
+    reader; any other document goes to `python` (otlp_json.JsonReader), which decides."""
+
+    name = "native"
+
+    def __init__(self, protobuf: NativeReader, python):
+        self.protobuf = protobuf
+        self.python = python
+        self.fallbacks = 0  # documents handed to the Python JSON reader
+
+    def read(self, body: bytes, bounds: TimeBounds | None) -> ReadResult:
+        transcoded = transcode_json(body)
+        if transcoded is None:
+            self.fallbacks += 1
+            return self.python.read(body, bounds)
+        return self.protobuf.read(transcoded, bounds)

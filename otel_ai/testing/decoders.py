@@ -3,6 +3,8 @@
 `decode_both` runs one body through two fresh-state decoders (or given ones) and
 `assert_same` compares everything a later stage could see: every column, the counts,
 the rejection message, the captures, and the subject and resource tables.
+`transcoding_differences` checks the OTLP/JSON transcoder below the batch: the message it
+writes is the one json_format parses, in every field.
 """
 from __future__ import annotations
 
@@ -66,3 +68,22 @@ def assert_same(body: bytes, bounds: TimeBounds | None = None, decoders: tuple[D
     native, reference = decoders or twin_decoders()
     found = differences(outcome(native, body, bounds, json), outcome(reference, body, bounds, json), native, reference)
     assert not found, "native and reference decoders differ on " + repr(body[:200]) + ":\n" + "\n".join(found)
+
+
+def transcoding_differences(document: bytes) -> list[str]:
+    """What differs between the native transcoder's protobuf of an OTLP/JSON document and
+    json_format's message of it (nothing when the transcoder leaves it to Python)."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    from otel_ai.decode import native
+    from otel_ai.receiver.otlp_json import parse_otlp_json
+
+    transcoded = native.transcode_json(document)
+    if transcoded is None:
+        return []
+    try:
+        expected = parse_otlp_json(document)
+    except ValueError as exc:
+        return [f"json_format rejects what the transcoder took: {exc}"]
+    found = ExportTraceServiceRequest.FromString(transcoded)
+    return [] if found == expected else [f"transcoded {found!r} != json_format's {expected!r}"]

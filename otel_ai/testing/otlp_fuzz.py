@@ -462,7 +462,7 @@ def _tweak(node, rnd: random.Random, depth: int = 0):
                 value = None
             elif choice == 2 and isinstance(value, int) and not isinstance(value, bool):
                 value = str(value) if rnd.random() < 0.5 else float(value)
-            elif choice == 3 and isinstance(value, str) and value.isdigit():
+            elif choice == 3 and isinstance(value, str) and value.isascii() and value.isdigit():
                 value = int(value) if rnd.random() < 0.5 else " " + value
             elif choice == 4 and key == "kind":
                 value = rnd.choice(["SPAN_KIND_SERVER", "SPAN_KIND_CLIENT", "NOPE"])
@@ -479,17 +479,72 @@ def _tweak(node, rnd: random.Random, depth: int = 0):
     return node
 
 
+_EDGE_INTEGERS = [0, 1, -1, 2, 3, 2**31 - 1, -(2**31), 2**31, 2**32 - 1, 2**32, 2**53, 2**63 - 1, -(2**63), 2**63,
+                  2**64 - 1, 2**64, 10**20, 10**25]
+_EDGE_DOUBLES = [0.0, -0.0, 0.5, -1.5, 1e-320, 5e-324, 1.7976931348623157e308, 2.5e-3, 1e16, 1 / 3, 12345678.9]
+_EDGE_TEXT = ["", "é", "\U0001f600", "a\"b\\c/", "\n\t\b\f\r", "\x00", "\x1f", "\u2028", "\ud800", "\udc00x",
+              "\ufeff", "GET /x", "http.route"]
+
+
+def _canonical_tweak(node, rnd: random.Random, key: str = ""):
+    """Edits that mostly keep the canonical shape (the native transcoder's side of the
+    line) but probe its edges: integers as numbers or digit strings at their bounds,
+    doubles as integers or floats, ids in upper case or odd lengths, strings that need
+    escapes, lone surrogates, and the same member twice (a duplicate name)."""
+    if isinstance(node, dict):
+        if "bytesValue" in node:  # base64: always json_format's to decode
+            node = {"stringValue": node["bytesValue"]}
+        out = {k: _canonical_tweak(v, rnd, k) for k, v in node.items()}
+        if out and rnd.randrange(300) == 0:
+            k = rnd.choice(list(out))
+            return _Duplicated(list(out.items()) + [(k, out[k])])
+        return out
+    if isinstance(node, list):
+        return [_canonical_tweak(item, rnd, key) for item in node]
+    if rnd.randrange(20):
+        return node
+    if key in ("traceId", "spanId", "parentSpanId"):
+        return rnd.choice([node.upper(), "", node[:-1], node + "0a", "0" * rnd.randrange(40)])
+    if key == "doubleValue":
+        return rnd.choice(_EDGE_DOUBLES + _EDGE_INTEGERS[:6] + [rnd.uniform(-1e6, 1e6)])
+    if isinstance(node, bool):
+        return node
+    if isinstance(node, int) or isinstance(node, str) and node.isascii() and node.lstrip("-").isdigit():
+        value = rnd.choice(_EDGE_INTEGERS + [-value for value in _EDGE_INTEGERS] + [rnd.getrandbits(64)])
+        return str(value) if rnd.random() < 0.5 else value
+    if isinstance(node, str):
+        return rnd.choice(_EDGE_TEXT) + (node if rnd.random() < 0.5 else "")
+    return node
+
+
+class _Duplicated(dict):
+    """A JSON object written with one member name twice (json.dumps writes items())."""
+
+    def __init__(self, items):
+        super().__init__(items)
+        self._items = items
+
+    def items(self):
+        return self._items
+
+
 @st.composite
 def json_documents(draw: st.DrawFn) -> bytes:
-    """OTLP/JSON as senders write it (from protobuf requests), and tweaked variants."""
+    """OTLP/JSON as senders write it (from protobuf requests), canonical variants at the
+    edges of that shape, and tweaked (mostly non-canonical) variants."""
     import json
 
     from otel_ai.receiver.otlp_json import to_otlp_json
 
     text = to_otlp_json(draw(protobuf_requests()))
-    if draw(st.booleans()):
+    how = draw(st.integers(0, 2))
+    if how == 0:
         return text.encode()
-    return json.dumps(_tweak(json.loads(text), random.Random(draw(st.integers(0, 2**32 - 1))))).encode()
+    rnd = random.Random(draw(st.integers(0, 2**32 - 1)))
+    if how == 1:
+        return json.dumps(_canonical_tweak(json.loads(text), rnd), ensure_ascii=rnd.random() < 0.5,
+                          indent=rnd.choice([None, None, 1, "\t"])).encode("utf-8", "surrogatepass")
+    return json.dumps(_tweak(json.loads(text), rnd)).encode()
 
 
 def sanitizer_regressions(body: bytes) -> list[bytes]:
