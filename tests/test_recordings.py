@@ -74,6 +74,18 @@ def test_a_truncated_or_implausible_length_prefix_is_a_clear_error(tmp_path: Pat
         list(Recording.open(str(huge)))
 
 
+@pytest.mark.parametrize("damage", ["truncated", "corrupt"])
+def test_a_cut_or_damaged_gzip_stream_is_a_clear_error_after_the_records_before_it(tmp_path: Path,
+                                                                                    damage: str) -> None:
+    data = gzip.compress(_lines() * 50)
+    path = tmp_path / "damaged.jsonl.gz"
+    path.write_bytes(data[:-30] if damage == "truncated" else data[:len(data) // 2] + b"\xff" * 64 + data[len(data) // 2:])
+    read = []
+    with pytest.raises(RecordingError, match="the gzip stream is truncated or damaged"):
+        read.extend(Recording.open(str(path)))
+    assert len(read) >= len(REQUESTS)
+
+
 def test_replay_reads_a_gzipped_recording_and_reports_its_speed(tmp_path: Path, capsys) -> None:
     path = tmp_path / "traffic.jsonl.gz"
     path.write_bytes(gzip.compress(_lines() + b"not OTLP JSON\n"))
