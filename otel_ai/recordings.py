@@ -58,7 +58,7 @@ class Recording:
             import sys
 
             return cls(sys.stdin.buffer)
-        raw = open(path, "rb")
+        raw = open(path, "rb", buffering=_CHUNK)
         return cls(raw, os.fstat(raw.fileno()).st_size)
 
     @property
@@ -119,7 +119,8 @@ def _decompressed(raw: BinaryIO) -> tuple[io.BufferedReader, str]:
     buffered = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw)
     magic = buffered.peek(4)[:4]
     if magic.startswith(GZIP_MAGIC):
-        inner = io.BufferedReader(igzip.GzipFile(fileobj=buffered))  # ISA-L: ~2x zlib's speed
+        # ISA-L: ~2x zlib's speed. Records are lines of ~0.5 MB: large reads halve the cost of splitting them.
+        inner = io.BufferedReader(igzip.GzipFile(fileobj=buffered), buffer_size=_CHUNK)
         kind = "gzip"
     elif magic == ZSTD_MAGIC:
         reader = zstandard.ZstdDecompressor().stream_reader(buffered, read_across_frames=True)

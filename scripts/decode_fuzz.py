@@ -1,14 +1,18 @@
 """Differential fuzzing of the OTLP decoders at scale: native reader vs Python reference.
 
-    python scripts/decode_fuzz.py --requests 100000
+    python scripts/decode_fuzz.py --requests 100000 [--json]
 
-With --json, OTLP/JSON documents (canonical and tweaked) instead: the direct JSON reader
-against json_format. Every generated body (valid, truncated, mutated, adversarial, and mutated real traffic
+Every generated body (valid, truncated, mutated, adversarial, and mutated real traffic
 from the generator), and MUTATIONS seeded mutations of it (wire-valid field edits and raw
 byte edits), is decoded by both readers (hypothesis spends its time generating, so each
-example carries neighbours); any difference in columns, counts,
-captures, error message or interning state fails with the shrunk example. Run by
-scripts/decode_asan.sh against an AddressSanitizer build of the native reader.
+example carries neighbours); any difference in columns, counts, captures, error message
+or interning state fails with the shrunk example.
+
+With --json, OTLP/JSON documents (canonical, at the canonical shape's edges, and tweaked)
+and JSON_MUTATIONS byte edits of each: the native JSON reader (the C transcoder, then the
+native reader; the direct Python reader for what the transcoder leaves) against
+json_format, and the transcoded message against json_format's own. Run by
+scripts/decode_asan.sh against an AddressSanitizer build of both native modules.
 """
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from otel_ai.decode import native
-from otel_ai.testing.decoders import differences, outcome, twin_decoders
+from otel_ai.testing.decoders import differences, outcome, transcoding_differences, twin_decoders
 from otel_ai.testing.otlp_fuzz import (BOUNDS, byte_mutations, field_mutations, json_documents, mutated, request_bodies,
                                       sanitizer_regressions)
 from otel_ai.testing.scenarios import SCENARIOS, scenario
@@ -37,17 +41,18 @@ def real_bodies() -> list[bytes]:
 
 
 MUTATIONS = 9
+JSON_MUTATIONS = 3  # a byte edit of JSON is nearly always malformed: more documents, fewer edits
 
 
 def run(requests: int, expect_module_under: str = "", json: bool = False, report_every: float = 10.0) -> int:
     if not native.available():
         print(f"decode_fuzz: the native reader is not built: {native.UNAVAILABLE}", file=sys.stderr)
         return 2
-    module = native._otlp.__file__
-    print(f"decode_fuzz: native reader {module}", file=sys.stderr)
-    if expect_module_under and not module.startswith(expect_module_under):
-        print(f"decode_fuzz: expected the native reader under {expect_module_under}", file=sys.stderr)
-        return 2
+    for module in [native._otlp.__file__] + ([native._otlp_json.__file__] if json else []):
+        print(f"decode_fuzz: native module {module}", file=sys.stderr)
+        if expect_module_under and not module.startswith(expect_module_under):
+            print(f"decode_fuzz: expected the native modules under {expect_module_under}", file=sys.stderr)
+            return 2
     corpus = real_bodies()
     bodies = st.one_of(request_bodies, mutated(st.sampled_from(corpus)), st.sampled_from(corpus))
     if json:
@@ -55,14 +60,16 @@ def run(requests: int, expect_module_under: str = "", json: bool = False, report
     counts = collections.Counter()
     state = {"last": time.monotonic()}
 
-    @settings(max_examples=-(-requests // (MUTATIONS + 1)), deadline=None, database=None,
+    mutations = JSON_MUTATIONS if json else MUTATIONS
+
+    @settings(max_examples=-(-requests // (mutations + 1)), deadline=None, database=None,
               suppress_health_check=list(HealthCheck))
     @given(body=bodies, seed=st.integers(0, 2**32 - 1))
     def check(body: bytes, seed: int) -> None:
         rnd = random.Random(seed)
-        cases = [body] + ([] if json else field_mutations(body, rnd, MUTATIONS // 2))
+        cases = [body] + ([] if json else field_mutations(body, rnd, mutations // 2))
         decoders = twin_decoders()  # shared by the example's cases: caches get hits
-        for case in cases + byte_mutations(body, rnd, MUTATIONS + 1 - len(cases)):
+        for case in cases + byte_mutations(body, rnd, mutations + 1 - len(cases)):
             check_one(case, decoders)
 
     def check_one(body: bytes, decoders) -> None:
@@ -70,7 +77,7 @@ def run(requests: int, expect_module_under: str = "", json: bool = False, report
         fallbacks = (native_decoder.json if json else native_decoder.protobuf).fallbacks
         a = outcome(native_decoder, body, BOUNDS, json)
         b = outcome(reference, body, BOUNDS, json)
-        found = differences(a, b, native_decoder, reference)
+        found = differences(a, b, native_decoder, reference) + (transcoding_differences(body) if json else [])
         assert not found, f"native and reference differ on {body!r}:\n" + "\n".join(found)
         counts["cases"] += 1
         counts["malformed" if isinstance(a, str) else "decoded"] += 1

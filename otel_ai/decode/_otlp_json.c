@@ -726,10 +726,25 @@ static PyObject *to_protobuf(PyObject *module, PyObject *arg) {
     (void)module;
     Py_buffer body;
     if (PyObject_GetBuffer(arg, &body, PyBUF_SIMPLE) < 0) return NULL;
+    const uint8_t *input = body.buf;
+#ifdef OTEL_AI_EXACT_INPUT
+    /* scripts/decode_asan.sh: bytes objects end in a NUL that would hide a read one past
+     * the end from AddressSanitizer, so the body is read from a copy of its exact size. */
+    uint8_t *copy = malloc(body.len ? (size_t)body.len : 1);
+    if (!copy) {
+        PyBuffer_Release(&body);
+        return PyErr_NoMemory();
+    }
+    memcpy(copy, body.buf, (size_t)body.len);
+    input = copy;
+#endif
     /* Protobuf is shorter than its canonical JSON: one allocation nearly always. */
-    tc_t t = {.p = body.buf, .end = (const uint8_t *)body.buf + body.len, .len = 0, .cap = (size_t)body.len + 64};
+    tc_t t = {.p = input, .end = input + body.len, .len = 0, .cap = (size_t)body.len + 64};
     t.out = malloc(t.cap);
     int rc = t.out ? msg_request(&t) : NOMEM;
+#ifdef OTEL_AI_EXACT_INPUT
+    free(copy);
+#endif
     PyObject *out = NULL;
     if (rc == OK) {
         out = PyBytes_FromStringAndSize((const char *)t.out, (Py_ssize_t)t.len);
