@@ -121,6 +121,19 @@ static int close_field(tc_t *t, size_t mark) {
 
 /* ------------------------------------------------------------------ JSON tokens */
 
+/* Filled at import: a hex digit's value (-1 for any other byte), and the bytes a plain
+ * string's scan stops at (the closing quote, an escape, a control character, non-ASCII). */
+static int8_t HEX_VALUE[256];
+static uint8_t STRING_STOP[256];
+
+static void init_tables(void) {
+    for (int c = 0; c < 256; c++) {
+        HEX_VALUE[c] = (int8_t)(c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                                : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1);
+        STRING_STOP[c] = c == '"' || c == '\\' || c < 0x20 || c >= 0x80;
+    }
+}
+
 static inline void skip_space(tc_t *t) {
     while (t->p < t->end && (*t->p == ' ' || *t->p == '\n' || *t->p == '\r' || *t->p == '\t')) t->p++;
 }
@@ -161,11 +174,8 @@ static inline int next_item(tc_t *t, uint8_t close, int *more) {
 static int member_name(tc_t *t, const uint8_t **name, size_t *n) {
     TRY(take(t, '"'));
     const uint8_t *s = t->p;
-    while (t->p < t->end && *t->p != '"') {
-        if (*t->p == '\\' || *t->p < 0x20 || *t->p >= 0x80) return NOT_MINE;
-        t->p++;
-    }
-    if (t->p >= t->end) return NOT_MINE;
+    while (t->p < t->end && !STRING_STOP[*t->p]) t->p++;
+    if (t->p >= t->end || *t->p != '"') return NOT_MINE;
     *name = s;
     *n = (size_t)(t->p - s);
     t->p++;
@@ -179,13 +189,6 @@ static inline int first_time(uint32_t *seen, int bit) {
     if (*seen & (1u << bit)) return NOT_MINE;
     *seen |= 1u << bit;
     return OK;
-}
-
-static inline int hex_digit(uint8_t c) {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
 }
 
 /* One UTF-8 sequence starting at s (strict: no overlongs, surrogates or past U+10FFFF,
@@ -234,7 +237,7 @@ static int read_u16_escape(const uint8_t *s, const uint8_t *end, uint32_t *cp) {
     if (end - s < 4) return NOT_MINE;
     uint32_t v = 0;
     for (int i = 0; i < 4; i++) {
-        int d = hex_digit(s[i]);
+        int d = HEX_VALUE[s[i]];
         if (d < 0) return NOT_MINE;
         v = v << 4 | (uint32_t)d;
     }
@@ -304,16 +307,13 @@ static int put_escaped_text(tc_t *t, const uint8_t *end) {
 static int put_string(tc_t *t, uint32_t field, int keep_empty) {
     TRY(take(t, '"'));
     const uint8_t *s = t->p;
-    int plain = 1;
-    while (t->p < t->end && *t->p != '"') {
-        uint8_t c = *t->p;
-        if (c == '\\') {
+    while (t->p < t->end && !STRING_STOP[*t->p]) t->p++;
+    int plain = t->p < t->end && *t->p == '"';
+    while (t->p < t->end && *t->p != '"') { /* escapes or non-ASCII: find the end, decode below */
+        if (*t->p == '\\') {
             if (t->end - t->p < 2) return NOT_MINE;
-            plain = 0;
-            t->p += 2;
-            continue;
+            t->p++;
         }
-        if (c < 0x20 || c >= 0x80) plain = 0;
         t->p++;
     }
     if (t->p >= t->end) return NOT_MINE;
@@ -342,16 +342,20 @@ static int put_string(tc_t *t, uint32_t field, int keep_empty) {
 static int put_hex_id(tc_t *t, uint32_t field) {
     TRY(take(t, '"'));
     const uint8_t *s = t->p;
-    while (t->p < t->end && hex_digit(*t->p) >= 0) t->p++;
-    if (t->p >= t->end || *t->p != '"') return NOT_MINE;
-    size_t digits = (size_t)(t->p - s);
-    t->p++;
+    const uint8_t *close = memchr(s, '"', (size_t)(t->end - s));
+    if (!close) return NOT_MINE;
+    size_t digits = (size_t)(close - s);
+    t->p = close + 1;
     if (digits % 2) return NOT_MINE;
     if (!digits) return OK;
     TRY(grow(t, 16 + digits / 2));
     put_varint(t, (uint64_t)field << 3 | WT_LEN);
     put_varint(t, digits / 2);
-    for (size_t i = 0; i < digits; i += 2) t->out[t->len++] = (uint8_t)(hex_digit(s[i]) << 4 | hex_digit(s[i + 1]));
+    for (size_t i = 0; i < digits; i += 2) { /* a backslash or any other non-digit stops it */
+        int high = HEX_VALUE[s[i]], low = HEX_VALUE[s[i + 1]];
+        if ((high | low) < 0) return NOT_MINE;
+        t->out[t->len++] = (uint8_t)(high << 4 | low);
+    }
     return OK;
 }
 
@@ -696,17 +700,21 @@ static int put_member(tc_t *t, const member_t *m) {
 /* The schema's nesting is fixed (request > resource spans > scope spans > span > event),
  * so this recursion is bounded. */
 static int msg_record(tc_t *t, const schema_t *schema) {
-    int more;
+    int more, k = -1;
     uint32_t seen = 0;
     TRY(open_container(t, '{', '}', &more));
     while (more) {
         const uint8_t *name;
         size_t n;
         TRY(member_name(t, &name, &n));
-        int k = 0;
-        while (k < schema->count && !(schema->members[k].name_len == n && memcmp(schema->members[k].name, name, n) == 0))
-            k++;
-        if (k == schema->count) return NOT_MINE; /* snake_case, deprecated or unknown */
+        /* Members come in the table's order, mostly: the search starts after the last one. */
+        int tries = 0;
+        for (k = k + 1 < schema->count ? k + 1 : 0; tries < schema->count; k = k + 1 < schema->count ? k + 1 : 0) {
+            const member_t *m = &schema->members[k];
+            if (m->name_len == n && memcmp(m->name, name, n) == 0) break;
+            tries++;
+        }
+        if (tries == schema->count) return NOT_MINE; /* snake_case, deprecated or unknown */
         TRY(first_time(&seen, k));
         TRY(put_member(t, &schema->members[k]));
         TRY(next_item(t, '}', &more));
@@ -770,4 +778,7 @@ static struct PyModuleDef module_def = {
     NULL, NULL, NULL, NULL,
 };
 
-PyMODINIT_FUNC PyInit__otlp_json(void) { return PyModule_Create(&module_def); }
+PyMODINIT_FUNC PyInit__otlp_json(void) {
+    init_tables();
+    return PyModule_Create(&module_def);
+}
