@@ -1,7 +1,8 @@
 """OTEL_AI_DIFFERENTIAL=1 python -m pytest: every request any test decodes is decoded a
 second time by a reference twin (Python readers, equal but separate interning state),
 and the test fails on any difference. That makes the whole suite a differential test of
-the native reader (and the direct OTLP/JSON reader) on every test input."""
+the native readers (protobuf, and OTLP/JSON with the direct Python reader behind it) on
+every test input."""
 from __future__ import annotations
 
 import os
@@ -17,6 +18,8 @@ def loopback_without_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(name, "127.0.0.1,localhost")
 
 if os.environ.get("OTEL_AI_DIFFERENTIAL"):
+    import copy
+
     from otel_ai.decode import decoder as _decoder
     from otel_ai.decode.contract import MalformedRequest
     from otel_ai.subjects import SubjectTable
@@ -30,6 +33,7 @@ if os.environ.get("OTEL_AI_DIFFERENTIAL"):
         if not reference:
             self._twin = _decoder.Decoder(SubjectTable(subjects.max_routes_per_service, subjects.max_subjects),
                                           reference=True)
+            self._twin.capture_marks_of = ()
 
     def _checked(method, json: bool):
         def decode(self, body, bounds):
@@ -38,6 +42,8 @@ if os.environ.get("OTEL_AI_DIFFERENTIAL"):
                 return method(self, body, bounds)
             # Tests may change caps and thresholds on the decoder they hold: mirror them.
             twin.slow_threshold_ms = self.slow_threshold_ms.copy()
+            if twin.capture_marks_of is not self.capture_marks:  # stateful counters (Retries): a copy of its own
+                twin.capture_marks, twin.capture_marks_of = copy.deepcopy(self.capture_marks), self.capture_marks
             twin.resources.max_resources = self.resources.max_resources
             twin.subjects.max_routes_per_service = self.subjects.max_routes_per_service
             twin.subjects.max_subjects = self.subjects.max_subjects

@@ -111,6 +111,14 @@ def _document(attrs: str, span: str = _SPAN) -> bytes:
 
 
 @needs_native
+def test_check_and_startup_name_the_native_json_path() -> None:
+    from otel_ai.decode import describe
+
+    assert describe().endswith("OTLP/JSON: native (C transcoder, then the native reader)")
+    assert twin_decoders()[0].json.name == "native"
+
+
+@needs_native
 @pytest.mark.parametrize("case", sorted(_TAKEN))
 def test_the_transcoder_takes_canonical_edges_and_writes_json_formats_message(case: str) -> None:
     decoders = json_twins("native")

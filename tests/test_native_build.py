@@ -37,9 +37,11 @@ def test_without_the_extension_the_reference_decoder_serves() -> None:
         "decoder = Decoder(SubjectTable())\n"
         "body = next(iter(scenario('bad_pod', warmup_s=5, rate_scale=0.1).serialized_batches(2)))\n"
         "print(describe()); print(decoder.protobuf.name, len(decoder.decode(body, None)) > 0)\n"
+        "print(decoder.json.name)\n"
     )
     done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0].startswith("python reference (the C extension is not built")
     assert lines[1] == "python True"
+    assert lines[0].endswith("OTLP/JSON: the direct Python reader") and lines[2] == "json"

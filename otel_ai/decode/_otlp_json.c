@@ -649,7 +649,7 @@ static const schema_t LINK = {6, {
     MEMBER("droppedAttributesCount", M_UINT32, 5, NULL),
     MEMBER("flags", M_FIXED32, 6, NULL),
 }};
-static const schema_t SPAN = {16, { /* in the order senders write them: the search is linear */
+static const schema_t SPAN = {16, { /* in the order senders write them (see msg_record) */
     MEMBER("traceId", M_HEX_ID, 1, NULL),
     MEMBER("spanId", M_HEX_ID, 2, NULL),
     MEMBER("parentSpanId", M_HEX_ID, 4, NULL),
