@@ -486,7 +486,7 @@ _EDGE_TEXT = ["", "é", "\U0001f600", "a\"b\\c/", "\n\t\b\f\r", "\x00", "\x1f", 
               "\ufeff", "GET /x", "http.route"]
 
 
-def _canonical_tweak(node, rnd: random.Random, key: str = ""):
+def _canonical_tweak(node, rnd: random.Random, key: str = "", rarity: int = 20):
     """Edits that mostly keep the canonical shape (the native transcoder's side of the
     line) but probe its edges: integers as numbers or digit strings at their bounds,
     doubles as integers or floats, ids in upper case or odd lengths, strings that need
@@ -494,14 +494,14 @@ def _canonical_tweak(node, rnd: random.Random, key: str = ""):
     if isinstance(node, dict):
         if "bytesValue" in node:  # base64: always json_format's to decode
             node = {"stringValue": node["bytesValue"]}
-        out = {k: _canonical_tweak(v, rnd, k) for k, v in node.items()}
-        if out and rnd.randrange(300) == 0:
+        out = {k: _canonical_tweak(v, rnd, k, rarity) for k, v in node.items()}
+        if out and rnd.randrange(15 * rarity) == 0:
             k = rnd.choice(list(out))
             return _Duplicated(list(out.items()) + [(k, out[k])])
         return out
     if isinstance(node, list):
-        return [_canonical_tweak(item, rnd, key) for item in node]
-    if rnd.randrange(20):
+        return [_canonical_tweak(item, rnd, key, rarity) for item in node]
+    if rnd.randrange(rarity):  # one value in `rarity` is edited
         return node
     if key in ("traceId", "spanId", "parentSpanId"):
         return rnd.choice([node.upper(), "", node[:-1], node + "0a", "0" * rnd.randrange(40)])
@@ -542,7 +542,8 @@ def json_documents(draw: st.DrawFn) -> bytes:
         return text.encode()
     rnd = random.Random(draw(st.integers(0, 2**32 - 1)))
     if how == 1:
-        return json.dumps(_canonical_tweak(json.loads(text), rnd), ensure_ascii=rnd.random() < 0.5,
+        return json.dumps(_canonical_tweak(json.loads(text), rnd, rarity=rnd.choice([8, 30, 120])),
+                          ensure_ascii=rnd.random() < 0.5,
                           indent=rnd.choice([None, None, 1, "\t"])).encode("utf-8", "surrogatepass")
     return json.dumps(_tweak(json.loads(text), rnd)).encode()
 
