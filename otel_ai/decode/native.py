@@ -16,6 +16,7 @@ from otel_ai.decode.captures import NOT_SUSPECT_KEYS
 from otel_ai.decode.columns import ReadResult, finish, reject_message
 from otel_ai.decode.contract import InternalSpans, SpanBatch, TimeBounds
 from otel_ai.decode.naming import SubjectNaming
+from otel_ai.decode.otlp_json import JsonReader
 from otel_ai.decode.reference import ReferenceReader
 from otel_ai.proto.otel_ai.v1.otlp_view_pb2 import Resource
 
@@ -91,7 +92,7 @@ class NativeJsonReader:
 
     name = "native"
 
-    def __init__(self, protobuf: NativeReader, python):
+    def __init__(self, protobuf: NativeReader, python: JsonReader):
         self.protobuf = protobuf
         self.python = python
         self.fallbacks = 0  # documents handed to the Python JSON reader
