@@ -4,7 +4,7 @@
 # (decode_fuzz.py --json) against the same build of the JSON transcoder and that reader.
 #
 #   scripts/decode_asan.sh [REQUESTS [DOCUMENTS]]   (defaults 20000 and REQUESTS/2; CI runs
-#                                                    1500 and 500, ~45 s; run 100000 before
+#                                                    1500 and 750, ~25 s; run 100000 before
 #                                                    changing _otlp.c or _otlp_json.c)
 #
 # The sanitized module is compiled into a copy of the package that shadows the installed
