@@ -66,6 +66,11 @@ TOP_SATURATION = 10  # instances in the telemetry report, most urgent first
 # as one: the windows' and suspects' per-batch numpy then runs once per wake-up, not per
 # request, so a busy pipeline gets cheaper per span instead of falling behind.
 MERGE_SPANS = 16_384
+# With fewer spans queued the worker waits this long for more before it starts (like the
+# Collector's batch processor): a worker that keeps up would otherwise take each request
+# alone and pay the per-batch numpy for every 512 spans. Senders never wait for it: a
+# request is answered once it is queued.
+MERGE_WAIT_S = 0.05
 
 
 class Pipeline:
@@ -112,6 +117,8 @@ class Pipeline:
         self._worker: threading.Thread | None = None
         self._processing = False  # the worker is on a batch it took off the queue
         self._worker_waiting = False  # receivers notify only then: a busy worker needs no wake-up
+        self._worker_gathering = False  # waiting for a merge's worth: notify once there is one
+        self._idle_waiters = 0  # wait_idle() callers: the worker stops gathering for them
         self._stopping = False
         self.batches_processed = 0  # decoded requests the worker (or feed) is done with
         self.ticks = 0
@@ -144,7 +151,8 @@ class Pipeline:
             self._queue.append(item)
             self._queued_spans += len(item)
             self.metrics.queue_depth.set(len(self._queue))
-            if self._worker_waiting:  # a busy worker takes the queue when done: no wake-up to pay for
+            # A busy worker takes the queue when done: no wake-up to pay for.
+            if self._worker_waiting or (self._worker_gathering and self._queued_spans >= MERGE_SPANS):
                 self._cv.notify_all()  # all: a wait_idle() caller waits on the same condition
         return True
 
@@ -201,7 +209,7 @@ class Pipeline:
                 log.error("incident event inbox full (%d); dropped %r", MAX_EVENTS, event)
                 return
             self._events.append(event)
-            self._cv.notify()
+            self._cv.notify_all()  # all: the worker may not be the first waiter (wait_idle callers)
 
     def apply_events(self) -> int:
         applied = 0
@@ -429,11 +437,7 @@ class Pipeline:
         while True:
             self.apply_events()
             with self._cv:
-                self._worker_waiting = True
-                while not self._queue and not self._stopping and not self._events:
-                    if not self._cv.wait(timeout=1.0):
-                        break
-                self._worker_waiting = False
+                self._wait_for_work()
                 if self._stopping and not self._queue:
                     return
                 taken = self._take_queued()
@@ -451,6 +455,26 @@ class Pipeline:
                     self.batches_processed += len(taken)  # requests, merged or not
                     self._processing = False
                     self._cv.notify_all()
+
+    def _wait_for_work(self) -> None:
+        """Until something is queued (or a second passes: the wall clock moves the
+        watermark); then, for span batches, until a merge's worth is queued or MERGE_WAIT_S
+        passed, unless events, a stop or a wait_idle() caller want the worker now. Not
+        before the windows open: the first batch's times say where they start, so it goes
+        as it came. Called holding the lock."""
+        self._worker_waiting = True
+        while not self._queue and not self._stopping and not self._events:
+            if not self._cv.wait(timeout=1.0):
+                break
+        self._worker_waiting = False
+        if not self._queue or not isinstance(self._queue[0], SpanBatch) or self.windows.first_open_slot is None:
+            return
+        self._worker_gathering = True
+        deadline = time.monotonic() + MERGE_WAIT_S
+        while (self._queued_spans < MERGE_SPANS and not self._stopping and not self._events
+               and not self._idle_waiters and (left := deadline - time.monotonic()) > 0):
+            self._cv.wait(left)
+        self._worker_gathering = False
 
     def _take_queued(self) -> list[SpanBatch] | list[MetricWork]:
         """Every queued span batch in a row, up to MERGE_SPANS spans (the worker merges them
@@ -513,7 +537,12 @@ class Pipeline:
     def wait_idle(self, timeout_s: float = 30.0) -> bool:
         """Until everything queued so far went through the worker; True if it did in time."""
         with self._cv:  # the worker notifies after each item
-            return self._cv.wait_for(lambda: not self._queue and not self._processing, timeout_s)
+            self._idle_waiters += 1
+            self._cv.notify_all()  # a worker gathering a merge starts now
+            try:
+                return self._cv.wait_for(lambda: not self._queue and not self._processing, timeout_s)
+            finally:
+                self._idle_waiters -= 1
 
     def flush(self, timeout_s: float = 30.0) -> bool:
         """End of input: close every slot seen so far, then let every stage catch up (replay)."""
