@@ -71,6 +71,9 @@ MERGE_SPANS = 16_384
 # alone and pay the per-batch numpy for every 512 spans. Senders never wait for it: a
 # request is answered once it is queued.
 MERGE_WAIT_S = 0.05
+# The worker picks the suspect captures of this many spans' requests per pass: enough to
+# share the per-pass numpy, few enough that a receiver waiting to decode waits little.
+PICK_SPANS = 4096
 
 
 class Pipeline:
@@ -130,7 +133,7 @@ class Pipeline:
             try:
                 if encoding == JSON:
                     return self.decoder.decode_json(body, bounds)
-                return self.decoder.decode(body, bounds)
+                return self.decoder.decode(body, bounds, defer_captures=True)  # the worker picks them
             except MalformedRequest as exc:
                 raise InvalidRequest(str(exc)) from None
 
@@ -234,6 +237,8 @@ class Pipeline:
         if isinstance(batch, MetricWork):
             self._process_metrics(batch)
             return
+        if batch.capture_source is not None:
+            self._pick_captures([batch])
         added = self.windows.add(batch, counted_by_metrics=self.metrics_stage.coverage.covered_rows(batch))
         if added.late:
             self.metrics.spans_dropped.labels(reason="late").inc(added.late)
@@ -245,6 +250,18 @@ class Pipeline:
         self.clock.observe(batch.max_end_ns, batch.median_end_ns, self.wall_clock_ns())
         self.captures.add(batch.captures)
         self.advance()
+
+    def _pick_captures(self, batches: list[SpanBatch]) -> None:
+        """Suspect captures of requests decoded without them, a few thousand spans per
+        pass. Under the decode lock (picking reads attributes through the decoder's shared
+        interning), taken per pass so that receivers wait for one pass at most."""
+        start = spans = 0
+        for end, batch in enumerate(batches, 1):
+            spans += len(batch)
+            if spans >= PICK_SPANS or end == len(batches):
+                with self._decode_lock:
+                    self.decoder.pick_captures(batches[start:end])
+                start, spans = end, 0
 
     def _process_metrics(self, work: MetricWork) -> None:
         """RED deltas into the windows (spread over their slots), utilization into the
@@ -443,6 +460,8 @@ class Pipeline:
                 taken = self._take_queued()
                 self._processing = bool(taken)
             try:
+                if taken and isinstance(taken[0], SpanBatch):
+                    self._pick_captures(taken)
                 batch = merge_batches(taken) if taken else None
                 if batch is None:
                     self.advance()  # quiet: the wall clock moves the watermark
