@@ -3,11 +3,14 @@ the windows and the suspects must end up exactly as if each request had been pro
 on its own, and every request must be counted as processed."""
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pytest
 
 from otel_ai.config import load_settings
 from otel_ai.decode import Decoder
+from otel_ai.decode.captures import MAX_CAPTURES_PER_SUBJECT
 from otel_ai.decode.columns import merge_batches
 from otel_ai import pipeline as pipeline_module
 from otel_ai.pipeline import Pipeline
@@ -58,6 +61,23 @@ def test_merge_keeps_the_internal_spans_the_graph_join_reparents_under():
     assert merged.internal.span_id.tolist() == [11, 31, 32]
     assert merged.internal.parent_span_id.tolist() == [0, 0, 31]
     assert merge_batches([batch(None), batch(None)]).internal is None
+
+
+def test_captures_picked_for_many_requests_at_once_are_those_each_gets_alone(tmp_path, bodies):
+    at_once, one_by_one = _pipeline(tmp_path, "at_once").decoder, _pipeline(tmp_path, "one_by_one").decoder
+    assert at_once.capture_marks  # the retries counter: stateful, fed request by request either way
+    for decoder in (at_once, one_by_one):
+        decoder.slow_threshold_ms = np.full(12, 1.0)  # most requests are slow; subjects past 12 have no threshold
+    alone = [one_by_one.decode(body, None) for body in bodies]
+    deferred = [at_once.decode(body, None, defer_captures=True) for body in bodies]
+    assert all(b.capture_source is not None and not b.captures for b in deferred)
+    at_once.pick_captures(deferred)
+    assert all(b.capture_source is None for b in deferred)
+    assert [b.captures for b in deferred] == [b.captures for b in alone]
+    # a cap over all the requests at once would have kept fewer
+    per_subject = Counter(c.subject_id for b in alone for c in b.captures)
+    assert max(per_subject.values()) > MAX_CAPTURES_PER_SUBJECT
+    assert any(c.slow for b in alone for c in b.captures)
 
 
 def _pipeline(tmp_path, name: str) -> Pipeline:
