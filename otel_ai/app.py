@@ -1,6 +1,7 @@
 """Wiring of one running otel-ai: store, pipeline, analysis, notification policy and notifiers, sinks, receivers, admin."""
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
@@ -200,6 +201,7 @@ class App:
         return Response.json(200, (updated or incident).snapshot())
 
     def start(self) -> Ports:
+        _collect_garbage_less_often()
         self.pipeline.start()
         watched = self.pipeline.incidents.watched()
         resumed = self.analysis.resume(watched)
@@ -229,6 +231,18 @@ class App:
         if self.otel_metrics is not None:
             self.otel_metrics.shutdown()
         self.store.close()
+
+
+# Ingestion allocates many short-lived containers (capture tuples, per-batch lists) and
+# almost no reference cycles: CPython's default young-generation pass every 700
+# allocations then costs ~0.3 µs per span (a sixth of ingestion) for nothing found. A pass
+# every 50,000 allocations still collects the rare cycle within moments.
+GC_YOUNG_THRESHOLD = 50_000
+
+
+def _collect_garbage_less_often() -> None:
+    young, middle, old = gc.get_threshold()
+    gc.set_threshold(max(young, GC_YOUNG_THRESHOLD), middle, old)
 
 
 def build_analyzer(settings: Settings, store: IncidentStore, metrics: SelfMetrics | None = None,
