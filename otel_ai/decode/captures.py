@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 
 from otel_ai.analysis.redact import PSEUDONYMIZED_KEYS, pseudonym
-from otel_ai.decode.columns import ReadResult, merge_batches
+from otel_ai.decode.columns import ReadResult
 from otel_ai.decode.contract import SPAN_KIND_CLIENT, Capture
 
 SAMPLE_ONE_IN = 32  # good requests sampled for suspects, by trace id, so whole traces agree
@@ -198,8 +198,11 @@ def add_captures(reads: list[ReadResult], slow_threshold_ms: np.ndarray, subject
     if not reads:
         return
     batches = [read.batch for read in reads]
-    batch = merge_batches(batches)  # the one batch itself when there is one
-    sid, duration_ms, error = batch.subject_id, batch.duration_ms, batch.error
+
+    def joined(column: str) -> np.ndarray:
+        return _joined([getattr(b, column) for b in batches])
+
+    sid, duration_ms, error = joined("subject_id"), joined("duration_ms"), joined("error")
     sizes = [len(b) for b in batches]
     request = np.repeat(np.arange(len(reads), dtype=np.int64), sizes)
     # (request, subject) as one key: the caps below are per subject and request
@@ -210,12 +213,13 @@ def add_captures(reads: list[ReadResult], slow_threshold_ms: np.ndarray, subject
     sampled = _joined([read.sample_byte for read in reads]) < (256 // SAMPLE_ONE_IN)
     slow = (duration_ms > slow_thr) & ~error
     interesting = error | slow | sampled
-    marks = [(counter, rows) for counter in capture_marks if (rows := counter.rows(batch)).any()]
+    marks = [(counter, rows) for counter in capture_marks
+             if (rows := _joined([counter.rows(b) for b in batches])).any()]
     alone = [rows for counter, rows in marks if counter.capture_alone]
     only_marked = np.logical_or.reduce(alone) & ~interesting if alone else None
     if not interesting.any() and (only_marked is None or not only_marked.any()):
         return
-    is_client = batch.kind == SPAN_KIND_CLIENT
+    is_client = joined("kind") == SPAN_KIND_CLIENT
     chosen = first_per_group(interesting, group, MAX_CAPTURES_PER_SUBJECT)
     marked_idx = np.flatnonzero(only_marked) if only_marked is not None else np.zeros(0, dtype=np.int64)
     if marked_idx.shape[0]:
@@ -236,9 +240,9 @@ def add_captures(reads: list[ReadResult], slow_threshold_ms: np.ndarray, subject
     blocks = [info for read in reads for info in read.blocks]
     block = _joined([read.block for read in reads]) + np.repeat(offsets[:-1], sizes)
     # Python lists of the few wanted rows: no numpy scalar per field per capture.
-    columns = zip(request[wanted].tolist(), client[wanted].tolist(), sid[wanted].tolist(), batch.end_ns[wanted].tolist(),
+    columns = zip(request[wanted].tolist(), client[wanted].tolist(), sid[wanted].tolist(), joined("end_ns")[wanted].tolist(),
                   duration_ms[wanted].tolist(), error[wanted].tolist(), slow[wanted].tolist(), sampled[wanted].tolist(),
-                  chosen[wanted].tolist(), block[wanted].tolist(), batch.weight[wanted].tolist(), found,
+                  chosen[wanted].tolist(), block[wanted].tolist(), joined("weight")[wanted].tolist(), found,
                   _marks_of(marks, wanted),
                   interesting[wanted].tolist() if only_marked is not None else [True] * wanted.shape[0])
     for (req, is_call, subject, end, dur, err, is_slow, is_sampled, is_chosen, block_of, weight, details, marked,
