@@ -7,6 +7,7 @@ from typing import Any, TextIO
 
 from otel_ai.analysis.render import percent
 from otel_ai.model import DEPENDENCY, SYSTEM, Incident
+from otel_ai.problems import root_title
 from otel_ai.timefmt import rfc3339
 
 _RESET = "\x1b[0m"
@@ -80,6 +81,14 @@ def _analysis(incident: Incident) -> str:
     return f"{source}{cost}: {top}{rollback}"
 
 
+def _problem(incident: Incident) -> str:
+    """' problem prb_… (root: network into timetable-service)': which incidents are one fault."""
+    if not incident.problem_id:
+        return ""
+    root = f" (root: {root_title(incident.root_cause)})" if incident.root_cause else ""
+    return f" problem {incident.problem_id}{root}"
+
+
 def format_incident_line(incident: Incident, colour: bool = False) -> str:
     subject = incident.subject
     where = subject.label() if subject.kind in (DEPENDENCY, SYSTEM) else f"{subject.service} {subject.label()}"
@@ -94,7 +103,8 @@ def format_incident_line(incident: Incident, colour: bool = False) -> str:
         detail = _analysis(incident)
     else:
         detail = f"{_measurement(incident)} conf {incident.confidence:.2f}{_suspect(incident)}"
-    return f"{rfc3339(incident.updated_at_ns)} {change_text} {severity} {incident.type} {where}: {detail} [{incident.id}]"
+    return (f"{rfc3339(incident.updated_at_ns)} {change_text} {severity} {incident.type} {where}: {detail} "
+            f"[{incident.id}{_problem(incident)}]")
 
 
 class ConsoleExporter:

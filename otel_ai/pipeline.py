@@ -60,6 +60,10 @@ from otel_ai.windows import WindowStore, WindowView
 log = logging.getLogger(__name__)
 
 MAX_EVENTS = 10_000
+# The service graph stops learning while an incident is open, for at most this long: a route
+# that stays broken for hours must not leave every other component compared with a picture
+# of normal from before the day's swing.
+GRAPH_FREEZE_MAX_S = 3600.0
 JUDGE_SAMPLING_SLOTS = 6  # the tail-sampling verdict is recomputed this often (slots)
 TOP_SATURATION = 10  # instances in the telemetry report, most urgent first
 # The worker takes every queued batch at once, up to this many spans, and processes them
@@ -365,10 +369,14 @@ class Pipeline:
 
     def _close_graph_slot(self, closed_slot: int) -> None:
         """Join the spans that ended by the slot's end and add what they measured to the
-        graph's stats, before the detectors run, so a localisation sees this slot. While any
-        incident is open no component's baseline learns: the root sits below the incident's
-        subject, and which components are the fault's is what localisation has to find."""
-        self.graph.stats.frozen = any(i.subject.kind != SYSTEM for i in self.incidents.watched())
+        graph's stats, before the detectors run, so a localisation sees this slot. While an
+        incident younger than GRAPH_FREEZE_MAX_S is open no component's baseline learns: the
+        root sits below the incident's subject, and which components are the fault's is what
+        localisation has to find."""
+        slot_end_ns = (closed_slot + 1) * self.slot_ns
+        young = slot_end_ns - int(GRAPH_FREEZE_MAX_S * NS_PER_S)
+        self.graph.stats.frozen = any(i.subject.kind != SYSTEM and i.opened_at_ns > young
+                                      for i in self.incidents.watched())
         self.graph.close_slot(closed_slot)
 
     def _check_health(self, view: WindowView) -> None:

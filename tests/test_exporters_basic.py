@@ -118,6 +118,15 @@ def test_console_partial_data_and_latency_units():
     assert ": latency_p95 812ms conf 0.91; suspect k8s.pod.name=pod-7 [inc_abc123]" in line
 
 
+def test_console_names_the_problem_and_its_root_so_a_cascade_reads_as_one_fault():
+    incident = IncidentFactory.create("LATENCY_ANOMALY", id="inc_abc123", last_change="opened")
+    incident.problem_id = "prb_1"
+    incident.root_cause = {"kind": "network", "service": "timetable-service", "evidence": []}
+    assert format_incident_line(incident).endswith("[inc_abc123 problem prb_1 (root: network into timetable-service)]")
+    incident.root_cause = None  # a problem is a problem even before its root is known
+    assert format_incident_line(incident).endswith("[inc_abc123 problem prb_1]")
+
+
 def test_console_colours_only_on_a_tty():
     tty = _TtyStream()
     ConsoleExporter(tty).export(IncidentFactory.create(severity="critical"))

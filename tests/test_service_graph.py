@@ -312,3 +312,31 @@ def json_key(name) -> str:
     import json
 
     return json.dumps(name)
+
+
+def test_the_graph_stops_learning_for_a_young_incident_and_resumes_after_an_hour(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from otel_ai.config import load_settings
+    from otel_ai.model import ROUTE as ROUTE_KIND, SYSTEM, Subject
+    from otel_ai.pipeline import GRAPH_FREEZE_MAX_S, Pipeline
+    from otel_ai.store import IncidentStore
+
+    pipeline = Pipeline(load_settings(env={}), IncidentStore(tmp_path / "store.db"), [], use_wall_clock=False)
+    slot = 200_000_000
+    slot_end_ns = (slot + 1) * pipeline.slot_ns
+    open_incidents = []
+    monkeypatch.setattr(pipeline.incidents, "watched", lambda: open_incidents)
+
+    def frozen_after(opened_ago_s: float, kind: str = ROUTE_KIND) -> bool:
+        open_incidents[:] = [SimpleNamespace(subject=Subject(kind, "svc", "GET", "/x"),
+                                             opened_at_ns=slot_end_ns - int(opened_ago_s * 1e9))]
+        pipeline._close_graph_slot(slot)
+        return pipeline.graph.stats.frozen
+
+    assert frozen_after(60.0)
+    assert not frozen_after(GRAPH_FREEZE_MAX_S + 10.0)  # a route broken for hours: the rest learns again
+    assert not frozen_after(60.0, SYSTEM)  # the AI budget's own alert is no fault in the graph
+    open_incidents.clear()
+    pipeline._close_graph_slot(slot)
+    assert not pipeline.graph.stats.frozen
