@@ -159,7 +159,7 @@ class Pipeline:
             self._queued_spans += len(item)
             self.metrics.queue_depth.set(len(self._queue))
             # A busy worker takes the queue when done: no wake-up to pay for.
-            if self._worker_waiting or (self._worker_gathering and self._queued_spans >= MERGE_SPANS):
+            if self._worker_waiting or (self._worker_gathering and self._merge_ready()):
                 self._cv.notify_all()  # all: a wait_idle() caller waits on the same condition
         return True
 
@@ -498,10 +498,17 @@ class Pipeline:
             return
         self._worker_gathering = True
         deadline = time.monotonic() + MERGE_WAIT_S
-        while (self._queued_spans < MERGE_SPANS and not self._stopping and not self._events
+        while (not self._merge_ready() and not self._stopping and not self._events
                and not self._idle_waiters and (left := deadline - time.monotonic()) > 0):
             self._cv.wait(left)
         self._worker_gathering = False
+
+    def _merge_ready(self) -> bool:
+        """A merge's worth is queued, or the queue is half full (many small requests, or a
+        small queue): gathering longer would turn senders away."""
+        receiver = self.settings.receiver
+        return (self._queued_spans >= min(MERGE_SPANS, receiver.queue_spans // 2)
+                or len(self._queue) >= receiver.queue_batches // 2)
 
     def _take_queued(self) -> list[SpanBatch] | list[MetricWork]:
         """Every queued span batch in a row, up to MERGE_SPANS spans (the worker merges them

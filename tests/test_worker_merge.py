@@ -111,3 +111,44 @@ def test_queued_requests_merged_by_the_worker_count_as_if_processed_one_by_one(t
     assert np.array_equal(one_by_one.windows.hist, merged.windows.hist)
     assert one_by_one.windows.values["requests"].sum() > 0
     assert _captured(merged) == _captured(one_by_one)
+
+
+def _counting_merges(pipeline: Pipeline, monkeypatch) -> list[int]:
+    """The rows of each batch the pipeline processes, as they come."""
+    sizes: list[int] = []
+    process = pipeline.process
+    monkeypatch.setattr(pipeline, "process", lambda batch: (sizes.append(len(batch)), process(batch))[1])
+    return sizes
+
+
+def test_the_worker_gathers_requests_into_one_merge_until_a_merge_is_worth_it(tmp_path, bodies, monkeypatch):
+    monkeypatch.setattr(pipeline_module, "MERGE_WAIT_S", 60.0)  # only a merge's worth ends the wait
+    first, second, third = (len(Decoder(SubjectTable()).decode(body, None)) for body in bodies[:3])
+    monkeypatch.setattr(pipeline_module, "MERGE_SPANS", second + third)
+    pipeline = _pipeline(tmp_path, "gathering")
+    merges = _counting_merges(pipeline, monkeypatch)
+    pipeline.start(now_ns=0)
+    try:
+        pipeline.consume(bodies[0], "test")  # the first goes alone: it places the windows
+        wait_for("the first request processed", lambda: pipeline.batches_processed == 1, 10)
+        pipeline.consume(bodies[1], "test")
+        pipeline.consume(bodies[2], "test")
+        wait_for("both gathered into one merge", lambda: pipeline.batches_processed == 3, 10)
+    finally:
+        pipeline.stop()
+    assert merges == [first, second + third]
+
+
+def test_wait_idle_does_not_wait_for_the_worker_to_gather_a_merge(tmp_path, bodies, monkeypatch):
+    monkeypatch.setattr(pipeline_module, "MERGE_WAIT_S", 60.0)
+    pipeline = _pipeline(tmp_path, "idle")
+    merges = _counting_merges(pipeline, monkeypatch)
+    pipeline.start(now_ns=0)
+    try:
+        for body in bodies[:3]:
+            pipeline.consume(body, "test")
+        assert pipeline.wait_idle(10)
+        assert pipeline.batches_processed == 3
+    finally:
+        pipeline.stop()
+    assert 1 <= len(merges) <= 3
