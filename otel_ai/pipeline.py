@@ -78,6 +78,9 @@ MERGE_WAIT_S = 0.05
 # The worker picks the suspect captures of this many spans' requests per pass: enough to
 # share the per-pass numpy, few enough that a receiver waiting to decode waits little.
 PICK_SPANS = 4096
+# Requests wait for the worker to pick their captures (keeping their bodies: ~350 bytes a
+# span) only while fewer spans than this are queued: a backlog is picked at decode instead.
+DEFER_SPANS = 2 * MERGE_SPANS
 
 
 class Pipeline:
@@ -137,7 +140,9 @@ class Pipeline:
             try:
                 if encoding == JSON:
                     return self.decoder.decode_json(body, bounds)
-                return self.decoder.decode(body, bounds, defer_captures=True)  # the worker picks them
+                # The worker picks the captures, many requests at once, while it keeps up; a
+                # request waiting longer would hold its body that long, so then they are picked now.
+                return self.decoder.decode(body, bounds, defer_captures=self._queued_spans < DEFER_SPANS)
             except MalformedRequest as exc:
                 raise InvalidRequest(str(exc)) from None
 

@@ -91,6 +91,7 @@ def _captured(pipeline: Pipeline) -> dict:
 
 def test_queued_requests_merged_by_the_worker_count_as_if_processed_one_by_one(tmp_path, bodies, monkeypatch):
     monkeypatch.setattr(pipeline_module, "MERGE_SPANS", 300)  # several merges of a few requests each
+    monkeypatch.setattr(pipeline_module, "DEFER_SPANS", 600)  # past a backlog, captures are picked at decode
     one_by_one = _pipeline(tmp_path, "one")
     for body in bodies:
         one_by_one.process(one_by_one.decode(body))
@@ -99,6 +100,7 @@ def test_queued_requests_merged_by_the_worker_count_as_if_processed_one_by_one(t
     for body in bodies:  # the worker is not running yet: every request waits in the queue
         merged.consume(body, "test")
     assert sum(len(b) for b in merged._queue) > 3 * 300 and len(merged._queue) > 8
+    assert {b.capture_source is None for b in merged._queue} == {True, False}  # both ways
     merged.start(now_ns=0)
     try:
         wait_for("every request processed", lambda: merged.batches_processed == len(bodies), 30)
