@@ -1,7 +1,6 @@
 """Wiring of one running otel-ai: store, pipeline, analysis, notification policy and notifiers, sinks, receivers, admin."""
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import sys
@@ -37,6 +36,7 @@ from otel_ai.page.routes import IncidentPage
 from otel_ai.pipeline import Pipeline
 from otel_ai.receiver.grpc_server import OtlpGrpcReceiver
 from otel_ai.receiver.http_server import OtlpHttpReceiver
+from otel_ai.runtime import tune_for_ingestion
 from otel_ai.selfmetrics import SelfMetrics
 from otel_ai.stages import Consumer
 from otel_ai.store import IncidentStore
@@ -201,7 +201,7 @@ class App:
         return Response.json(200, (updated or incident).snapshot())
 
     def start(self) -> Ports:
-        _collect_garbage_less_often()
+        tune_for_ingestion()
         self.pipeline.start()
         watched = self.pipeline.incidents.watched()
         resumed = self.analysis.resume(watched)
@@ -231,18 +231,6 @@ class App:
         if self.otel_metrics is not None:
             self.otel_metrics.shutdown()
         self.store.close()
-
-
-# Ingestion allocates many short-lived containers (capture tuples, per-batch lists) and
-# almost no reference cycles: CPython's default young-generation pass every 700
-# allocations then costs ~0.3 µs per span (a sixth of ingestion) for nothing found. A pass
-# every 50,000 allocations still collects the rare cycle within moments.
-GC_YOUNG_THRESHOLD = 50_000
-
-
-def _collect_garbage_less_often() -> None:
-    young, middle, old = gc.get_threshold()
-    gc.set_threshold(max(young, GC_YOUNG_THRESHOLD), middle, old)
 
 
 def build_analyzer(settings: Settings, store: IncidentStore, metrics: SelfMetrics | None = None,
