@@ -91,6 +91,20 @@ class _Rows:
     def concat(parts: list["_Rows"]) -> "_Rows":
         return _Rows(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(_Rows)))
 
+    @staticmethod
+    def compress(parts: list["_Rows"], keep: np.ndarray) -> "_Rows":
+        """The rows of parts, one after the other, where keep (over all of them) is True."""
+        bounds = np.cumsum([0] + [len(part) for part in parts])
+        masks = [keep[bounds[k]:bounds[k + 1]] for k in range(len(parts))]
+        at = np.cumsum([0] + [int(mask.sum()) for mask in masks])
+        columns = []
+        for f in fields(_Rows):
+            out = np.empty(int(at[-1]), dtype=getattr(parts[0], f.name).dtype)
+            for k, part in enumerate(parts):
+                np.compress(masks[k], getattr(part, f.name), out=out[at[k]:at[k + 1]])
+            columns.append(out)
+        return _Rows(*columns)
+
     def nbytes(self) -> int:
         return sum(getattr(self, f.name).nbytes for f in fields(_Rows))
 
@@ -109,6 +123,10 @@ def _rows_of(trace_key, span_id, parent_span_id, kind, subject, service, resourc
         resource=resource, start=start, end=end, error=error, weight=weight, done=np.zeros(n, dtype=bool),
         self_ns=np.zeros(n, dtype=np.int64), origin=np.zeros(n, dtype=bool), callee=np.full(n, -1, dtype=np.int32),
     )
+
+
+def _joined(columns: list[np.ndarray]) -> np.ndarray:
+    return columns[0] if len(columns) == 1 else np.concatenate(columns)
 
 
 _EMPTY_BATCH = SpanBatch(np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0), np.zeros(0, bool), np.zeros(0, bool))
@@ -205,16 +223,21 @@ class TraceJoin:
             self._merge()
 
     def _merge(self) -> None:
+        parts = [self._rows]
         if self._pending:
-            arriving = _rows_of(*(np.concatenate(column) for column in zip(*self._pending)))
-            self._rows = _Rows.concat([self._rows, arriving])
+            parts.append(_rows_of(*(np.concatenate(column) for column in zip(*self._pending))))
             self._pending, self._pending_rows = [], 0
-        excess = len(self._rows) - self.max_spans
+        excess = sum(len(part) for part in parts) - self.max_spans
         if excess > 0:
-            # the oldest spans go: they are the most likely to be complete or orphaned already
-            keep = np.argpartition(self._rows.end, excess)[excess:]
-            self._rows = self._rows.take(np.sort(keep))
+            # The oldest spans go: they are the most likely to be complete or orphaned
+            # already. At the cap this runs on every batch: one pass over the rows, the
+            # kept ones copied once, in their order.
+            keep = np.ones(excess + self.max_spans, dtype=bool)
+            keep[np.argpartition(_joined([part.end for part in parts]), excess)[:excess]] = False
+            self._rows = _Rows.compress(parts, keep)
             self.dropped += excess
+        elif len(parts) > 1:
+            self._rows = _Rows.concat(parts)
 
     def advance(self, cutoff_ns: int) -> Observations:
         """Finalise every span that ended before cutoff_ns; return what they measured."""
