@@ -91,19 +91,10 @@ class _Rows:
     def concat(parts: list["_Rows"]) -> "_Rows":
         return _Rows(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(_Rows)))
 
-    @staticmethod
-    def compress(parts: list["_Rows"], keep: np.ndarray) -> "_Rows":
-        """The rows of parts, one after the other, where keep (over all of them) is True."""
-        bounds = np.cumsum([0] + [len(part) for part in parts])
-        masks = [keep[bounds[k]:bounds[k + 1]] for k in range(len(parts))]
-        at = np.cumsum([0] + [int(mask.sum()) for mask in masks])
-        columns = []
+    def put(self, places: np.ndarray, other: "_Rows", rows: np.ndarray) -> None:
+        """Overwrite the rows at places with other's rows (same count), in place."""
         for f in fields(_Rows):
-            out = np.empty(int(at[-1]), dtype=getattr(parts[0], f.name).dtype)
-            for k, part in enumerate(parts):
-                np.compress(masks[k], getattr(part, f.name), out=out[at[k]:at[k + 1]])
-            columns.append(out)
-        return _Rows(*columns)
+            getattr(self, f.name)[places] = getattr(other, f.name)[rows]
 
     def nbytes(self) -> int:
         return sum(getattr(self, f.name).nbytes for f in fields(_Rows))
@@ -123,10 +114,6 @@ def _rows_of(trace_key, span_id, parent_span_id, kind, subject, service, resourc
         resource=resource, start=start, end=end, error=error, weight=weight, done=np.zeros(n, dtype=bool),
         self_ns=np.zeros(n, dtype=np.int64), origin=np.zeros(n, dtype=bool), callee=np.full(n, -1, dtype=np.int32),
     )
-
-
-def _joined(columns: list[np.ndarray]) -> np.ndarray:
-    return columns[0] if len(columns) == 1 else np.concatenate(columns)
 
 
 _EMPTY_BATCH = SpanBatch(np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0), np.zeros(0, bool), np.zeros(0, bool))
@@ -223,21 +210,27 @@ class TraceJoin:
             self._merge()
 
     def _merge(self) -> None:
-        parts = [self._rows]
-        if self._pending:
-            parts.append(_rows_of(*(np.concatenate(column) for column in zip(*self._pending))))
-            self._pending, self._pending_rows = [], 0
-        excess = sum(len(part) for part in parts) - self.max_spans
-        if excess > 0:
-            # The oldest spans go: they are the most likely to be complete or orphaned
-            # already. At the cap this runs on every batch: one pass over the rows, the
-            # kept ones copied once, in their order.
-            keep = np.ones(excess + self.max_spans, dtype=bool)
-            keep[np.argpartition(_joined([part.end for part in parts]), excess)[:excess]] = False
-            self._rows = _Rows.compress(parts, keep)
-            self.dropped += excess
-        elif len(parts) > 1:
-            self._rows = _Rows.concat(parts)
+        if not self._pending:
+            return
+        arriving = _rows_of(*(np.concatenate(column) for column in zip(*self._pending)))
+        self._pending, self._pending_rows = [], 0
+        held = len(self._rows)
+        excess = held + len(arriving) - self.max_spans
+        if excess <= 0:
+            self._rows = _Rows.concat([self._rows, arriving])
+            return
+        # The oldest spans go: they are the most likely to be complete or orphaned already.
+        # At the cap this runs on every batch, so the arriving spans that stay take the
+        # places of the held ones that go, in place: no copy of the rows that stay.
+        oldest = np.argpartition(np.concatenate((self._rows.end, arriving.end)), excess)[:excess]
+        places = np.sort(oldest[oldest < held])
+        stays = np.ones(len(arriving), dtype=bool)
+        stays[oldest[oldest >= held] - held] = False
+        stays = np.flatnonzero(stays)  # at least len(places): the join held at most max_spans
+        self._rows.put(places, arriving, stays[:places.shape[0]])
+        if stays.shape[0] > places.shape[0]:  # below the cap before: the rest are added
+            self._rows = _Rows.concat([self._rows, arriving.take(stays[places.shape[0]:])])
+        self.dropped += excess
 
     def advance(self, cutoff_ns: int) -> Observations:
         """Finalise every span that ended before cutoff_ns; return what they measured."""
