@@ -55,7 +55,7 @@ from otel_ai.subjects import KIND_CODES, SubjectTable
 from otel_ai.suspects import Attribution, CaptureStore
 from otel_ai.tail_sampling import TailSamplingMonitor
 from otel_ai.timefmt import NS_PER_S, rfc3339
-from otel_ai.windows import WindowStore, WindowView
+from otel_ai.windows import OPEN_SLOTS, WindowStore, WindowView
 
 log = logging.getLogger(__name__)
 
@@ -511,15 +511,26 @@ class Pipeline:
 
     def _merge_ready(self) -> bool:
         """A merge's worth is queued, or the queue is half full (many small requests, or a
-        small queue): gathering longer would turn senders away."""
+        small queue): gathering longer would turn senders away; or a request that cannot
+        join the merge came."""
         receiver = self.settings.receiver
+        last = self._queue[-1] if self._queue else None
         return (self._queued_spans >= min(MERGE_SPANS, receiver.queue_spans // 2)
-                or len(self._queue) >= receiver.queue_batches // 2)
+                or len(self._queue) >= receiver.queue_batches // 2
+                or (isinstance(last, SpanBatch) and last.max_end_ns >= self._mergeable_until_ns()))
+
+    def _mergeable_until_ns(self) -> int:
+        """Requests with spans ending this late do not join a merge: they would fall ahead of
+        the windows' open slots, which move on only when a batch is processed (requests
+        sent faster than real time: a backlog, a replay through the receiver). 0 before the
+        windows open: the first request places them, alone."""
+        first = self.windows.first_open_slot
+        return 0 if first is None else (first + OPEN_SLOTS) * self.slot_ns
 
     def _take_queued(self) -> list[SpanBatch] | list[MetricWork]:
-        """Every queued span batch in a row, up to MERGE_SPANS spans (the worker merges them
-        outside the lock), or the one metrics request at the queue's head. Called holding
-        the lock."""
+        """Every queued span batch in a row, up to MERGE_SPANS spans and while their spans
+        fit the windows' open slots (the worker merges them outside the lock), or the one
+        metrics request at the queue's head. Called holding the lock."""
         if self._queue and isinstance(self._queue[0], MetricWork):
             work = self._queue.popleft()
             self._queued_spans -= len(work)
@@ -527,8 +538,10 @@ class Pipeline:
             return [work]
         taken: list[SpanBatch] = []
         spans = 0
+        until_ns = self._mergeable_until_ns()
         while (self._queue and isinstance(self._queue[0], SpanBatch)
-               and (not taken or spans + len(self._queue[0]) <= MERGE_SPANS)):
+               and (not taken or (spans + len(self._queue[0]) <= MERGE_SPANS
+                                  and self._queue[0].max_end_ns < until_ns))):
             batch = self._queue.popleft()
             taken.append(batch)
             spans += len(batch)

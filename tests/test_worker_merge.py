@@ -154,3 +154,29 @@ def test_wait_idle_does_not_wait_for_the_worker_to_gather_a_merge(tmp_path, bodi
     finally:
         pipeline.stop()
     assert 1 <= len(merges) <= 3
+
+
+def test_a_request_reaching_past_the_open_slots_waits_for_the_next_merge(tmp_path, bodies):
+    from otel_ai.bench_client import _Batch  # re-times a request: it then ends at the given time
+
+    pipeline = _pipeline(tmp_path, "ahead")
+    pipeline.process(pipeline.decode(bodies[0]))  # places the windows
+    ends_ns = pipeline.clock.max_end_ns
+    # The last ends past the open slots (~150 s on), but within them once the slots
+    # before it closed: merged with the others, its spans would be dropped as too early.
+    for late_s in (1, 100, 200):
+        pipeline.consume(_Batch(bodies[1]).payload(ends_ns + late_s * 1_000_000_000), "test")
+    with pipeline._cv:
+        assert pipeline._merge_ready()  # no point gathering more: the last cannot join
+        taken = pipeline._take_queued()
+    assert len(taken) == 2 and pipeline.queue_depth() == 1
+    pipeline.process(merge_batches(taken))
+    with pipeline._cv:
+        ahead = pipeline._take_queued()
+    pipeline.process(ahead[0])  # alone: the slots before it closed first
+    assert "ahead_of_clock" not in {dict(k).get("reason") for k in _dropped(pipeline)}
+
+
+def _dropped(pipeline: Pipeline) -> dict:
+    return {tuple(sorted(s.labels.items())): s.value for metric in pipeline.metrics.registry.collect()
+            for s in metric.samples if s.name == "otel_ai_spans_dropped_total" and s.value}
