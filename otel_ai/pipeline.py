@@ -55,7 +55,7 @@ from otel_ai.subjects import KIND_CODES, SubjectTable
 from otel_ai.suspects import Attribution, CaptureStore
 from otel_ai.tail_sampling import TailSamplingMonitor
 from otel_ai.timefmt import NS_PER_S, rfc3339
-from otel_ai.windows import WindowStore, WindowView
+from otel_ai.windows import OPEN_SLOTS, WindowStore, WindowView
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,18 @@ TOP_SATURATION = 10  # instances in the telemetry report, most urgent first
 # as one: the windows' and suspects' per-batch numpy then runs once per wake-up, not per
 # request, so a busy pipeline gets cheaper per span instead of falling behind.
 MERGE_SPANS = 16_384
+# With fewer spans queued the worker waits this long for more before it starts (like the
+# Collector's batch processor): a worker that keeps up would otherwise take each request
+# alone and pay the per-batch numpy for every 512 spans. Senders never wait for it: a
+# request is answered once it is queued.
+MERGE_WAIT_S = 0.05
+# The worker picks the suspect captures of this many spans' requests per pass: enough to
+# share the per-pass numpy (two 512-span requests), few enough that a receiver waiting to
+# decode waits little.
+PICK_SPANS = 1024
+# Requests wait for the worker to pick their captures (keeping their bodies: ~350 bytes a
+# span) only while fewer spans than this are queued: a backlog is picked at decode instead.
+DEFER_SPANS = 2 * MERGE_SPANS
 
 
 class Pipeline:
@@ -116,6 +128,8 @@ class Pipeline:
         self._worker: threading.Thread | None = None
         self._processing = False  # the worker is on a batch it took off the queue
         self._worker_waiting = False  # receivers notify only then: a busy worker needs no wake-up
+        self._worker_gathering = False  # waiting for a merge's worth: notify once there is one
+        self._idle_waiters = 0  # wait_idle() callers: the worker stops gathering for them
         self._stopping = False
         self.batches_processed = 0  # decoded requests the worker (or feed) is done with
         self.ticks = 0
@@ -127,7 +141,9 @@ class Pipeline:
             try:
                 if encoding == JSON:
                     return self.decoder.decode_json(body, bounds)
-                return self.decoder.decode(body, bounds)
+                # The worker picks the captures, many requests at once, while it keeps up; a
+                # request waiting longer would hold its body that long, so then they are picked now.
+                return self.decoder.decode(body, bounds, defer_captures=self._queued_spans < DEFER_SPANS)
             except MalformedRequest as exc:
                 raise InvalidRequest(str(exc)) from None
 
@@ -148,7 +164,8 @@ class Pipeline:
             self._queue.append(item)
             self._queued_spans += len(item)
             self.metrics.queue_depth.set(len(self._queue))
-            if self._worker_waiting:  # a busy worker takes the queue when done: no wake-up to pay for
+            # A busy worker takes the queue when done: no wake-up to pay for.
+            if self._worker_waiting or (self._worker_gathering and self._merge_ready()):
                 self._cv.notify_all()  # all: a wait_idle() caller waits on the same condition
         return True
 
@@ -205,7 +222,7 @@ class Pipeline:
                 log.error("incident event inbox full (%d); dropped %r", MAX_EVENTS, event)
                 return
             self._events.append(event)
-            self._cv.notify()
+            self._cv.notify_all()  # all: the worker may not be the first waiter (wait_idle callers)
 
     def apply_events(self) -> int:
         applied = 0
@@ -230,6 +247,8 @@ class Pipeline:
         if isinstance(batch, MetricWork):
             self._process_metrics(batch)
             return
+        if batch.capture_source is not None:
+            self._pick_captures([batch])
         added = self.windows.add(batch, counted_by_metrics=self.metrics_stage.coverage.covered_rows(batch))
         if added.late:
             self.metrics.spans_dropped.labels(reason="late").inc(added.late)
@@ -241,6 +260,18 @@ class Pipeline:
         self.clock.observe(batch.max_end_ns, batch.median_end_ns, self.wall_clock_ns())
         self.captures.add(batch.captures)
         self.advance()
+
+    def _pick_captures(self, batches: list[SpanBatch]) -> None:
+        """Suspect captures of requests decoded without them, about PICK_SPANS spans per
+        pass. Under the decode lock (picking reads attributes through the decoder's shared
+        interning), taken per pass rather than for the whole merge, so receivers get turns."""
+        start = spans = 0
+        for end, batch in enumerate(batches, 1):
+            spans += len(batch)
+            if spans >= PICK_SPANS or end == len(batches):
+                with self._decode_lock:
+                    self.decoder.pick_captures(batches[start:end])
+                start, spans = end, 0
 
     def _process_metrics(self, work: MetricWork) -> None:
         """RED deltas into the windows (spread over their slots), utilization into the
@@ -437,16 +468,14 @@ class Pipeline:
         while True:
             self.apply_events()
             with self._cv:
-                self._worker_waiting = True
-                while not self._queue and not self._stopping and not self._events:
-                    if not self._cv.wait(timeout=1.0):
-                        break
-                self._worker_waiting = False
+                self._wait_for_work()
                 if self._stopping and not self._queue:
                     return
                 taken = self._take_queued()
                 self._processing = bool(taken)
             try:
+                if taken and isinstance(taken[0], SpanBatch):
+                    self._pick_captures(taken)
                 batch = merge_batches(taken) if taken else None
                 if batch is None:
                     self.advance()  # quiet: the wall clock moves the watermark
@@ -460,10 +489,48 @@ class Pipeline:
                     self._processing = False
                     self._cv.notify_all()
 
+    def _wait_for_work(self) -> None:
+        """Until something is queued (or a second passes: the wall clock moves the
+        watermark); then, for span batches, until a merge's worth is queued or MERGE_WAIT_S
+        passed, unless events, a stop or a wait_idle() caller want the worker now. Not
+        before the windows open: the first batch's times say where they start, so it goes
+        as it came. Called holding the lock."""
+        self._worker_waiting = True
+        while not self._queue and not self._stopping and not self._events:
+            if not self._cv.wait(timeout=1.0):
+                break
+        self._worker_waiting = False
+        if not self._queue or not isinstance(self._queue[0], SpanBatch) or self.windows.first_open_slot is None:
+            return
+        self._worker_gathering = True
+        deadline = time.monotonic() + MERGE_WAIT_S
+        while (not self._merge_ready() and not self._stopping and not self._events
+               and not self._idle_waiters and (left := deadline - time.monotonic()) > 0):
+            self._cv.wait(left)
+        self._worker_gathering = False
+
+    def _merge_ready(self) -> bool:
+        """A merge's worth is queued, or the queue is half full (many small requests, or a
+        small queue): gathering longer would turn senders away; or a request that cannot
+        join the merge came."""
+        receiver = self.settings.receiver
+        last = self._queue[-1] if self._queue else None
+        return (self._queued_spans >= min(MERGE_SPANS, receiver.queue_spans // 2)
+                or len(self._queue) >= receiver.queue_batches // 2
+                or (isinstance(last, SpanBatch) and last.max_end_ns >= self._mergeable_until_ns()))
+
+    def _mergeable_until_ns(self) -> int:
+        """Requests with spans ending this late do not join a merge: they would fall ahead of
+        the windows' open slots, which move on only when a batch is processed (requests
+        sent faster than real time: a backlog, a replay through the receiver). 0 before the
+        windows open: the first request places them, alone."""
+        first = self.windows.first_open_slot
+        return 0 if first is None else (first + OPEN_SLOTS) * self.slot_ns
+
     def _take_queued(self) -> list[SpanBatch] | list[MetricWork]:
-        """Every queued span batch in a row, up to MERGE_SPANS spans (the worker merges them
-        outside the lock), or the one metrics request at the queue's head. Called holding
-        the lock."""
+        """Every queued span batch in a row, up to MERGE_SPANS spans and while their spans
+        fit the windows' open slots (the worker merges them outside the lock), or the one
+        metrics request at the queue's head. Called holding the lock."""
         if self._queue and isinstance(self._queue[0], MetricWork):
             work = self._queue.popleft()
             self._queued_spans -= len(work)
@@ -471,8 +538,10 @@ class Pipeline:
             return [work]
         taken: list[SpanBatch] = []
         spans = 0
+        until_ns = self._mergeable_until_ns()
         while (self._queue and isinstance(self._queue[0], SpanBatch)
-               and (not taken or spans + len(self._queue[0]) <= MERGE_SPANS)):
+               and (not taken or (spans + len(self._queue[0]) <= MERGE_SPANS
+                                  and self._queue[0].max_end_ns < until_ns))):
             batch = self._queue.popleft()
             taken.append(batch)
             spans += len(batch)
@@ -521,7 +590,12 @@ class Pipeline:
     def wait_idle(self, timeout_s: float = 30.0) -> bool:
         """Until everything queued so far went through the worker; True if it did in time."""
         with self._cv:  # the worker notifies after each item
-            return self._cv.wait_for(lambda: not self._queue and not self._processing, timeout_s)
+            self._idle_waiters += 1
+            self._cv.notify_all()  # a worker gathering a merge starts now
+            try:
+                return self._cv.wait_for(lambda: not self._queue and not self._processing, timeout_s)
+            finally:
+                self._idle_waiters -= 1
 
     def flush(self, timeout_s: float = 30.0) -> bool:
         """End of input: close every slot seen so far, then let every stage catch up (replay)."""

@@ -156,6 +156,20 @@ def test_join_memory_is_capped_whatever_arrives():
     assert len(join) == 1_000
 
 
+def test_at_the_cap_the_newest_spans_stay_whatever_order_they_come_in():
+    ends = np.random.default_rng(3).permutation(3_000) + 10_000  # ms, all distinct, shuffled over the batches
+    join = TraceJoin(ComponentTable(), max_spans=1_000)
+    for part in np.array_split(ends, 17):
+        join.add(batch(*[dict(trace=int(e), span=1, parent=5, kind=SERVER, subject=int(e) % 997, start=0, end=int(e))
+                         for e in part]))
+        join._merge()  # as every add at the cap does
+    assert join.dropped == 2_000
+    kept = (join._rows.end - T0) // MS
+    assert sorted(kept.tolist()) == sorted(ends.tolist())[-1_000:]
+    assert np.array_equal(join._rows.subject, kept % 997)  # each row moved whole
+    assert len(set(join._rows.skey.tolist())) == 1_000
+
+
 def test_weights_and_edges_keyed_by_service_when_the_parent_is_not_a_server_span():
     join = TraceJoin(ComponentTable())
     join.add(batch(

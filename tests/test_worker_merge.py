@@ -3,11 +3,14 @@ the windows and the suspects must end up exactly as if each request had been pro
 on its own, and every request must be counted as processed."""
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pytest
 
 from otel_ai.config import load_settings
 from otel_ai.decode import Decoder
+from otel_ai.decode.captures import MAX_CAPTURES_PER_SUBJECT
 from otel_ai.decode.columns import merge_batches
 from otel_ai import pipeline as pipeline_module
 from otel_ai.pipeline import Pipeline
@@ -60,6 +63,23 @@ def test_merge_keeps_the_internal_spans_the_graph_join_reparents_under():
     assert merge_batches([batch(None), batch(None)]).internal is None
 
 
+def test_captures_picked_for_many_requests_at_once_are_those_each_gets_alone(tmp_path, bodies):
+    at_once, one_by_one = _pipeline(tmp_path, "at_once").decoder, _pipeline(tmp_path, "one_by_one").decoder
+    assert at_once.capture_marks  # the retries counter: stateful, fed request by request either way
+    for decoder in (at_once, one_by_one):
+        decoder.slow_threshold_ms = np.full(12, 1.0)  # most requests are slow; subjects past 12 have no threshold
+    alone = [one_by_one.decode(body, None) for body in bodies]
+    deferred = [at_once.decode(body, None, defer_captures=True) for body in bodies]
+    assert all(b.capture_source is not None and not b.captures for b in deferred)
+    at_once.pick_captures(deferred)
+    assert all(b.capture_source is None for b in deferred)
+    assert [b.captures for b in deferred] == [b.captures for b in alone]
+    # a cap over all the requests at once would have kept fewer
+    per_subject = Counter(c.subject_id for b in alone for c in b.captures)
+    assert max(per_subject.values()) > MAX_CAPTURES_PER_SUBJECT
+    assert any(c.slow for b in alone for c in b.captures)
+
+
 def _pipeline(tmp_path, name: str) -> Pipeline:
     return Pipeline(load_settings(env={}), IncidentStore(tmp_path / f"{name}.db"), [], use_wall_clock=False)
 
@@ -71,6 +91,7 @@ def _captured(pipeline: Pipeline) -> dict:
 
 def test_queued_requests_merged_by_the_worker_count_as_if_processed_one_by_one(tmp_path, bodies, monkeypatch):
     monkeypatch.setattr(pipeline_module, "MERGE_SPANS", 300)  # several merges of a few requests each
+    monkeypatch.setattr(pipeline_module, "DEFER_SPANS", 600)  # past a backlog, captures are picked at decode
     one_by_one = _pipeline(tmp_path, "one")
     for body in bodies:
         one_by_one.process(one_by_one.decode(body))
@@ -79,6 +100,7 @@ def test_queued_requests_merged_by_the_worker_count_as_if_processed_one_by_one(t
     for body in bodies:  # the worker is not running yet: every request waits in the queue
         merged.consume(body, "test")
     assert sum(len(b) for b in merged._queue) > 3 * 300 and len(merged._queue) > 8
+    assert {b.capture_source is None for b in merged._queue} == {True, False}  # both ways
     merged.start(now_ns=0)
     try:
         wait_for("every request processed", lambda: merged.batches_processed == len(bodies), 30)
@@ -91,3 +113,70 @@ def test_queued_requests_merged_by_the_worker_count_as_if_processed_one_by_one(t
     assert np.array_equal(one_by_one.windows.hist, merged.windows.hist)
     assert one_by_one.windows.values["requests"].sum() > 0
     assert _captured(merged) == _captured(one_by_one)
+
+
+def _counting_merges(pipeline: Pipeline, monkeypatch) -> list[int]:
+    """The rows of each batch the pipeline processes, as they come."""
+    sizes: list[int] = []
+    process = pipeline.process
+    monkeypatch.setattr(pipeline, "process", lambda batch: (sizes.append(len(batch)), process(batch))[1])
+    return sizes
+
+
+def test_the_worker_gathers_requests_into_one_merge_until_a_merge_is_worth_it(tmp_path, bodies, monkeypatch):
+    monkeypatch.setattr(pipeline_module, "MERGE_WAIT_S", 60.0)  # only a merge's worth ends the wait
+    first, second, third = (len(Decoder(SubjectTable()).decode(body, None)) for body in bodies[:3])
+    monkeypatch.setattr(pipeline_module, "MERGE_SPANS", second + third)
+    pipeline = _pipeline(tmp_path, "gathering")
+    merges = _counting_merges(pipeline, monkeypatch)
+    pipeline.start(now_ns=0)
+    try:
+        pipeline.consume(bodies[0], "test")  # the first goes alone: it places the windows
+        wait_for("the first request processed", lambda: pipeline.batches_processed == 1, 10)
+        pipeline.consume(bodies[1], "test")
+        pipeline.consume(bodies[2], "test")
+        wait_for("both gathered into one merge", lambda: pipeline.batches_processed == 3, 10)
+    finally:
+        pipeline.stop()
+    assert merges == [first, second + third]
+
+
+def test_wait_idle_does_not_wait_for_the_worker_to_gather_a_merge(tmp_path, bodies, monkeypatch):
+    monkeypatch.setattr(pipeline_module, "MERGE_WAIT_S", 60.0)
+    pipeline = _pipeline(tmp_path, "idle")
+    merges = _counting_merges(pipeline, monkeypatch)
+    pipeline.start(now_ns=0)
+    try:
+        for body in bodies[:3]:
+            pipeline.consume(body, "test")
+        assert pipeline.wait_idle(10)
+        assert pipeline.batches_processed == 3
+    finally:
+        pipeline.stop()
+    assert 1 <= len(merges) <= 3
+
+
+def test_a_request_reaching_past_the_open_slots_waits_for_the_next_merge(tmp_path, bodies):
+    from otel_ai.bench_client import _Batch  # re-times a request: it then ends at the given time
+
+    pipeline = _pipeline(tmp_path, "ahead")
+    pipeline.process(pipeline.decode(bodies[0]))  # places the windows
+    ends_ns = pipeline.clock.max_end_ns
+    # The last ends past the open slots (~150 s on), but within them once the slots
+    # before it closed: merged with the others, its spans would be dropped as too early.
+    for late_s in (1, 100, 200):
+        pipeline.consume(_Batch(bodies[1]).payload(ends_ns + late_s * 1_000_000_000), "test")
+    with pipeline._cv:
+        assert pipeline._merge_ready()  # no point gathering more: the last cannot join
+        taken = pipeline._take_queued()
+    assert len(taken) == 2 and pipeline.queue_depth() == 1
+    pipeline.process(merge_batches(taken))
+    with pipeline._cv:
+        ahead = pipeline._take_queued()
+    pipeline.process(ahead[0])  # alone: the slots before it closed first
+    assert "ahead_of_clock" not in {dict(k).get("reason") for k in _dropped(pipeline)}
+
+
+def _dropped(pipeline: Pipeline) -> dict:
+    return {tuple(sorted(s.labels.items())): s.value for metric in pipeline.metrics.registry.collect()
+            for s in metric.samples if s.name == "otel_ai_spans_dropped_total" and s.value}

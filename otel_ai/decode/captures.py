@@ -187,58 +187,75 @@ class ServerPairs:
         return found[1]
 
 
-def add_captures(read: ReadResult, slow_threshold_ms: np.ndarray, subject_names: list, children: ChildIndex,
+def add_captures(reads: list[ReadResult], slow_threshold_ms: np.ndarray, subject_names: list, children: ChildIndex,
                  intern: Callable[[str, str], tuple | None], server_pairs: ServerPairs, capture_marks: tuple = ()) -> None:
-    """Pick the batch rows suspects need and append their Captures to the batch.
+    """Pick the rows suspects need from each read request and append their Captures to its
+    batch, exactly as if each request were picked alone (the caps are per subject and
+    request), but with one pass of numpy over all of them: the pipeline's worker picks a
+    merged batch's requests at once.
     capture_marks: the counters (otel_ai.counters) whose rows the enabled detectors want
-    captured as their bad requests."""
-    batch = read.batch
-    sid, duration_ms, error = batch.subject_id, batch.duration_ms, batch.error
+    captured as their bad requests; each request's own rows are taken (Counter.rows)."""
+    if not reads:
+        return
+    batches = [read.batch for read in reads]
+
+    def joined(column: str) -> np.ndarray:
+        return _joined([getattr(b, column) for b in batches])
+
+    sid, duration_ms, error = joined("subject_id"), joined("duration_ms"), joined("error")
+    sizes = [len(b) for b in batches]
+    request = np.repeat(np.arange(len(reads), dtype=np.int64), sizes)
+    # (request, subject) as one key: the caps below are per subject and request
+    group = (request << 32) | sid.astype(np.int64)
     inside = sid < slow_threshold_ms.shape[0]
     slow_thr = np.full(sid.shape[0], np.inf)
     slow_thr[inside] = slow_threshold_ms[sid[inside]]
-    sampled = read.sample_byte < (256 // SAMPLE_ONE_IN)
+    sampled = _joined([read.sample_byte for read in reads]) < (256 // SAMPLE_ONE_IN)
     slow = (duration_ms > slow_thr) & ~error
     interesting = error | slow | sampled
-    marks = [(counter, rows) for counter in capture_marks if (rows := counter.rows(batch)).any()]
+    marks = [(counter, rows) for counter in capture_marks
+             if (rows := _joined([counter.rows(b) for b in batches])).any()]
     alone = [rows for counter, rows in marks if counter.capture_alone]
     only_marked = np.logical_or.reduce(alone) & ~interesting if alone else None
     if not interesting.any() and (only_marked is None or not only_marked.any()):
         return
-    is_client = batch.kind == SPAN_KIND_CLIENT
-    chosen = first_per_group(interesting, sid, MAX_CAPTURES_PER_SUBJECT)
+    is_client = joined("kind") == SPAN_KIND_CLIENT
+    chosen = first_per_group(interesting, group, MAX_CAPTURES_PER_SUBJECT)
     marked_idx = np.flatnonzero(only_marked) if only_marked is not None else np.zeros(0, dtype=np.int64)
     if marked_idx.shape[0]:
-        # Requests picked only by a mark: the first per subject and batch, on top of the
+        # Requests picked only by a mark: the first per subject and request, on top of the
         # usual cap, so they never crowd out the errors and the sample.
-        _, first = np.unique(sid[marked_idx], return_index=True)
+        _, first = np.unique(group[marked_idx], return_index=True)
         chosen = chosen.copy()
         chosen[marked_idx[first]] = True
     # Every interesting CLIENT span goes into the child index (cheap), so the requests
     # that called it can name it; only the capped few are read with all attributes. (A
     # call picked only by a mark, neither failed nor slow, names nothing there.)
-    client_idx = np.flatnonzero((interesting if only_marked is None else interesting | chosen) & is_client)
-    server_idx = np.flatnonzero(chosen & ~is_client)
-    wanted = np.concatenate((client_idx, server_idx))
-    found_details = read.details(wanted, chosen[wanted], error[wanted])
+    client = (interesting if only_marked is None else interesting | chosen) & is_client
+    wanted = np.flatnonzero(client | (chosen & ~is_client))
+    # Per request, its CLIENT rows first (they name the calls its requests made), then the rest.
+    wanted = wanted[np.argsort(request[wanted] * 2 + ~client[wanted], kind="stable")]
+    found = _details(reads, sizes, request[wanted], wanted, chosen, error)
+    offsets = np.cumsum([0] + [len(read.blocks) for read in reads])
+    blocks = [info for read in reads for info in read.blocks]
+    block = _joined([read.block for read in reads]) + np.repeat(offsets[:-1], sizes)
     # Python lists of the few wanted rows: no numpy scalar per field per capture.
-    blocks = read.blocks
-    columns = zip(sid[wanted].tolist(), batch.end_ns[wanted].tolist(), duration_ms[wanted].tolist(),
-                  error[wanted].tolist(), slow[wanted].tolist(), sampled[wanted].tolist(), chosen[wanted].tolist(),
-                  read.block[wanted].tolist(), batch.weight[wanted].tolist(), found_details)
-    n_client = client_idx.shape[0]
-    usual = interesting[wanted].tolist() if only_marked is not None else [True] * wanted.shape[0]
-    marks_of = _marks_of(marks, wanted)
-    captures = batch.captures
-    for k, (subject, end, dur, err, is_slow, is_sampled, is_chosen, block, weight, found) in enumerate(columns):
-        trace_id, span_id, pairs, exceptions = found
-        info = blocks[block]
-        if k < n_client:
-            if usual[k]:
+    columns = zip(request[wanted].tolist(), client[wanted].tolist(), sid[wanted].tolist(), joined("end_ns")[wanted].tolist(),
+                  duration_ms[wanted].tolist(), error[wanted].tolist(), slow[wanted].tolist(), sampled[wanted].tolist(),
+                  chosen[wanted].tolist(), block[wanted].tolist(), joined("weight")[wanted].tolist(), found,
+                  _marks_of(marks, wanted),
+                  interesting[wanted].tolist() if only_marked is not None else [True] * wanted.shape[0])
+    for (req, is_call, subject, end, dur, err, is_slow, is_sampled, is_chosen, block_of, weight, details, marked,
+         usual) in columns:
+        trace_id, span_id, pairs, exceptions = details
+        info = blocks[block_of]
+        captures = batches[req].captures
+        if is_call:
+            if usual:
                 children.add(trace_id, info.service, subject_names[subject].service, err, dur, exceptions)
             if is_chosen:
                 captures.append(Capture(subject, end, dur, err, is_slow, is_sampled, trace_id, info.pairs + pairs,
-                                        exceptions, span_id, marks_of[k], weight))
+                                        exceptions, span_id, marked, weight))
             continue
         extra = []
         child_exceptions = []
@@ -260,7 +277,24 @@ def add_captures(read: ReadResult, slow_threshold_ms: np.ndarray, subject_names:
                     added.append(pair)
             out = tuple(added)
         captures.append(Capture(subject, end, dur, err, is_slow, is_sampled, trace_id, out,
-                                (exceptions + tuple(child_exceptions)) if err else (), span_id, marks_of[k], weight))
+                                (exceptions + tuple(child_exceptions)) if err else (), span_id, marked, weight))
+
+
+def _joined(columns: list[np.ndarray]) -> np.ndarray:
+    return columns[0] if len(columns) == 1 else np.concatenate(columns)
+
+
+def _details(reads: list[ReadResult], sizes: list[int], request: np.ndarray, rows: np.ndarray, chosen: np.ndarray,
+             error: np.ndarray) -> list[tuple]:
+    """Each read's DetailsReader over its own rows (rows: indices into the joined rows, in
+    request order; request: the request of each)."""
+    starts = np.cumsum([0] + sizes)
+    bounds = np.searchsorted(request, np.arange(len(reads) + 1))
+    out: list[tuple] = []
+    for r in np.flatnonzero(np.diff(bounds)).tolist():
+        mine = rows[bounds[r]:bounds[r + 1]]
+        out.extend(reads[r].details(mine - starts[r], chosen[mine], error[mine]))
+    return out
 
 
 def _marks_of(marks: list[tuple], rows: np.ndarray) -> list[tuple]:

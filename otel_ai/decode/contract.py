@@ -95,6 +95,9 @@ class SpanBatch:
     derived: dict = field(default_factory=dict)
     # Not rows either: the request's INTERNAL spans, when it had any.
     internal: InternalSpans | None = None
+    # Decoded with its captures left for later (Decoder.decode(defer_captures=True)): the
+    # reader's ReadResult, until Decoder.pick_captures fills `captures` and clears it.
+    capture_source: object | None = None
 
     def __len__(self) -> int:
         return int(self.subject_id.shape[0])

@@ -75,15 +75,35 @@ class Decoder:
     def resources(self):
         return self.naming.resources
 
-    def decode(self, body: bytes, bounds: TimeBounds | None) -> SpanBatch:
-        """An ExportTraceServiceRequest in protobuf; MalformedRequest says what is wrong."""
-        return self._with_captures(self.protobuf.read(body, bounds))
+    def decode(self, body: bytes, bounds: TimeBounds | None, defer_captures: bool = False) -> SpanBatch:
+        """An ExportTraceServiceRequest in protobuf; MalformedRequest says what is wrong.
+        defer_captures: leave the suspect captures to a later pick_captures() call (the
+        pipeline's worker picks many requests at once)."""
+        read = self.protobuf.read(body, bounds)
+        if defer_captures:
+            for counter in self.capture_marks:  # stateful ones (Retries) see each request as it comes
+                counter.rows(read.batch)
+            read.batch.capture_source = read
+            return read.batch
+        return self._with_captures(read)
 
     def decode_json(self, body: bytes, bounds: TimeBounds | None) -> SpanBatch:
-        """An ExportTraceServiceRequest in OTLP/JSON; MalformedRequest says what is wrong."""
+        """An ExportTraceServiceRequest in OTLP/JSON; MalformedRequest says what is wrong.
+        Its captures are picked at once: the parsed document is too large to keep waiting."""
         return self._with_captures(self.json.read(body, bounds))
 
+    def pick_captures(self, batches: list[SpanBatch]) -> None:
+        """The captures of every batch decoded with defer_captures, in one pass; each
+        batch gets the captures it would have got alone."""
+        reads = [b.capture_source for b in batches if b.capture_source is not None]
+        for batch in batches:
+            batch.capture_source = None
+        self._add_captures(reads)
+
     def _with_captures(self, read: ReadResult) -> SpanBatch:
-        add_captures(read, self.slow_threshold_ms, self.subjects.subjects, self.naming.children,
-                     self.naming.pairs.intern, self._server_pairs, self.capture_marks)
+        self._add_captures([read])
         return read.batch
+
+    def _add_captures(self, reads: list[ReadResult]) -> None:
+        add_captures(reads, self.slow_threshold_ms, self.subjects.subjects, self.naming.children,
+                     self.naming.pairs.intern, self._server_pairs, self.capture_marks)

@@ -91,6 +91,11 @@ class _Rows:
     def concat(parts: list["_Rows"]) -> "_Rows":
         return _Rows(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(_Rows)))
 
+    def put(self, places: np.ndarray, other: "_Rows", rows: np.ndarray) -> None:
+        """Overwrite the rows at places with other's rows (same count), in place."""
+        for f in fields(_Rows):
+            getattr(self, f.name)[places] = getattr(other, f.name)[rows]
+
     def nbytes(self) -> int:
         return sum(getattr(self, f.name).nbytes for f in fields(_Rows))
 
@@ -205,16 +210,27 @@ class TraceJoin:
             self._merge()
 
     def _merge(self) -> None:
-        if self._pending:
-            arriving = _rows_of(*(np.concatenate(column) for column in zip(*self._pending)))
+        if not self._pending:
+            return
+        arriving = _rows_of(*(np.concatenate(column) for column in zip(*self._pending)))
+        self._pending, self._pending_rows = [], 0
+        held = len(self._rows)
+        excess = held + len(arriving) - self.max_spans
+        if excess <= 0:
             self._rows = _Rows.concat([self._rows, arriving])
-            self._pending, self._pending_rows = [], 0
-        excess = len(self._rows) - self.max_spans
-        if excess > 0:
-            # the oldest spans go: they are the most likely to be complete or orphaned already
-            keep = np.argpartition(self._rows.end, excess)[excess:]
-            self._rows = self._rows.take(np.sort(keep))
-            self.dropped += excess
+            return
+        # The oldest spans go: they are the most likely to be complete or orphaned already.
+        # At the cap this runs on every batch, so the arriving spans that stay take the
+        # places of the held ones that go, in place: no copy of the rows that stay.
+        oldest = np.argpartition(np.concatenate((self._rows.end, arriving.end)), excess)[:excess]
+        places = np.sort(oldest[oldest < held])
+        stays = np.ones(len(arriving), dtype=bool)
+        stays[oldest[oldest >= held] - held] = False
+        stays = np.flatnonzero(stays)  # at least len(places): the join held at most max_spans
+        self._rows.put(places, arriving, stays[:places.shape[0]])
+        if stays.shape[0] > places.shape[0]:  # below the cap before: the rest are added
+            self._rows = _Rows.concat([self._rows, arriving.take(stays[places.shape[0]:])])
+        self.dropped += excess
 
     def advance(self, cutoff_ns: int) -> Observations:
         """Finalise every span that ended before cutoff_ns; return what they measured."""

@@ -17,7 +17,7 @@ from otel_ai.subjects import SubjectTable
 
 _ARRAYS = [f.name for f in fields(SpanBatch) if f.name not in
            ("spans_total", "rejected", "reject_message", "ignored", "own", "captures", "max_end_ns", "median_end_ns",
-            "aggregated", "derived", "internal")]
+            "aggregated", "derived", "internal", "capture_source")]
 _SCALARS = ["spans_total", "rejected", "reject_message", "ignored", "own", "max_end_ns", "median_end_ns", "aggregated"]
 
 

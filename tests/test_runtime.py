@@ -1,0 +1,48 @@
+"""The process-wide tuning a server applies at start (otel_ai/runtime.py)."""
+from __future__ import annotations
+
+import gc
+
+import pytest
+
+from otel_ai import runtime
+
+
+@pytest.fixture
+def gc_threshold():
+    saved = gc.get_threshold()
+    yield
+    gc.set_threshold(*saved)
+
+
+def test_garbage_is_collected_less_often_but_still_collected(gc_threshold):
+    gc.set_threshold(700, 10, 10)
+    runtime.tune_for_ingestion()
+    assert gc.get_threshold() == (runtime.GC_YOUNG_THRESHOLD, 10, 10)
+    assert gc.isenabled()
+
+
+def test_a_higher_threshold_set_by_the_operator_is_kept(gc_threshold):
+    gc.set_threshold(200_000, 5, 5)
+    runtime.tune_for_ingestion()
+    assert gc.get_threshold() == (200_000, 5, 5)
+
+
+class _FakeLibc:
+    def __init__(self, calls: list):
+        self.calls = calls
+
+    def mallopt(self, param: int, value: int) -> int:
+        self.calls.append((param, value))
+        return 1
+
+
+def test_the_mmap_threshold_is_held_unless_the_operator_set_it(gc_threshold, monkeypatch):
+    calls: list = []
+    monkeypatch.setattr(runtime.ctypes, "CDLL", lambda name: _FakeLibc(calls))
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")
+    runtime.tune_for_ingestion()
+    assert calls == []
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_")
+    runtime.tune_for_ingestion()
+    assert calls == [(runtime.M_MMAP_THRESHOLD, runtime.MMAP_THRESHOLD_BYTES)]
