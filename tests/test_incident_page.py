@@ -78,12 +78,19 @@ def browser():
 
 
 def test_page_shows_the_incident_and_acknowledges_it(running: Running, browser, tmp_path: Path) -> None:
-    incident = running.incident
+    incident_id = running.incident["id"]
     page = browser.new_page(viewport={"width": 1000, "height": 1400})
     try:
-        page.goto(f"{running.base}/incidents")
-        page.click(f"a[href='/incidents/{incident['id']}']")
-        page.wait_for_url(f"**/incidents/{incident['id']}")
+        # The server's slots close on the wall clock, so the incident may change while the page
+        # loads: compare with a version the API gave both before and after the page rendered.
+        for _ in range(5):
+            before = get_json(f"{running.base}/api/incidents/{incident_id}")
+            page.goto(f"{running.base}/incidents")
+            page.click(f"a[href='/incidents/{incident_id}']")
+            page.wait_for_url(f"**/incidents/{incident_id}")
+            incident = get_json(f"{running.base}/api/incidents/{incident_id}")
+            if incident["version"] == before["version"]:
+                break
         screenshot = tmp_path / "incident.png"
         page.screenshot(path=str(screenshot), full_page=True)
         print(f"\nscreenshot: {screenshot}")

@@ -15,6 +15,7 @@ from typing import Callable
 import numpy as np
 
 from otel_ai.analysis.redact import PSEUDONYMIZED_KEYS, pseudonym
+from otel_ai.decode.capture_budget import ERROR, SAMPLED, SLOW, CaptureBudget
 from otel_ai.decode.columns import ReadResult
 from otel_ai.decode.contract import SPAN_KIND_CLIENT, Capture
 
@@ -188,13 +189,16 @@ class ServerPairs:
 
 
 def add_captures(reads: list[ReadResult], slow_threshold_ms: np.ndarray, subject_names: list, children: ChildIndex,
-                 intern: Callable[[str, str], tuple | None], server_pairs: ServerPairs, capture_marks: tuple = ()) -> None:
+                 intern: Callable[[str, str], tuple | None], server_pairs: ServerPairs, capture_marks: tuple = (),
+                 budget: CaptureBudget | None = None) -> None:
     """Pick the rows suspects need from each read request and append their Captures to its
     batch, exactly as if each request were picked alone (the caps are per subject and
     request), but with one pass of numpy over all of them: the pipeline's worker picks a
     merged batch's requests at once.
     capture_marks: the counters (otel_ai.counters) whose rows the enabled detectors want
-    captured as their bad requests; each request's own rows are taken (Counter.rows)."""
+    captured as their bad requests; each request's own rows are taken (Counter.rows).
+    budget: thins busy subjects' captures (capture_budget.py); every interesting CLIENT
+    span still goes into the child index."""
     if not reads:
         return
     batches = [read.batch for read in reads]
@@ -220,7 +224,11 @@ def add_captures(reads: list[ReadResult], slow_threshold_ms: np.ndarray, subject
     if not interesting.any() and (only_marked is None or not only_marked.any()):
         return
     is_client = joined("kind") == SPAN_KIND_CLIENT
-    chosen = first_per_group(interesting, group, MAX_CAPTURES_PER_SUBJECT)
+    candidate, fraction = interesting, None
+    if budget is not None:
+        klass = np.where(error, ERROR, np.where(slow, SLOW, SAMPLED))
+        candidate, fraction = budget.thin(sid, klass, interesting, joined("trace_key"), joined("end_ns"), sizes)
+    chosen = first_per_group(candidate, group, MAX_CAPTURES_PER_SUBJECT)
     marked_idx = np.flatnonzero(only_marked) if only_marked is not None else np.zeros(0, dtype=np.int64)
     if marked_idx.shape[0]:
         # Requests picked only by a mark: the first per subject and request, on top of the
@@ -240,9 +248,10 @@ def add_captures(reads: list[ReadResult], slow_threshold_ms: np.ndarray, subject
     blocks = [info for read in reads for info in read.blocks]
     block = _joined([read.block for read in reads]) + np.repeat(offsets[:-1], sizes)
     # Python lists of the few wanted rows: no numpy scalar per field per capture.
+    weight = joined("weight")[wanted] if fraction is None else joined("weight")[wanted] / fraction[wanted]
     columns = zip(request[wanted].tolist(), client[wanted].tolist(), sid[wanted].tolist(), joined("end_ns")[wanted].tolist(),
                   duration_ms[wanted].tolist(), error[wanted].tolist(), slow[wanted].tolist(), sampled[wanted].tolist(),
-                  chosen[wanted].tolist(), block[wanted].tolist(), joined("weight")[wanted].tolist(), found,
+                  chosen[wanted].tolist(), block[wanted].tolist(), weight.tolist(), found,
                   _marks_of(marks, wanted),
                   interesting[wanted].tolist() if only_marked is not None else [True] * wanted.shape[0])
     for (req, is_call, subject, end, dur, err, is_slow, is_sampled, is_chosen, block_of, weight, details, marked,

@@ -12,6 +12,7 @@ import os
 import numpy as np
 
 from otel_ai.decode import native
+from otel_ai.decode.capture_budget import CaptureBudget
 from otel_ai.decode.captures import ServerPairs, add_captures
 from otel_ai.decode.columns import ReadResult
 from otel_ai.decode.contract import SpanBatch, TimeBounds
@@ -70,6 +71,7 @@ class Decoder:
         # Counters (otel_ai.counters) whose requests the enabled detectors need captured as
         # bad, like errors: one numpy mask per batch each.
         self.capture_marks: tuple = ()
+        self.capture_budget = CaptureBudget()
 
     @property
     def resources(self):
@@ -106,4 +108,4 @@ class Decoder:
 
     def _add_captures(self, reads: list[ReadResult]) -> None:
         add_captures(reads, self.slow_threshold_ms, self.subjects.subjects, self.naming.children,
-                     self.naming.pairs.intern, self._server_pairs, self.capture_marks)
+                     self.naming.pairs.intern, self._server_pairs, self.capture_marks, self.capture_budget)

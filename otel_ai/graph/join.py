@@ -18,7 +18,7 @@ edge once its parent (the calling route) is finalised too. Spans leave the join 
 their parent is finalised, when they have none, or ``orphan_wait`` after they ended
 (the parent is elsewhere: an uninstrumented or unsampled caller). Memory is capped at
 ``max_spans`` rows of 64 bytes whatever the traffic; past it the oldest spans are
-dropped unjoined (counted in ``dropped``).
+dropped unjoined (counted in ``dropped``), an eighth of the cap at a time.
 
 Everything is numpy over whole columns: one sort of the span keys per advance, a
 searchsorted to find each span's parent, a grouped running maximum for the interval
@@ -35,6 +35,8 @@ from otel_ai.decode.columns import MAX_INTERNAL_DEPTH, span_keys
 from otel_ai.graph.components import ComponentTable, edge_keys
 
 MAX_SPANS = 1_000_000
+EVICT_SHARE = 8  # at the cap, an eviction frees this share of it beyond what is needed
+_NO_KIND = -1  # an emptied row
 ORPHAN_WAIT_NS = 30 * 1_000_000_000
 _REL_BITS = 40
 _REL_LIMIT = (1 << _REL_BITS) - 1  # ns (~18 min): longer spans are clipped when their children are laid out
@@ -98,6 +100,14 @@ class _Rows:
 
     def nbytes(self) -> int:
         return sum(getattr(self, f.name).nbytes for f in fields(_Rows))
+
+    def clear(self, places: np.ndarray) -> None:
+        """Empty the rows at places: finalised roots of no kind, so the next advance
+        releases them unseen (no parent, no child, no observation)."""
+        self.skey[places] = 0
+        self.pkey[places] = 0
+        self.kind[places] = _NO_KIND
+        self.done[places] = True
 
 
 # The SpanBatch columns the join keeps, in _rows_of's order.
@@ -187,13 +197,14 @@ class TraceJoin:
         self._rows = _rows_of(*(getattr(_EMPTY_BATCH, name) for name in _BATCH_COLUMNS))
         self._pending: list[tuple] = []  # the kept columns of batches not merged yet
         self._pending_rows = 0
+        self._free = np.zeros(0, np.int64)  # emptied rows the next arrivals take (at the cap)
         self.dropped = 0  # spans pushed out by the cap before they were joined
         self.orphans = 0  # spans whose parent never came (counted with an unknown caller)
         self.internal = _InternalLinks(max(1, self.max_spans // 8))
         self._cutoff_ns = 0
 
     def __len__(self) -> int:
-        return len(self._rows) + self._pending_rows
+        return len(self._rows) - self._free.shape[0] + self._pending_rows
 
     def nbytes(self) -> int:
         return (self._rows.nbytes() + sum(column.nbytes for columns in self._pending for column in columns)
@@ -214,23 +225,37 @@ class TraceJoin:
             return
         arriving = _rows_of(*(np.concatenate(column) for column in zip(*self._pending)))
         self._pending, self._pending_rows = [], 0
-        held = len(self._rows)
-        excess = held + len(arriving) - self.max_spans
-        if excess <= 0:
-            self._rows = _Rows.concat([self._rows, arriving])
+        if len(arriving) > self.max_spans:  # more than the join holds: only the newest can stay
+            self.dropped += len(arriving) - self.max_spans
+            arriving = arriving.take(np.sort(np.argpartition(arriving.end, -self.max_spans)[-self.max_spans:]))
+        fill = min(self._free.shape[0], len(arriving))
+        if fill:  # the places freed by the last eviction
+            self._rows.put(self._free[:fill], arriving, np.arange(fill))
+            self._free = self._free[fill:]
+            arriving = arriving.take(np.arange(fill, len(arriving)))
+        room = self.max_spans - len(self._rows)
+        if len(arriving) <= room:
+            if len(arriving):
+                self._rows = _Rows.concat([self._rows, arriving])
             return
-        # The oldest spans go: they are the most likely to be complete or orphaned already.
-        # At the cap this runs on every batch, so the arriving spans that stay take the
-        # places of the held ones that go, in place: no copy of the rows that stay.
-        oldest = np.argpartition(np.concatenate((self._rows.end, arriving.end)), excess)[:excess]
-        places = np.sort(oldest[oldest < held])
+        if room > 0:
+            self._rows = _Rows.concat([self._rows, arriving.take(np.arange(room))])
+            arriving = arriving.take(np.arange(room, len(arriving)))
+        # At the cap the oldest spans go, arriving or held: they are the most likely to be
+        # complete or orphaned already. A partition of every held row is costly, so each
+        # evicts EVICT_SHARE of the cap more than needed, and the next batches take those
+        # places without one.
+        held = len(self._rows)
+        evict = held + len(arriving) - self.max_spans + self.max_spans // EVICT_SHARE
+        oldest = np.argpartition(np.concatenate((self._rows.end, arriving.end)), evict - 1)[:evict]
+        freed = np.sort(oldest[oldest < held])
         stays = np.ones(len(arriving), dtype=bool)
         stays[oldest[oldest >= held] - held] = False
-        stays = np.flatnonzero(stays)  # at least len(places): the join held at most max_spans
-        self._rows.put(places, arriving, stays[:places.shape[0]])
-        if stays.shape[0] > places.shape[0]:  # below the cap before: the rest are added
-            self._rows = _Rows.concat([self._rows, arriving.take(stays[places.shape[0]:])])
-        self.dropped += excess
+        stays = np.flatnonzero(stays)  # no more than freed: the join was full
+        self._rows.put(freed[:stays.shape[0]], arriving, stays)
+        self._free = freed[stays.shape[0]:]
+        self._rows.clear(self._free)
+        self.dropped += evict
 
     def advance(self, cutoff_ns: int) -> Observations:
         """Finalise every span that ended before cutoff_ns; return what they measured."""
@@ -264,6 +289,7 @@ class TraceJoin:
         out.append(self._edge_observations(rows, np.flatnonzero(release & (rows.kind == SPAN_KIND_CLIENT)), parent,
                                            parent_done))
         self._rows = rows.take(np.flatnonzero(~release))
+        self._free = self._free[:0]  # emptied rows are released
         return Observations.concat(out)
 
     @staticmethod

@@ -1,0 +1,93 @@
+"""How many of a busy subject's interesting requests become captures.
+
+The suspect rings keep about a hundred captures per subject and kind (suspects.py), so a
+route serving thousands of errors a second would build thousands of captures (every
+attribute read, a Python object each) only to push them out within a second. The budget
+keeps about PER_SECOND a second per subject and class (errors, slow requests, the
+sampled good ones) and drops the rest before anything is read.
+
+Which requests stay is decided by a seeded hash of the trace id against the class's keep
+fraction, never by arrival order: a pod whose exporter sends late, or a canary with 5 %
+of the traffic, is kept in proportion to its requests, and a trace kept at one hop tends
+to be kept at the others (a lower hash passes every fraction above it). Each capture's
+weight is divided by the fraction, so shares over a period whose fraction changed (quiet,
+then an incident) count requests, not captures. The fraction follows the class's rate in
+event time, once per second of it, so a replay gives the same captures however fast it
+runs; a subject's first second keeps everything.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from otel_ai.decode.columns import median_ns
+
+PER_SECOND = 8.0  # captures a second per subject and class: a ring of 96 then spans >= 12 s
+ERROR, SLOW, SAMPLED = 0, 1, 2
+CLASSES = 3
+MAX_GAP_S = 60  # event time jumping further than this (a gap in traffic) restarts the count
+# Fixed, so that a replay keeps the same captures in every run (the trace ids are the
+# senders' own: a seed kept secret would not stop them choosing which traces are kept).
+SEED = 0x5EED_CA97_0B5E_55ED
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+_NS_PER_S = 1_000_000_000
+
+
+class CaptureBudget:
+    def __init__(self, per_second: float = PER_SECOND, seed: int | None = None):
+        self.per_second = per_second
+        self._seed = np.uint64(SEED if seed is None else seed)
+        self.keep = np.ones((0, CLASSES))  # fraction kept, per subject and class
+        self._seen = np.zeros((0, CLASSES), dtype=np.int64)  # candidates since the fractions were set
+        self._since_s = -1  # event second the count started
+
+    def thin(self, subject: np.ndarray, klass: np.ndarray, candidate: np.ndarray, trace_key: np.ndarray,
+             end_ns: np.ndarray, sizes: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(the candidates kept, each row's keep fraction) for one pass of rows, counting
+        the candidates towards the next fractions. sizes: the rows of each request, in
+        order; the fractions move between requests only, so a pass over many requests
+        keeps what passes over each alone would."""
+        fraction = np.ones(subject.shape[0])
+        kept = candidate
+        start = 0
+        for size in (sizes or [subject.shape[0]]):
+            stop = start + size
+            rows = np.flatnonzero(candidate[start:stop]) + start
+            if rows.shape[0]:
+                sid, cls = subject[rows], klass[rows]
+                self._count(sid, cls, median_ns(end_ns[rows]) // _NS_PER_S)
+                inside = sid < self.keep.shape[0]
+                if inside.any():
+                    row_fraction = np.ones(rows.shape[0])
+                    row_fraction[inside] = self.keep[sid[inside], cls[inside]]
+                    thinned = row_fraction < 1.0
+                    if thinned.any():
+                        fraction[rows] = row_fraction
+                        mixed = (trace_key[rows[thinned]] ^ self._seed) * _MIX
+                        uniform = (mixed >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+                        if kept is candidate:
+                            kept = candidate.copy()
+                        kept[rows[thinned][uniform >= row_fraction[thinned]]] = False
+            start = stop
+        return kept, fraction
+
+    def _count(self, sid: np.ndarray, cls: np.ndarray, second: int) -> None:
+        if self._since_s < 0 or second - self._since_s > MAX_GAP_S:
+            self._since_s = second
+            self._seen[:] = 0
+        elif second > self._since_s:
+            self._set_fractions(second - self._since_s)
+            self._since_s = second
+        size = int(sid.max()) + 1
+        if size > self._seen.shape[0]:
+            grown = np.zeros((size, CLASSES), dtype=np.int64)
+            grown[:self._seen.shape[0]] = self._seen
+            self._seen = grown
+        self._seen += np.bincount(sid * CLASSES + cls, minlength=self._seen.size).reshape(self._seen.shape)
+
+    def _set_fractions(self, seconds: int) -> None:
+        rate = self._seen / seconds
+        keep = np.ones(self._seen.shape)
+        busy = rate > self.per_second
+        keep[busy] = self.per_second / rate[busy]
+        self.keep = keep
+        self._seen = np.zeros_like(self._seen)
