@@ -14,8 +14,7 @@ def _pass(budget: CaptureBudget, subject: int, klass: int, n: int, second: int, 
     sid = np.full(n, subject, dtype=np.int32)
     kls = np.full(n, klass)
     trace_key = rng.integers(0, 2**63, n, dtype=np.int64).astype(np.uint64) * np.uint64(2)
-    end_ns = T0 + second * NS + rng.integers(0, NS, n)
-    return budget.thin(sid, kls, np.ones(n, dtype=bool), trace_key, end_ns)
+    return budget.thin(sid, kls, np.ones(n, dtype=bool), trace_key, [T0 // NS + second], [n])
 
 
 def test_a_quiet_subject_keeps_every_capture():
@@ -68,15 +67,14 @@ def test_the_same_traces_are_kept_whatever_the_order_they_come_in():
     rng = np.random.default_rng(5)
     n = 3000
     keys = rng.integers(0, 2**63, n, dtype=np.int64).astype(np.uint64)
-    ends = T0 + NS + rng.integers(0, NS, n)
 
     def kept_keys(order: np.ndarray) -> set[int]:
         budget = CaptureBudget(seed=9)
         warm = np.zeros(4000, dtype=np.int32)  # one busy second before, to set the fraction
         budget.thin(warm, np.zeros(4000, dtype=np.int64), np.ones(4000, dtype=bool),
-                    np.arange(4000, dtype=np.uint64), np.full(4000, T0))
+                    np.arange(4000, dtype=np.uint64), [T0 // NS], [4000])
         kept, _ = budget.thin(np.zeros(n, dtype=np.int32), np.zeros(n, dtype=np.int64), np.ones(n, dtype=bool),
-                              keys[order], ends[order])
+                              keys[order], [T0 // NS + 1], [n])
         return set(keys[order][kept].tolist())
 
     forward = kept_keys(np.arange(n))
@@ -105,12 +103,12 @@ def test_one_pass_over_many_requests_keeps_what_a_pass_over_each_keeps():
     klass = rng.integers(0, 3, n)
     candidate = rng.random(n) < 0.6
     keys = rng.integers(0, 2**63, n, dtype=np.int64).astype(np.uint64)
-    ends = T0 + np.repeat(np.arange(len(sizes)) * NS // 4, sizes)  # four requests a second
-    together, together_fraction = CaptureBudget().thin(sid, klass, candidate, keys, ends, sizes)
+    seconds = [(T0 + r * NS // 4) // NS for r in range(len(sizes))]  # four requests a second
+    together, together_fraction = CaptureBudget().thin(sid, klass, candidate, keys, seconds, sizes)
     budget, alone, alone_fraction, start = CaptureBudget(), [], [], 0
     for size in sizes:
         part = slice(start, start + size)
-        kept, fraction = budget.thin(sid[part], klass[part], candidate[part], keys[part], ends[part])
+        kept, fraction = budget.thin(sid[part], klass[part], candidate[part], keys[part], [seconds[len(alone)]], [size])
         alone.append(kept)
         alone_fraction.append(fraction)
         start += size

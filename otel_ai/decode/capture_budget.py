@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from otel_ai.decode.columns import median_ns
-
 PER_SECOND = 8.0  # captures a second per subject and class: a ring of 96 then spans >= 12 s
 ERROR, SLOW, SAMPLED = 0, 1, 2
 CLASSES = 3
@@ -29,7 +27,6 @@ MAX_GAP_S = 60  # event time jumping further than this (a gap in traffic) restar
 # senders' own: a seed kept secret would not stop them choosing which traces are kept).
 SEED = 0x5EED_CA97_0B5E_55ED
 _MIX = np.uint64(0x9E3779B97F4A7C15)
-_NS_PER_S = 1_000_000_000
 
 
 class CaptureBudget:
@@ -41,42 +38,62 @@ class CaptureBudget:
         self._since_s = -1  # event second the count started
 
     def thin(self, subject: np.ndarray, klass: np.ndarray, candidate: np.ndarray, trace_key: np.ndarray,
-             end_ns: np.ndarray, sizes: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(the candidates kept, each row's keep fraction) for one pass of rows, counting
-        the candidates towards the next fractions. sizes: the rows of each request, in
-        order; the fractions move between requests only, so a pass over many requests
-        keeps what passes over each alone would."""
+             seconds: list[int], sizes: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(the candidates kept, each row's keep fraction) for one pass over the rows of
+        one or more requests, counting the candidates towards the next fractions.
+        sizes: the rows of each request, in order; seconds: each request's event second
+        (its median end). The fractions move only between requests, so a pass over many
+        requests keeps what a pass over each alone would."""
         fraction = np.ones(subject.shape[0])
         kept = candidate
-        start = 0
-        for size in (sizes or [subject.shape[0]]):
-            stop = start + size
-            rows = np.flatnonzero(candidate[start:stop]) + start
-            if rows.shape[0]:
-                sid, cls = subject[rows], klass[rows]
-                self._count(sid, cls, median_ns(end_ns[rows]) // _NS_PER_S)
-                inside = sid < self.keep.shape[0]
-                if inside.any():
-                    row_fraction = np.ones(rows.shape[0])
-                    row_fraction[inside] = self.keep[sid[inside], cls[inside]]
-                    thinned = row_fraction < 1.0
-                    if thinned.any():
-                        fraction[rows] = row_fraction
-                        mixed = (trace_key[rows[thinned]] ^ self._seed) * _MIX
-                        uniform = (mixed >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
-                        if kept is candidate:
-                            kept = candidate.copy()
-                        kept[rows[thinned][uniform >= row_fraction[thinned]]] = False
-            start = stop
+        first = row = 0
+        for r, second in enumerate(seconds + [None]):
+            if second is not None and not self._moves(second):
+                continue
+            # requests first..r-1 share the fractions: one step of numpy for all of them
+            stop = row + sum(sizes[first:r])
+            if stop > row:
+                kept = self._apply(subject, klass, candidate, trace_key, row, stop, fraction, kept)
+            if second is not None:
+                self._turn(second)
+            first, row = r, stop
         return kept, fraction
 
-    def _count(self, sid: np.ndarray, cls: np.ndarray, second: int) -> None:
-        if self._since_s < 0 or second - self._since_s > MAX_GAP_S:
-            self._since_s = second
+    def _moves(self, second: int) -> bool:
+        return self._since_s < 0 or second > self._since_s or self._since_s - second > MAX_GAP_S
+
+    def _turn(self, second: int) -> None:
+        """A request from a later event second (or after a gap): new fractions from the count."""
+        if self._since_s < 0 or abs(second - self._since_s) > MAX_GAP_S:
             self._seen[:] = 0
-        elif second > self._since_s:
+        else:
             self._set_fractions(second - self._since_s)
-            self._since_s = second
+        self._since_s = second
+
+    def _apply(self, subject, klass, candidate, trace_key, start: int, stop: int, fraction: np.ndarray,
+               kept: np.ndarray) -> np.ndarray:
+        rows = np.flatnonzero(candidate[start:stop]) + start
+        if not rows.shape[0]:
+            return kept
+        sid, cls = subject[rows], klass[rows]
+        self._count(sid, cls)
+        inside = sid < self.keep.shape[0]
+        if not inside.any():
+            return kept
+        row_fraction = np.ones(rows.shape[0])
+        row_fraction[inside] = self.keep[sid[inside], cls[inside]]
+        thinned = row_fraction < 1.0
+        if not thinned.any():
+            return kept
+        fraction[rows] = row_fraction
+        mixed = (trace_key[rows[thinned]] ^ self._seed) * _MIX
+        uniform = (mixed >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+        if kept is candidate:
+            kept = candidate.copy()
+        kept[rows[thinned][uniform >= row_fraction[thinned]]] = False
+        return kept
+
+    def _count(self, sid: np.ndarray, cls: np.ndarray) -> None:
         size = int(sid.max()) + 1
         if size > self._seen.shape[0]:
             grown = np.zeros((size, CLASSES), dtype=np.int64)

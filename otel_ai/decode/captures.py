@@ -227,7 +227,8 @@ def add_captures(reads: list[ReadResult], slow_threshold_ms: np.ndarray, subject
     candidate, fraction = interesting, None
     if budget is not None:
         klass = np.where(error, ERROR, np.where(slow, SLOW, SAMPLED))
-        candidate, fraction = budget.thin(sid, klass, interesting, joined("trace_key"), joined("end_ns"), sizes)
+        candidate, fraction = budget.thin(sid, klass, interesting, joined("trace_key"),
+                                       [b.median_end_ns // 1_000_000_000 for b in batches], sizes)
     chosen = first_per_group(candidate, group, MAX_CAPTURES_PER_SUBJECT)
     marked_idx = np.flatnonzero(only_marked) if only_marked is not None else np.zeros(0, dtype=np.int64)
     if marked_idx.shape[0]:
