@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gc
+import sys
 
 import pytest
 
@@ -10,9 +11,10 @@ from otel_ai import runtime
 
 @pytest.fixture
 def gc_threshold():
-    saved = gc.get_threshold()
+    saved, interval = gc.get_threshold(), sys.getswitchinterval()
     yield
     gc.set_threshold(*saved)
+    sys.setswitchinterval(interval)
 
 
 def test_garbage_is_collected_less_often_but_still_collected(gc_threshold):
@@ -46,3 +48,12 @@ def test_the_mmap_threshold_is_held_unless_the_operator_set_it(gc_threshold, mon
     monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_")
     runtime.tune_for_ingestion()
     assert calls == [(runtime.M_MMAP_THRESHOLD, runtime.MMAP_THRESHOLD_BYTES)]
+
+
+def test_threads_hand_over_the_gil_less_often(gc_threshold):
+    sys.setswitchinterval(0.005)
+    runtime.tune_for_ingestion()
+    assert sys.getswitchinterval() == pytest.approx(runtime.SWITCH_INTERVAL_S, rel=1e-3)
+    sys.setswitchinterval(0.1)  # an embedding application's longer interval is kept
+    runtime.tune_for_ingestion()
+    assert sys.getswitchinterval() == pytest.approx(0.1, rel=1e-3)
