@@ -76,9 +76,9 @@ MERGE_SPANS = 16_384
 # request is answered once it is queued.
 MERGE_WAIT_S = 0.05
 # The worker picks the suspect captures of this many spans' requests per pass: enough to
-# share the per-pass numpy (two 512-span requests), few enough that a receiver waiting to
-# decode waits little.
-PICK_SPANS = 1024
+# share the per-pass numpy (eight 512-span requests), few enough that a receiver waiting to
+# decode waits little (with the capture budget a pass builds few captures: ~1-2 ms).
+PICK_SPANS = 4096
 # Requests wait for the worker to pick their captures (keeping their bodies: ~350 bytes a
 # span) only while fewer spans than this are queued: a backlog is picked at decode instead.
 DEFER_SPANS = 2 * MERGE_SPANS

@@ -30,6 +30,9 @@ class AddResult:
     too_early: int  # ended beyond the open slots (clock far ahead)
 
 
+DENSE_CELLS_PER_ROW = 8  # up to this many ring cells per batch row, _cells marks instead of sorting
+
+
 class WindowStore:
     def __init__(self, slot_ns: int, history_slots: int, counters: Iterable[Counter] = (REQUESTS,),
                  max_rows: int = 1 << 30):
@@ -81,7 +84,15 @@ class WindowStore:
         one sort per batch, shared by every counter."""
         sid = subject_id.astype(np.int64)
         self.ensure(int(sid.max()) + 1)
-        return np.unique(sid * self.ring + slot % self.ring, return_inverse=True)
+        key = sid * self.ring + slot % self.ring
+        size = self._capacity * self.ring
+        if size > DENSE_CELLS_PER_ROW * key.shape[0]:
+            return np.unique(key, return_inverse=True)
+        # Few cells for the batch's size: mark them in a dense table instead of sorting
+        # the rows (the same answer as np.unique, in a fraction of its time).
+        present = np.zeros(size, dtype=bool)
+        present[key] = True
+        return np.flatnonzero(present), (np.cumsum(present) - 1)[key]
 
     def add(self, batch: SpanBatch, counted_by_metrics: np.ndarray | None = None,
             hist: np.ndarray | None = None) -> AddResult:

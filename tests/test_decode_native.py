@@ -91,6 +91,25 @@ UNDER_INTERNAL = (_request(_span(ROUTE, _ids(1)), _span(_ids(2, 1), kind=1), _sp
 EDGE_CASES["calls under INTERNAL spans"] = UNDER_INTERNAL
 
 
+def _tangled_internal_spans(seed: int) -> bytes:
+    """INTERNAL spans in a small id space: chains deeper than the re-parenting follows,
+    cycles, an id given twice with two parents, two traces sharing span ids."""
+    rng = random.Random(seed)
+    spans = [_span(ROUTE, _ids(1))]
+    for span_id in range(2, 40):
+        trace = bytes(range(16)) if rng.random() < 0.8 else bytes(range(1, 17))
+        parent = rng.choice([0, 1, rng.randrange(2, 40), span_id + 1, span_id - 1])
+        kind = rng.choice([0, 1, 1, 3])  # UNSPECIFIED and INTERNAL are not rows; CLIENT is
+        fields = (DB_CALL,) if kind == 3 else ()
+        spans.append(_span(*fields, _ids(rng.randrange(2, 24), parent, trace), kind=kind, trace_id=trace))
+    return _request(*spans)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_tangled_internal_parents_resolve_alike(seed: int) -> None:
+    assert_same(_tangled_internal_spans(seed), BOUNDS)
+
+
 @pytest.mark.parametrize("reference", [False, True])
 def test_calls_made_inside_internal_spans_get_the_route_as_parent(reference: bool) -> None:
     batch = Decoder(SubjectTable(), reference=reference).decode(UNDER_INTERNAL, BOUNDS)

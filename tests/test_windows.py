@@ -152,3 +152,18 @@ def test_retries_remember_a_bounded_number_of_batches():
         retries(calls([100 + second], [1 + second * 0.1]))
     assert len(retries._recent) == 2
     assert retries(calls([100], [2])).tolist() == [False]  # forgotten: beyond the last two batches
+
+
+def test_the_cells_of_a_batch_are_the_same_whether_marked_or_sorted():
+    import otel_ai.windows as windows_module
+    from otel_ai.windows import WindowStore
+
+    rng = np.random.default_rng(11)
+    store = WindowStore(10 * 1_000_000_000, 30)
+    for rows, subjects in ((16_384, 40), (200, 3_000), (1, 1)):
+        sid = rng.integers(0, subjects, rows).astype(np.int32)
+        slot = rng.integers(1_000, 1_004, rows)
+        marked = store._cells(sid, slot)
+        expected = np.unique(sid.astype(np.int64) * store.ring + slot % store.ring, return_inverse=True)
+        assert np.array_equal(marked[0], expected[0]) and np.array_equal(marked[1], expected[1].ravel())
+    assert windows_module.DENSE_CELLS_PER_ROW * 16_384 >= 64 * store.ring  # the first case took the marked path

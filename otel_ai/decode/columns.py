@@ -101,9 +101,11 @@ def skip_internal_parents(batch: SpanBatch, internal: InternalSpans | None) -> N
     batch.parent_span_id = parent
 
 
-def finish(batch: SpanBatch, own: int, internal: InternalSpans | None = None) -> SpanBatch:
-    """The derived fields every reader sets the same way."""
-    skip_internal_parents(batch, internal)
+def finish(batch: SpanBatch, own: int, internal: InternalSpans | None = None, reparented: bool = False) -> SpanBatch:
+    """The derived fields every reader sets the same way. reparented: the reader already
+    did skip_internal_parents (the native one does it in C)."""
+    if not reparented:
+        skip_internal_parents(batch, internal)
     if internal is not None and internal.span_id.shape[0]:
         batch.internal = internal  # for rows of other requests (the service graph's join)
     if len(batch):

@@ -76,7 +76,7 @@ class NativeReader:
             return self._reader.details(body, span_off[indices].tobytes(), span_len[indices].tobytes(), flags.tobytes())
 
         ids = np.frombuffer(internal, dtype="<u8").reshape(-1, 3)
-        batch = finish(batch, own, InternalSpans(ids[:, 0], ids[:, 1], ids[:, 2]))
+        batch = finish(batch, own, InternalSpans(ids[:, 0], ids[:, 1], ids[:, 2]), reparented=True)
         return ReadResult(batch, col["sample_byte"], col["block"], [info for info, _ in blocks], details)
 
 
