@@ -115,3 +115,13 @@ def test_one_pass_over_many_requests_keeps_what_a_pass_over_each_keeps():
     assert together.sum() < candidate.sum()  # the budget did thin
     assert np.array_equal(together, np.concatenate(alone))
     assert np.array_equal(together_fraction, np.concatenate(alone_fraction))
+
+
+def test_requests_without_rows_leave_the_count_alone():
+    budget, rng = CaptureBudget(seed=8), np.random.default_rng(8)
+    empty = np.zeros(0, dtype=np.int32)
+    for second in range(4):  # an empty request (its median reads 0) after every busy one
+        kept, _ = _pass(budget, 0, ERROR, 3000, second, rng)
+        budget.thin(empty, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool), np.zeros(0, dtype=np.uint64),
+                    [0], [0])
+    assert kept.sum() < 100  # thinned all the same: second 0 was never taken for a gap in time

@@ -6,7 +6,7 @@ attribute read, a Python object each) only to push them out within a second. The
 keeps about PER_SECOND a second per subject and class (errors, slow requests, the
 sampled good ones) and drops the rest before anything is read.
 
-Which requests stay is decided by a seeded hash of the trace id against the class's keep
+Which requests stay is decided by a fixed-seed hash of the trace id against the class's keep
 fraction, never by arrival order: a pod whose exporter sends late, or a canary with 5 %
 of the traffic, is kept in proportion to its requests, and a trace kept at one hop tends
 to be kept at the others (a lower hash passes every fraction above it). Each capture's
@@ -48,8 +48,8 @@ class CaptureBudget:
         kept = candidate
         first = row = 0
         for r, second in enumerate(seconds + [None]):
-            if second is not None and not self._moves(second):
-                continue
+            if second is not None and (not sizes[r] or not self._moves(second)):
+                continue  # a request without rows has no event second (its median reads 0)
             # requests first..r-1 share the fractions: one step of numpy for all of them
             stop = row + sum(sizes[first:r])
             if stop > row:
