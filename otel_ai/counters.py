@@ -72,7 +72,7 @@ class Retries:
 
     def __init__(self, window_ns: int = REPEAT_WINDOW_NS, batches: int = REPEAT_BATCHES):
         self.window_ns = window_ns
-        self._recent: deque[tuple[int, np.ndarray]] = deque(maxlen=batches)  # (max end ns, sorted call keys)
+        self._recent: deque[tuple[int, np.ndarray]] = deque(maxlen=batches)  # (max end ns, call keys)
 
     def __call__(self, batch: SpanBatch) -> np.ndarray:
         out = batch.resend_count > 0
@@ -81,18 +81,21 @@ class Retries:
             return out
         # uint64 arrays wrap silently on overflow: the mix needs no errstate.
         keys = batch.parent_span_id[calls] ^ (batch.subject_id[calls].astype(np.uint64) * _MIX)
-        order = np.argsort(keys, kind="stable")  # equal keys stay in span order: the first is the call
-        ordered = keys[order]
-        first = np.empty(calls.shape[0], dtype=bool)
-        first[0] = True
-        np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
-        repeat = np.empty(calls.shape[0], dtype=bool)
-        repeat[order] = ~first
         horizon = batch.max_end_ns - self.window_ns
-        for end_ns, seen in self._recent:
-            if end_ns >= horizon:  # older calls are new calls, not retries
-                repeat |= np.take(seen, np.searchsorted(seen, keys), mode="clip") == keys
-        self._recent.append((batch.max_end_ns, ordered[first]))
+        earlier = [seen for end_ns, seen in self._recent if end_ns >= horizon]  # older calls are new calls
+        self._recent.append((batch.max_end_ns, keys))
+        # One stable sort of the earlier batches' calls followed by this one's: a call is a
+        # repeat when the call sorted just before it has its key (an earlier call of this
+        # batch, or one of the earlier batches, which come first among equal keys).
+        every = np.concatenate((*earlier, keys)) if earlier else keys
+        order = np.argsort(every, kind="stable")
+        ordered = every[order]
+        follows = np.empty(every.shape[0], dtype=bool)
+        follows[0] = False
+        np.equal(ordered[1:], ordered[:-1], out=follows[1:])
+        repeat = np.empty(every.shape[0], dtype=bool)
+        repeat[order] = follows
+        repeat = repeat[every.shape[0] - keys.shape[0]:]
         if repeat.any():
             out = out.copy()
             out[calls[repeat]] = True

@@ -167,3 +167,28 @@ def test_the_cells_of_a_batch_are_the_same_whether_marked_or_sorted():
         expected = np.unique(sid.astype(np.int64) * store.ring + slot % store.ring, return_inverse=True)
         assert np.array_equal(marked[0], expected[0]) and np.array_equal(marked[1], expected[1].ravel())
     assert windows_module.DENSE_CELLS_PER_ROW * 16_384 >= 64 * store.ring  # the first case took the marked path
+
+
+def test_retries_match_a_plain_reading_of_the_rule_on_random_batches():
+    """Against sets, batch by batch: a call repeats an earlier call of its batch, or one of
+    the REPEAT_BATCHES batches before it that ended within the window."""
+    rng = np.random.default_rng(12)
+    retries, recent = Retries(batches=2), []
+    for k in range(60):
+        n = int(rng.integers(1, 40))
+        parents = rng.integers(0, 12, n).tolist()
+        deps = rng.integers(1, 3, n).tolist()
+        end_s = float(k) * rng.choice([0.5, 4.0])
+        b = calls(parents, [end_s] * n, dependency=deps)
+        got = retries(b).tolist()
+        horizon = b.max_end_ns - retries.window_ns
+        known = set().union(*(keys for end, keys in recent if end >= horizon))
+        expected, mine = [], set()
+        for p, d in zip(parents, deps):
+            key = (p, d)
+            expected.append(p != 0 and (key in mine or key in known))
+            if p != 0:
+                mine.add(key)
+        assert got == expected, k
+        if mine:
+            recent = (recent + [(b.max_end_ns, mine)])[-2:]
