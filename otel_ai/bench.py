@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -48,6 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--baseline", action="store_true",
                         help="first run a minimal receiver (protobuf parse + per-route count in Python) on the "
                              "same traffic, and print otel-ai's CPU per span as a ratio of it")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="measure this many times, a fresh server each (with --baseline, the two "
+                             "alternate) and report the medians: single runs vary 10-30 %% on a shared machine")
     parser.add_argument("--routes", type=int, default=0,
                         help="spread SERVER spans over this many distinct http.route values (memory under "
                              "cardinality; default: the generator's ~30 routes)")
@@ -378,15 +382,15 @@ def run_metrics(args) -> int:
 
 
 def run(args) -> int:
-    from otel_ai.app import App, Credentials
     from otel_ai.config import ConfigError, load_settings
 
     if args.metrics:
         return run_metrics(args)
 
-    if args.spans <= 0 or args.batch_spans <= 0 or args.clients <= 0 or args.in_flight <= 0 or args.routes < 0:
-        print("bench: --spans, --batch-spans, --clients and --in-flight must be positive, --routes not negative",
-              file=sys.stderr)
+    if (args.spans <= 0 or args.batch_spans <= 0 or args.clients <= 0 or args.in_flight <= 0 or args.repeat <= 0
+            or args.routes < 0):
+        print("bench: --spans, --batch-spans, --clients, --in-flight and --repeat must be positive, --routes not "
+              "negative", file=sys.stderr)
         return 2
     try:
         settings = load_settings(args.config)
@@ -403,16 +407,43 @@ def run(args) -> int:
         print(f"bench: {msg}", file=sys.stderr, flush=True)
 
     tmp = Path(tempfile.mkdtemp(prefix="otel-ai-bench-"))
-    app = None
     try:
         say(f"building ~{TARGET_BATCHES} batches of {args.batch_spans} spans")
         blobs = build_batches(args.batch_spans, routes=args.routes)
         batch_file = tmp / "batches.bin"
         write_batches(batch_file, blobs)
         floor = parse_floor_us(blobs)
-        baseline = _baseline(args, settings, batch_file, len(blobs), say) if args.baseline else None
+        reports, problems = [], []
+        for attempt in range(args.repeat):
+            if args.repeat > 1:
+                say(f"run {attempt + 1} of {args.repeat}")
+            baseline = _baseline(args, settings, batch_file, len(blobs), say) if args.baseline else None
+            report, problems = _measure(args, settings, tmp / f"data-{attempt}", batch_file, blobs, floor, baseline, say)
+            reports.append(report)
+            if problems:
+                break
+        report = _with_medians(reports)
+        if args.json:
+            print(json.dumps(report))
+        else:
+            print(_table(report))
+        for p in problems:
+            say(f"FAILED: {p}")
+        return 1 if problems else 0
+    except Exception as exc:  # a clear message rather than a traceback for the CLI
+        say(f"FAILED: {exc}")
+        return 1
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
-        app = App(settings, tmp / "data", console=False, credentials=Credentials())  # no keys: measure ingestion
+
+def _measure(args, settings, data_dir: Path, batch_file: Path, blobs: list[bytes], floor: float,
+             baseline: float | None, say) -> tuple[dict, list[str]]:
+    """One run of a fresh otel-ai: its report and what went wrong (nothing, normally)."""
+    from otel_ai.app import App, Credentials
+
+    app = App(settings, data_dir, console=False, credentials=Credentials())  # no keys: measure ingestion
+    try:
         ports = app.start()
         reg = app.metrics.registry
 
@@ -477,11 +508,6 @@ def run(args) -> int:
             "server_errors": int(server_errors),
             "incidents_opened": int(incidents),
         }
-        if args.json:
-            print(json.dumps(report))
-        else:
-            print(_table(report))
-
         problems = []
         if spans_received <= 0:
             problems.append("no spans arrived at the server")
@@ -492,16 +518,30 @@ def run(args) -> int:
             problems.append(f"{report['client_errors']} request(s) failed: {msgs}")
         if spans_received != spans_sent:
             problems.append(f"spans sent ({spans_sent}) != spans received ({int(spans_received)})")
-        for p in problems:
-            say(f"FAILED: {p}")
-        return 1 if problems else 0
-    except Exception as exc:  # a clear message rather than a traceback for the CLI
-        say(f"FAILED: {exc}")
-        return 1
+        return report, problems
     finally:
-        if app is not None:
-            app.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+        app.stop()
+
+
+# Reported as the median of the runs (with every run's value) when --repeat asks for several.
+_REPEATED = ("cpu_us_per_span", "baseline_cpu_us_per_span", "cpu_over_baseline", "spans_per_s",
+             "export_p50_ms", "export_p99_ms")
+
+
+def _with_medians(reports: list[dict]) -> dict:
+    """The last run's report; with several runs, the _REPEATED figures are their medians
+    (the ratio the median of each run's own ratio) and `runs` lists every run's."""
+    report = dict(reports[-1])
+    if len(reports) == 1:
+        return report
+    report["runs"] = [{key: r[key] for key in _REPEATED} for r in reports]
+    for key in _REPEATED:
+        values = [r[key] for r in reports if r[key] is not None]
+        if values:
+            report[key] = round(statistics.median(values), 3)
+    if report["parse_floor_us_per_span"]:
+        report["cpu_over_floor"] = round(report["cpu_us_per_span"] / report["parse_floor_us_per_span"], 2)
+    return report
 
 
 def _table(r: dict) -> str:
@@ -530,5 +570,13 @@ def _table(r: dict) -> str:
         ("server errors / client errors", f"{r['server_errors']} / {r['client_errors']}"),
         ("incidents opened", f"{r['incidents_opened']}"),
     ]
+    if "runs" in r:
+        def spread(key: str) -> str:
+            values = [run[key] for run in r["runs"] if run[key] is not None]
+            return f"{min(values):.2f} - {max(values):.2f}" if values else "-"
+        rows.insert(0, ("runs", f"{len(r['runs'])}: CPU, ratios, spans/s and Export figures are their medians"))
+        rows += [(f"  {label} over the runs", spread(key)) for label, key in (
+            ("server CPU µs/span", "cpu_us_per_span"), ("minimal receiver CPU µs/span", "baseline_cpu_us_per_span"),
+            ("ratio CPU/minimal receiver", "cpu_over_baseline"), ("Export p99 ms", "export_p99_ms"))]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

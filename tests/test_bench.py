@@ -63,3 +63,11 @@ def test_bench_metrics_reports_points_per_second_and_cpu_per_point(capsys):
     assert report["data_points_per_s"] > 0 and report["cpu_us_per_data_point"] > 0
     print(f"\nbench --metrics (tiny, indicative): {report['data_points_per_s']} points/s, "
           f"{report['cpu_us_per_data_point']} µs CPU per point")
+
+
+def test_bench_repeat_reports_the_medians_of_fresh_servers(capsys):
+    report = run_bench(capsys, ["--spans", "20000", "--repeat", "3", "--json"])
+    runs = report["runs"]
+    assert len(runs) == 3 and all(run["cpu_us_per_span"] > 0 for run in runs)
+    assert report["cpu_us_per_span"] == sorted(run["cpu_us_per_span"] for run in runs)[1]
+    assert report["spans_received"] == 20_000 or report["spans_received"] == report["spans_sent"]
