@@ -23,12 +23,12 @@ GC_YOUNG_THRESHOLD = 50_000
 # median of 5 runs: 2.49 -> 2.23 µs), while the join's are still mapped and returned
 # (RSS after 5M spans over 10k routes: 364 MiB against 368).
 M_MMAP_THRESHOLD = -3  # mallopt parameter (malloc.h)
+MMAP_THRESHOLD_BYTES = 1024 * 1024
 # The worker runs numpy over a merge while receivers wait for the GIL: at CPython's 5 ms
 # switch interval each waiting receiver forces a hand-over (futex waits and wake-ups were
 # ~15 % of the server's CPU). At 20 ms: bench server CPU per span -8 % (median of 4 runs,
 # 2.40 -> 2.20 µs) with Export p99 unchanged (10.0 - 11.0 ms against 10.4 - 11.6).
 SWITCH_INTERVAL_S = 0.02
-MMAP_THRESHOLD_BYTES = 1024 * 1024
 
 
 def tune_for_ingestion() -> None:

@@ -1122,8 +1122,6 @@ static inline int grpc_server_fault(int32_t code) {
 }
 
 /* One accepted row into the columns: the classification of otel_ai/decode/columns.py. */
-static int reparent(const uint64_t *internal, size_t n, uint8_t *col[C_COUNT], size_t rows);
-
 static void put_row(uint8_t *col[C_COUNT], size_t k, const row_t *row, int32_t service_id, int32_t resource_id) {
     int32_t http = row->http_status, grpc = row->grpc_status;
     uint8_t client_error = http >= 400 && http < 500;
@@ -1159,6 +1157,61 @@ static void put_row(uint8_t *col[C_COUNT], size_t k, const row_t *row, int32_t s
     memcpy(col[C_BLOCK] + 4 * k, &row->block, 4);
     memcpy(col[C_SPAN_OFF] + 4 * k, &off, 4);
     memcpy(col[C_SPAN_LEN] + 4 * k, &len, 4);
+}
+
+/* ------------------------------------------------------------------ re-parenting */
+
+/* A row whose parent is an INTERNAL span of the same request gets that span's parent
+ * instead, through nested ones (up to MAX_INTERNAL_DEPTH): exactly what
+ * columns.skip_internal_parents does over numpy, done here so that it costs no Python per
+ * request. internal: (trace key, span id, parent) triples; a key named twice resolves to
+ * its first triple, as the reference's stable sort and left search do. */
+#define MAX_INTERNAL_DEPTH 8
+static const uint64_t SPAN_MIX = 0xD6E8FEB86659FD93ULL;
+
+/* The slot of key in an open-addressing table of cap (a power of two) slots: where it is,
+ * or the empty slot where it goes. */
+static inline size_t probe(const uint64_t *keys, const uint32_t *slot, size_t cap, uint64_t key) {
+    size_t h = (size_t)((key * MIX) >> 32) & (cap - 1);
+    while (slot[h] && keys[h] != key) h = (h + 1) & (cap - 1);
+    return h;
+}
+
+static int reparent(const uint64_t *internal, size_t n, uint8_t *col[C_COUNT], size_t rows) {
+    size_t cap = 16;
+    while (cap < 2 * n) cap <<= 1;
+    uint64_t *keys = malloc(cap * sizeof(uint64_t));
+    uint32_t *slot = malloc(cap * sizeof(uint32_t)); /* 0: empty, else index + 1 */
+    if (!keys || !slot) {
+        free(keys);
+        free(slot);
+        return NOMEM;
+    }
+    memset(slot, 0, cap * sizeof(uint32_t));
+    for (size_t i = 0; i < n; i++) {
+        uint64_t key = internal[3 * i] ^ (internal[3 * i + 1] * SPAN_MIX);
+        size_t h = probe(keys, slot, cap, key);
+        if (!slot[h]) {
+            keys[h] = key;
+            slot[h] = (uint32_t)(i + 1);
+        }
+    }
+    for (size_t k = 0; k < rows; k++) {
+        uint64_t trace_key, parent;
+        memcpy(&trace_key, col[C_TRACE_KEY] + 8 * k, 8);
+        memcpy(&parent, col[C_PARENT] + 8 * k, 8);
+        int moved = 0;
+        for (int depth = 0; depth < MAX_INTERNAL_DEPTH && parent != 0; depth++) {
+            size_t h = probe(keys, slot, cap, trace_key ^ (parent * SPAN_MIX));
+            if (!slot[h]) break;
+            parent = internal[3 * (slot[h] - 1) + 2];
+            moved = 1;
+        }
+        if (moved) memcpy(col[C_PARENT] + 8 * k, &parent, 8);
+    }
+    free(keys);
+    free(slot);
+    return OK;
 }
 
 static PyObject *reader_read(Reader *self, PyObject *args) {
@@ -1290,56 +1343,6 @@ done:
     PyBuffer_Release(&body);
     self->busy = 0;
     return result;
-}
-
-/* ------------------------------------------------------------------ re-parenting */
-
-/* A row whose parent is an INTERNAL span of the same request gets that span's parent
- * instead, through nested ones (up to MAX_INTERNAL_DEPTH): exactly what
- * columns.skip_internal_parents does over numpy, done here so that it costs no Python per
- * request. internal: (trace key, span id, parent) triples; a key named twice resolves to
- * its first triple, as the reference's stable sort and left search do. */
-#define MAX_INTERNAL_DEPTH 8
-static const uint64_t SPAN_MIX = 0xD6E8FEB86659FD93ULL;
-
-static int reparent(const uint64_t *internal, size_t n, uint8_t *col[C_COUNT], size_t rows) {
-    size_t cap = 16;
-    while (cap < 2 * n) cap <<= 1;
-    uint64_t *keys = malloc(cap * sizeof(uint64_t));
-    uint32_t *slot = malloc(cap * sizeof(uint32_t)); /* 0: empty, else index + 1 */
-    if (!keys || !slot) {
-        free(keys);
-        free(slot);
-        return NOMEM;
-    }
-    memset(slot, 0, cap * sizeof(uint32_t));
-    for (size_t i = 0; i < n; i++) {
-        uint64_t key = internal[3 * i] ^ (internal[3 * i + 1] * SPAN_MIX);
-        size_t h = (size_t)((key * MIX) >> 32) & (cap - 1);
-        while (slot[h] && keys[h] != key) h = (h + 1) & (cap - 1);
-        if (!slot[h]) {
-            keys[h] = key;
-            slot[h] = (uint32_t)(i + 1);
-        }
-    }
-    for (size_t k = 0; k < rows; k++) {
-        uint64_t trace_key, parent;
-        memcpy(&trace_key, col[C_TRACE_KEY] + 8 * k, 8);
-        memcpy(&parent, col[C_PARENT] + 8 * k, 8);
-        int moved = 0;
-        for (int depth = 0; depth < MAX_INTERNAL_DEPTH && parent != 0; depth++) {
-            uint64_t key = trace_key ^ (parent * SPAN_MIX);
-            size_t h = (size_t)((key * MIX) >> 32) & (cap - 1);
-            while (slot[h] && keys[h] != key) h = (h + 1) & (cap - 1);
-            if (!slot[h]) break;
-            parent = internal[3 * (slot[h] - 1) + 2];
-            moved = 1;
-        }
-        if (moved) memcpy(col[C_PARENT] + 8 * k, &parent, 8);
-    }
-    free(keys);
-    free(slot);
-    return OK;
 }
 
 /* ------------------------------------------------------------------ pass 2: chosen spans' details */

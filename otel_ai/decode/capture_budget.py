@@ -17,6 +17,8 @@ runs; a subject's first second keeps everything.
 """
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 PER_SECOND = 8.0  # captures a second per subject and class: a ring of 96 then spans >= 12 s
@@ -46,17 +48,16 @@ class CaptureBudget:
         requests keeps what a pass over each alone would."""
         fraction = np.ones(subject.shape[0])
         kept = candidate
-        first = row = 0
+        starts = list(itertools.accumulate(sizes, initial=0))
+        row = 0  # the first row of the requests that share the current fractions
         for r, second in enumerate(seconds + [None]):
             if second is not None and (not sizes[r] or not self._moves(second)):
                 continue  # a request without rows has no event second (its median reads 0)
-            # requests first..r-1 share the fractions: one step of numpy for all of them
-            stop = row + sum(sizes[first:r])
-            if stop > row:
-                kept = self._apply(subject, klass, candidate, trace_key, row, stop, fraction, kept)
+            if starts[r] > row:  # one step of numpy for all the requests before r
+                kept = self._apply(subject, klass, candidate, trace_key, row, starts[r], fraction, kept)
             if second is not None:
                 self._turn(second)
-            first, row = r, stop
+            row = starts[r]
         return kept, fraction
 
     def _moves(self, second: int) -> bool:
