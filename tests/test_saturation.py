@@ -90,6 +90,14 @@ def test_container_usage_uses_its_own_limit_and_needs_one() -> None:
     assert forecast.ratio == pytest.approx(0.25)
 
 
+def test_a_vanishing_limit_gives_no_infinite_ratio() -> None:
+    """Found by the metrics fuzzer: a limit of 5e-324 cores divides usage into infinity."""
+    store = SaturationStore()
+    store.add([UtilizationSample(key("app", source="container.cpu.limit"), T0, semconv.LIMIT, 5e-324),
+               UtilizationSample(key("app", source="container.cpu.usage"), T0, semconv.USAGE, 0.5)])
+    assert store.forecasts() == []
+
+
 def test_store_is_bounded_and_ignores_out_of_order_samples() -> None:
     store = SaturationStore(max_series=32, samples_per_series=5)
     for i in range(100):

@@ -10,6 +10,7 @@ significant rise.
 from __future__ import annotations
 
 import itertools
+import math
 from collections import deque
 from dataclasses import dataclass
 
@@ -114,8 +115,9 @@ class SaturationStore:
                 self._append(sample.series, sample.time_ns, sample.value, sample.subject_id)
             else:
                 limit = self._limit(sample.series)
-                if limit:
-                    self._append(sample.series, sample.time_ns, sample.value / limit, sample.subject_id)
+                ratio = sample.value / limit if limit else math.inf
+                if math.isfinite(ratio):  # a denormal limit (5e-324) would make it inf
+                    self._append(sample.series, sample.time_ns, ratio, sample.subject_id)
 
     def _set_limit(self, sample: UtilizationSample) -> None:
         key = (sample.series.instance, sample.series.resource)
