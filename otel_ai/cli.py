@@ -69,8 +69,10 @@ def _print_ports(app, out=sys.stderr) -> None:
 def cmd_serve(args) -> int:
     from otel_ai import server_record
     from otel_ai.app import App
+    from otel_ai.runtime import tune_for_ingestion
 
     settings = _load(args)
+    tune_for_ingestion()
     data_dir = args.data_dir
     app = App(settings, data_dir, args.incidents_jsonl)
     app.start()
@@ -97,8 +99,10 @@ def _wait_for_signal(timeout_s: float | None = None) -> None:
 
 def cmd_demo(args) -> int:
     from otel_ai.demo import run_demo
+    from otel_ai.runtime import tune_for_ingestion
 
     settings = _load(args)
+    tune_for_ingestion()
     if not args.host:
         settings.receiver.host = settings.admin.host = "127.0.0.1"
     return run_demo(settings, args)
@@ -142,7 +146,9 @@ def cmd_silences(args) -> int:
 
 def cmd_bench(args) -> int:
     from otel_ai import bench
+    from otel_ai.runtime import tune_for_ingestion
 
+    tune_for_ingestion()  # before the baseline too: both receivers run in the one tuned process
     return bench.run(args)
 
 

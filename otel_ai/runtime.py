@@ -1,5 +1,9 @@
-"""Process-wide settings for a long-running server (`otel-ai serve`, `otel-ai bench`): the
-garbage collector and glibc's malloc, tuned for ingestion. App.start applies them."""
+"""Process-wide settings for a long-running server: the garbage collector, the GIL's switch
+interval and glibc's malloc, tuned for ingestion.
+
+The commands that own their process apply them (serve, demo, bench); App does not, so a
+program or a test suite that embeds it keeps its own interpreter's settings (a 20 ms
+switch interval slows every other thread of that process, a test's fake servers too)."""
 from __future__ import annotations
 
 import ctypes

@@ -57,3 +57,23 @@ def test_threads_hand_over_the_gil_less_often(gc_threshold):
     sys.setswitchinterval(0.1)  # an embedding application's longer interval is kept
     runtime.tune_for_ingestion()
     assert sys.getswitchinterval() == pytest.approx(0.1, rel=1e-3)
+
+
+def test_an_embedded_app_leaves_the_interpreter_alone(gc_threshold, tmp_path):
+    """Only the commands that own their process tune it: a test suite embedding App with
+    its fake servers keeps CPython's hand-over interval and collector."""
+    from otel_ai.app import App, Credentials
+    from otel_ai.config import load_settings
+
+    sys.setswitchinterval(0.005)
+    gc.set_threshold(700, 10, 10)
+    settings = load_settings(env={})
+    settings.receiver.host = settings.admin.host = "127.0.0.1"
+    settings.receiver.grpc_port = settings.receiver.http_port = settings.admin.port = 0
+    app = App(settings, tmp_path / "data", console=False, credentials=Credentials())
+    app.start()
+    try:
+        assert sys.getswitchinterval() == pytest.approx(0.005, rel=1e-3)
+        assert gc.get_threshold()[0] == 700
+    finally:
+        app.stop(grace_s=0)

@@ -67,6 +67,19 @@ class Traffic:
 
 
 
+def lifecycle_state(app: App, slack: FakeSlack, traffic: Traffic, message: tuple[str, str]) -> str:
+    """Where an incident's life stopped, for a test that timed out waiting on it."""
+    lines = [f"event time {(app.pipeline.incidents.event_time_ns - traffic.generator.start_ns) / NS:.0f}s into the "
+             f"traffic; outbox {app.outbox.counts()}; header "
+             f"{slack.messages[message]['blocks'][0]['text']['text']!r}"]
+    for i in app.store.list():
+        lines.append(f"{i.id} {i.type} {i.subject.service} {i.status} problem={i.problem_id} opened "
+                     f"{(i.opened_at_ns - traffic.generator.start_ns) / NS:.0f}s resolved "
+                     + (f"{(i.resolved_at_ns - traffic.generator.start_ns) / NS:.0f}s" if i.resolved_at_ns else "-"))
+    calls = [f"{c.method}:{c.status}:{(c.response or {}).get('error') or 'ok'}" for c in slack.calls[-20:]]
+    return "\n".join([*lines, "last Slack calls: " + " ".join(calls)])
+
+
 def top_level_posts(slack: FakeSlack, incident: Incident) -> list:
     """The messages the incident leads: keyed by its problem when it has one."""
     return [c for c in slack.calls_to("chat.postMessage") if c.status == 200 and c.response.get("ok")
@@ -151,8 +164,10 @@ def test_one_message_per_incident_through_analysis_ack_and_recovery(tmp_path: Pa
         assert sum("Still open" in m["text"] for m in slack.thread(channel, ts)) == reminders
 
         traffic.send(ports.http, 30 + RECOVERY_S)
+        # Resolved by the time the send returns, normally; the margin covers a delivery
+        # retried after a timeout on a loaded machine (10 s timeout, then backoff).
         wait_for("the resolved update", lambda: "RESOLVED" in slack.messages[(channel, ts)]["blocks"][0]["text"]["text"],
-                 timeout_s=30)
+                 timeout_s=60, explain=lambda: lifecycle_state(app, slack, traffic, (channel, ts)))
         wait_for("the resolved note", lambda: any("Resolved after" in m["text"] for m in slack.thread(channel, ts)))
         # Exactly one top-level message for the incident through its whole life.
         assert len(top_level_posts(slack, lead)) == 1

@@ -95,16 +95,18 @@ def run_scenarios(names, warmup_s: float, after_onset_s: float, seed: int = 7) -
     return results
 
 
-def wait_for(what: str, check, timeout_s: float = 20.0, every_s: float = 0.1):
+def wait_for(what: str, check, timeout_s: float = 20.0, every_s: float = 0.1, explain=None):
     """Poll check() until it returns something truthy, and return that; TimeoutError naming
-    `what` otherwise. For tests of things that happen on other threads or processes."""
+    `what` otherwise, with what explain() says of the state it was stuck in. For tests of
+    things that happen on other threads or processes."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         found = check()
         if found:
             return found
         time.sleep(every_s)
-    raise TimeoutError(f"timed out after {timeout_s:g}s waiting for {what}")
+    detail = f"\n{explain()}" if explain is not None else ""
+    raise TimeoutError(f"timed out after {timeout_s:g}s waiting for {what}{detail}")
 
 
 @dataclass
