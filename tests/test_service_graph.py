@@ -234,6 +234,20 @@ def test_stats_sum_recent_slots_and_learn_each_slot_as_it_leaves_the_ring():
     assert stats.late == 1
 
 
+def test_stats_of_absurdly_long_spans_stay_finite():
+    """Found by the decoder fuzzer: spans of ~1e13 ms (uint64 timestamps), weighted and
+    squared into the float32 ring, made cells inf; the baseline learnt from them would turn nan."""
+    stats = ComponentStats(SLOT)
+    first = T0 // SLOT
+    huge = observations([1] * 4, [0] * 4, [1.8e13] * 4, [1.8e13] * 4)
+    huge.weight[:] = 1e15  # a sampled span's adjusted count, also from the wire
+    stats.add(huge)
+    stats.add(huge)
+    assert np.isfinite(stats.window(first, 1)).all()
+    stats.roll_to(first + RECENT_SLOTS)
+    assert np.isfinite(stats.baseline).all()
+
+
 def test_stats_after_a_long_gap_decay_instead_of_replaying_empty_slots():
     stats = ComponentStats(SLOT)
     first = T0 // SLOT

@@ -26,6 +26,7 @@ from otel_ai.resources import ResourceInfo
 COUNT, ERRORS, ORIGINS, TOTAL, TOTAL_SQ, SELF, SELF_SQ = range(7)
 N_FIELDS = 7
 RECENT_SLOTS = 9
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # the ring's cells are float32
 
 
 @dataclass(slots=True)
@@ -117,7 +118,11 @@ class ComponentStats:
         cells = (slot - first) * size + comp
         sums = np.stack([np.bincount(cells, weights=v, minlength=spread * size) for v in values], axis=-1)
         for offset in range(spread):
-            self.recent[:size, (first + offset) % RECENT_SLOTS, :] += sums[offset * size:(offset + 1) * size]
+            ring = (first + offset) % RECENT_SLOTS
+            # Summed in float64 and held below float32's limit: a span of absurd length (a
+            # client's uint64 timestamps) would otherwise make a cell inf, and its baseline nan.
+            cell = self.recent[:size, ring, :] + sums[offset * size:(offset + 1) * size]
+            self.recent[:size, ring, :] = np.minimum(cell, FLOAT32_MAX)
 
     def restore(self, ids: np.ndarray, sums: np.ndarray) -> None:
         """Set the baselines of components `ids` (a restart's saved state; 0 is the overflow)."""
