@@ -36,6 +36,7 @@ from otel_ai.page.routes import IncidentPage
 from otel_ai.pipeline import Pipeline
 from otel_ai.receiver.grpc_server import OtlpGrpcReceiver
 from otel_ai.receiver.http_server import OtlpHttpReceiver
+from otel_ai.runtime import tune_allocation
 from otel_ai.selfmetrics import SelfMetrics
 from otel_ai.stages import Consumer
 from otel_ai.store import IncidentStore
@@ -200,6 +201,7 @@ class App:
         return Response.json(200, (updated or incident).snapshot())
 
     def start(self) -> Ports:
+        tune_allocation()
         self.pipeline.start()
         watched = self.pipeline.incidents.watched()
         resumed = self.analysis.resume(watched)

@@ -1,9 +1,10 @@
 """Process-wide settings for a long-running server: the garbage collector, the GIL's switch
 interval and glibc's malloc, tuned for ingestion.
 
-The commands that own their process apply them (serve, demo, bench); App does not, so a
-program or a test suite that embeds it keeps its own interpreter's settings (a 20 ms
-switch interval slows every other thread of that process, a test's fake servers too)."""
+App.start applies the allocation settings (they only make it cheaper). The GIL's switch
+interval trades every other thread's latency for the worker's throughput, so only the
+commands that own their process set it (serve, demo, bench): a program or a test suite
+that embeds App keeps its own (at 20 ms, a test's fake servers answered late too)."""
 from __future__ import annotations
 
 import ctypes
@@ -36,9 +37,14 @@ SWITCH_INTERVAL_S = 0.02
 
 
 def tune_for_ingestion() -> None:
+    """Everything, for a process that is a server and nothing else."""
+    tune_allocation()
+    sys.setswitchinterval(max(sys.getswitchinterval(), SWITCH_INTERVAL_S))
+
+
+def tune_allocation() -> None:
     young, middle, old = gc.get_threshold()
     gc.set_threshold(max(young, GC_YOUNG_THRESHOLD), middle, old)
-    sys.setswitchinterval(max(sys.getswitchinterval(), SWITCH_INTERVAL_S))
     _hold_mmap_threshold()
 
 

@@ -223,7 +223,10 @@ def test_a_minute_of_rate_limits_loses_nothing_and_ingestion_goes_on(tmp_path: P
             # The acknowledgement is its own change through the policy: it may land after the
             # outbox was first seen empty.
             wait_for("PagerDuty's trigger and acknowledge", lambda: [e.action for e in pagerduty.events_for(key)]
-                     == ["trigger", "acknowledge"], timeout_s=60)
+                     == ["trigger", "acknowledge"], timeout_s=60, explain=lambda: (
+                         f"acked {acked.id} under {key}; PagerDuty events "
+                         f"{[(e.dedup_key, e.action) for e in pagerduty.accepted()]}; outbox {outbox.counts()}; "
+                         f"incidents {[(i.id, i.type, i.status, i.problem_id, i.acknowledged_by) for i in app.store.list()]}"))
             # The webhook: every notification arrived, collapsed to its latest state.
             last = [p for p in webhook.payloads() if p["alerts"][0]["labels"]["incident_id"] == acked.id][-1]
             assert last["status"] == "firing" and last["alerts"][0]["annotations"]["acknowledged_by"] == "U777"
