@@ -258,19 +258,22 @@ class IncidentManager:
 
     @_locked
     def acknowledge(self, incident_id_: str, who: str, now_ns: int) -> Incident | None:
-        """Open -> acknowledged, once; None if the incident is not open or acknowledged."""
-        for incident in self.active.values():
-            if incident.id == incident_id_:
-                if incident.status == "acknowledged":
-                    return incident  # a second click changes nothing
-                incident.status = "acknowledged"
-                incident.acknowledged_by = who
-                incident.acknowledged_at_ns = now_ns
-                self.metrics.time_to_acknowledge.labels(type=incident.type).observe(
-                    max(0.0, (now_ns - incident.opened_at_ns) / NS_PER_S))
-                self._emit(incident, "acknowledged", max(now_ns, incident.updated_at_ns))
-                return incident
-        return None
+        """Open -> acknowledged, once; None if the incident is not open or acknowledged.
+        The open members of its problem are acknowledged with it: the problem is one page
+        (whichever member each notifier shows), and whoever took it owns all of it."""
+        found = next((i for i in self.active.values() if i.id == incident_id_), None)
+        if found is None or found.status == "acknowledged":
+            return found  # a second click changes nothing
+        members = [i for i in self.active.values() if found.problem_id is not None and i.id != found.id
+                   and i.problem_id == found.problem_id and i.status == "open"]
+        for incident in (found, *members):
+            incident.status = "acknowledged"
+            incident.acknowledged_by = who
+            incident.acknowledged_at_ns = now_ns
+            self.metrics.time_to_acknowledge.labels(type=incident.type).observe(
+                max(0.0, (now_ns - incident.opened_at_ns) / NS_PER_S))
+            self._emit(incident, "acknowledged", max(now_ns, incident.updated_at_ns))
+        return found
 
     @_locked
     def apply(self, event: IncidentEvent) -> Incident | None:

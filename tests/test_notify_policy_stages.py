@@ -253,3 +253,35 @@ def test_a_notifier_that_has_an_incident_keeps_it_when_routing_would_not_pick_it
     publish(policy, store, change(calmer, "resolved", status="resolved", resolved_at_ns=clock.now))
     assert [r[1:] for r in rows(store, "pager")] == [(MESSAGE, ""), (NOTE, "resolved:3")]
     store.close()
+
+
+@pytest.mark.parametrize("lead_resolves_first", [True, False])
+@pytest.mark.parametrize("root_moves", [False, True])
+def test_a_problems_message_shows_its_lead_to_the_end(rig, lead_resolves_first, root_moves):
+    """Seen in CI: every incident of the problem resolved, yet its one message still showed
+    the lead acknowledged (or showed a member in the lead's place). One incident's state per
+    message, the newest, whichever order the last changes come in and however the root moved."""
+    policy, notifiers, deliveries, clock, _, store = rig
+    dep, routes = dependency_incidents()
+    root = {"kind": "dependency", "dependency": "payments-api"}
+    for incident in (dep, *routes[:2]):
+        incident.problem_id, incident.root_cause = "prb_0000000000000001", dict(root)
+        publish(policy, store, incident)
+    clock.now += 60 * S
+    deliver(deliveries)
+    dep = change(dep, "acknowledged", status="acknowledged", acknowledged_by="U1")
+    publish(policy, store, dep)
+    if root_moves:  # localisation narrowed the root after the members joined
+        dep = change(dep, "updated", root_cause={"kind": "service", "service": "payments-api"})
+        publish(policy, store, dep)
+    deliver(deliveries)
+    resolved_dep = change(dep, "resolved", status="resolved", resolved_at_ns=clock.now)
+    resolved_routes = [change(r, "resolved", status="resolved", resolved_at_ns=clock.now) for r in routes[:2]]
+    for incident in ([resolved_dep, *resolved_routes] if lead_resolves_first else [*resolved_routes, resolved_dep]):
+        publish(policy, store, incident)
+    clock.now += 60 * S
+    deliver(deliveries)
+    for notifier in notifiers.values():
+        messages = notifier.messages()
+        assert {m["id"] for m in messages} == {dep.id}
+        assert messages[-1]["status"] == "resolved" and messages[-1]["version"] == resolved_dep.version

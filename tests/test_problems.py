@@ -187,3 +187,23 @@ def test_the_root_cause_leaves_the_process_redacted():
             "evidence": [{"component": f"GET /users/{secret}", "metric": "latency_ms", "baseline": 1.0, "now": 9.0}]}
     out = redact_incident(Redactor(), member(1, root=root, problem_id="prb_1"))
     assert secret not in json.dumps(out.snapshot()) and out.root_cause["evidence"][0]["now"] == 9.0
+
+
+def test_acknowledging_one_incident_of_a_problem_acknowledges_its_open_members(tmp_path):
+    """One problem is one page, and each notifier may show a different member of it (its
+    lead there is whoever led when group_wait ended): whoever took it owns all of it."""
+    from otel_ai.incidents import IncidentManager
+
+    store = IncidentStore(tmp_path / "incidents.db")
+    changes = []
+    manager = IncidentManager(load_settings(env={}), store, changes.append, SelfMetrics())
+    lead, other = member(1, problem_id="prb_1"), member(2, problem_id="prb_1")
+    elsewhere, done = member(3, problem_id="prb_2"), member(4, problem_id="prb_1", status="resolved")
+    for incident in (lead, other, elsewhere, done):
+        manager.active[(incident.subject, incident.type)] = incident
+    assert manager.acknowledge("inc_1", "U7", NOW + S) is lead
+    assert [(c.id, c.last_change, c.acknowledged_by) for c in changes] == [
+        ("inc_1", "acknowledged", "U7"), ("inc_2", "acknowledged", "U7")]
+    assert elsewhere.status == "open" and done.status == "resolved"
+    assert manager.acknowledge("inc_2", "U8", NOW + 2 * S) is other and len(changes) == 2  # already taken
+    store.close()

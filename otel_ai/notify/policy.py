@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 NOTE_CHANGES = ("analyzed", "acknowledged", "resolved", "reopened")
 MEMBER_NOTE_CHANGES = ("resolved", "reopened")
 MAX_TRACKED = 10_000
+MAX_SNAPSHOTS = 1_000  # whole incidents (context and all): the recently changed ones suffice
 MAX_RELATED_LISTED = 20
 REMINDER_CHECK_S = 30.0
 
@@ -100,8 +101,8 @@ class _Groups:
                     self.member_of.pop(member, None)
 
 
-def _bound(mapping: OrderedDict) -> None:
-    while len(mapping) > MAX_TRACKED:
+def _bound(mapping: OrderedDict, limit: int = MAX_TRACKED) -> None:
+    while len(mapping) > limit:
         mapping.popitem(last=False)
 
 
@@ -126,6 +127,12 @@ class NotificationPolicy:
         self.wake = wake
         self.redactor = redactor_from_settings(settings.analysis.redaction)  # one redaction for all outbound
         self._groups = {name: _Groups() for name in self.notifiers}
+        # Which incident each notification shows (notification key -> incident id), per
+        # notifier: the one whose changes update it, whatever groups its cause has had.
+        self._message_lead: dict[str, OrderedDict[str, str]] = {name: OrderedDict() for name in self.notifiers}
+        # The newest snapshot of every incident seen: a group keeps the lead as it was when it
+        # joined, and a member's change must not put that older state back on the message.
+        self._newest: OrderedDict[str, Incident] = OrderedDict()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._repeater: threading.Thread | None = None
@@ -135,6 +142,7 @@ class NotificationPolicy:
         now = self.clock_ns()
         touched = []
         with self._lock:
+            self._remember(incident)
             routed = self.router.notifiers_for(incident)
             for name in self.notifiers:
                 # A notifier that has the incident keeps getting its changes, even if a later change
@@ -148,6 +156,13 @@ class NotificationPolicy:
         for name in touched:
             self.wake(name)
 
+    def _remember(self, incident: Incident) -> None:
+        known = self._newest.get(incident.id)
+        if known is None or known.version <= incident.version:
+            self._newest[incident.id] = incident
+            self._newest.move_to_end(incident.id)
+            _bound(self._newest, MAX_SNAPSHOTS)
+
     def _has(self, name: str, incident: Incident) -> bool:
         return incident.id in self._groups[name].member_of or self.outbox.has_notification(
             name, notification_key(incident))
@@ -155,8 +170,12 @@ class NotificationPolicy:
     def _leads(self, name: str, groups: _Groups, incident: Incident) -> bool:
         """The incident's notification exists and is its own to update: not its problem's
         while another member leads it."""
-        if not self.outbox.has_notification(name, notification_key(incident)):
+        key = notification_key(incident)
+        if not self.outbox.has_notification(name, key):
             return False
+        shown = self._message_lead[name].get(key)
+        if shown is not None:  # one incident's state per message: its problem's lead's
+            return shown == incident.id
         if incident.problem_id is None:
             return True
         cause = cause_key(incident)
@@ -169,6 +188,8 @@ class NotificationPolicy:
 
     def _decide(self, name: str, incident: Incident, now: int) -> str | None:
         groups = self._groups[name]
+        if self._message_lead[name].get(notification_key(incident)) == incident.id:
+            groups.member_of.pop(incident.id, None)  # it leads the message: never a line on it
         if incident.id in groups.member_of:
             if self.silences.silencing(incident) is not None:
                 return "silenced"
@@ -200,6 +221,7 @@ class NotificationPolicy:
             lead = group.lead
             if may_lead and rank(incident) > rank(lead):
                 if self.outbox.withdraw(name, notification_key(lead)):
+                    self._message_lead[name].pop(notification_key(lead), None)
                     self._take_over(name, groups, cause, group, incident, now)
                     return "queued"
                 if severity_rank(incident.severity) > severity_rank(lead.severity):
@@ -274,7 +296,14 @@ class NotificationPolicy:
 
     # ---- writing to the outbox ----
     def _put_message(self, name: str, lead: Incident, due_ns: int, group: _Group | None) -> None:
+        newest = self._newest.get(lead.id)
+        if newest is not None and newest.version > lead.version:
+            lead = newest
         related = [line for line in (group.members.values() if group else ()) if line["id"] != lead.id]
+        key = notification_key(lead)
+        self._message_lead[name][key] = lead.id
+        self._message_lead[name].move_to_end(key)
+        _bound(self._message_lead[name])
         self.outbox.put_message(name, notification_key(lead), lead.version, due_ns,
                                 {"incident": self._redacted(lead).snapshot(), "related": related})
 
@@ -301,9 +330,10 @@ class NotificationPolicy:
             for name, groups in self._groups.items():
                 for incident in sorted(incidents, key=rank, reverse=True):
                     cause = cause_key(incident)
-                    if cause and cause not in groups.by_cause and self.outbox.has_notification(
-                            name, notification_key(incident)):
+                    key = notification_key(incident)
+                    if cause and cause not in groups.by_cause and self.outbox.has_notification(name, key):
                         groups.lead(cause, incident)
+                        self._message_lead[name].setdefault(key, incident.id)
 
     # ---- repeat ----
     def start(self) -> None:
