@@ -44,6 +44,7 @@ from otel_ai.graph.service_graph import ServiceGraph
 from otel_ai.incidents import IncidentManager
 from otel_ai.metrics.stage import MetricsStage, MetricWork
 from otel_ai.receiver.consumer import JSON, PROTOBUF, ExportResult, InvalidRequest, MetricsExportResult, Saturated
+from otel_ai.runtime import HEAP_TRIM_INTERVAL_S, trim_heap
 from otel_ai.model import SYSTEM
 from otel_ai.selfmetrics import SelfMetrics
 from otel_ai.snapshots import (
@@ -127,6 +128,7 @@ class Pipeline:
         self._cv = threading.Condition()
         self._worker: threading.Thread | None = None
         self._processing = False  # the worker is on a batch it took off the queue
+        self._next_trim = time.monotonic() + HEAP_TRIM_INTERVAL_S
         self._worker_waiting = False  # receivers notify only then: a busy worker needs no wake-up
         self._worker_gathering = False  # waiting for a merge's worth: notify once there is one
         self._idle_waiters = 0  # wait_idle() callers: the worker stops gathering for them
@@ -488,6 +490,9 @@ class Pipeline:
                     self.batches_processed += len(taken)  # requests, merged or not
                     self._processing = False
                     self._cv.notify_all()
+            if time.monotonic() >= self._next_trim:  # outside the lock: receivers keep queueing
+                trim_heap()
+                self._next_trim = time.monotonic() + HEAP_TRIM_INTERVAL_S
 
     def _wait_for_work(self) -> None:
         """Until something is queued (or a second passes: the wall clock moves the

@@ -77,3 +77,11 @@ def test_an_embedded_app_keeps_its_interpreters_switch_interval(gc_threshold, tm
         assert gc.get_threshold()[0] == runtime.GC_YOUNG_THRESHOLD
     finally:
         app.stop(grace_s=0)
+
+
+def test_the_heap_is_trimmed_where_glibc_offers_it():
+    import ctypes
+
+    blocks = [ctypes.create_string_buffer(64 * 1024) for _ in range(200)]  # heap blocks under the mmap threshold
+    del blocks
+    assert runtime.trim_heap() is (sys.platform.startswith("linux") and runtime._malloc_trim() is not None)
