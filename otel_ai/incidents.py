@@ -264,8 +264,8 @@ class IncidentManager:
         found = next((i for i in self.active.values() if i.id == incident_id_), None)
         if found is None or found.status == "acknowledged":
             return found  # a second click changes nothing
-        members = [i for i in self.active.values() if found.problem_id is not None and i.id != found.id
-                   and i.problem_id == found.problem_id and i.status == "open"]
+        members = [] if found.problem_id is None else [
+            i for i in self.active.values() if i.problem_id == found.problem_id and i.status == "open" and i is not found]
         for incident in (found, *members):
             incident.status = "acknowledged"
             incident.acknowledged_by = who

@@ -44,8 +44,8 @@ from otel_ai.graph.service_graph import ServiceGraph
 from otel_ai.incidents import IncidentManager
 from otel_ai.metrics.stage import MetricsStage, MetricWork
 from otel_ai.receiver.consumer import JSON, PROTOBUF, ExportResult, InvalidRequest, MetricsExportResult, Saturated
-from otel_ai.runtime import HEAP_TRIM_INTERVAL_S, trim_heap
 from otel_ai.model import SYSTEM
+from otel_ai.runtime import HEAP_TRIM_INTERVAL_S, trim_heap
 from otel_ai.selfmetrics import SelfMetrics
 from otel_ai.snapshots import (
     BASELINES, GRAPH, SnapshotWriter, baselines_snapshot, graph_snapshot, graph_state, restore_baselines,

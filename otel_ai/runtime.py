@@ -8,7 +8,6 @@ that embeds App keeps its own (at 20 ms, a test's fake servers answered late too
 from __future__ import annotations
 
 import ctypes
-import functools
 import gc
 import os
 import sys
@@ -56,11 +55,8 @@ def tune_allocation() -> None:
 
 def _hold_mmap_threshold() -> None:
     """glibc only; an operator's MALLOC_MMAP_THRESHOLD_ wins."""
-    if not sys.platform.startswith("linux") or "MALLOC_MMAP_THRESHOLD_" in os.environ:
-        return
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
+    mallopt = None if "MALLOC_MMAP_THRESHOLD_" in os.environ else _glibc("mallopt")
+    if mallopt is None:
         return
     mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)  # Python ints go as C ints, as the prototype wants
 
@@ -68,18 +64,18 @@ def _hold_mmap_threshold() -> None:
 def trim_heap() -> bool:
     """Give the heap's free memory back to the system (glibc's malloc_trim); False where
     there is no such call."""
-    trim = _malloc_trim()
+    trim = _glibc("malloc_trim")
     if trim is None:
         return False
     trim(0)
     return True
 
 
-@functools.cache
-def _malloc_trim():
+def _glibc(name: str):
+    """A function of the C library this process runs on, if it is glibc's and has it."""
     if not sys.platform.startswith("linux"):
         return None
     try:
-        return ctypes.CDLL(None).malloc_trim
+        return getattr(ctypes.CDLL(None), name)
     except (OSError, AttributeError):  # another libc
         return None

@@ -84,4 +84,4 @@ def test_the_heap_is_trimmed_where_glibc_offers_it():
 
     blocks = [ctypes.create_string_buffer(64 * 1024) for _ in range(200)]  # heap blocks under the mmap threshold
     del blocks
-    assert runtime.trim_heap() is (sys.platform.startswith("linux") and runtime._malloc_trim() is not None)
+    assert runtime.trim_heap() is (sys.platform.startswith("linux") and runtime._glibc("malloc_trim") is not None)

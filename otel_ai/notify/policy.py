@@ -304,7 +304,7 @@ class NotificationPolicy:
         self._message_lead[name][key] = lead.id
         self._message_lead[name].move_to_end(key)
         _bound(self._message_lead[name])
-        self.outbox.put_message(name, notification_key(lead), lead.version, due_ns,
+        self.outbox.put_message(name, key, lead.version, due_ns,
                                 {"incident": self._redacted(lead).snapshot(), "related": related})
 
     def _note(self, name: str, incident: Incident, change: str, now: int) -> None:
