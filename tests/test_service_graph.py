@@ -150,30 +150,55 @@ def test_join_memory_is_capped_whatever_arrives():
     for t in range(30):  # 3,000 spans ending in the future: nothing can be finalised
         join.add(batch(*[dict(trace=t * 1000 + i, span=1, parent=5, kind=SERVER, subject=1, start=0, end=10_000 + t)
                          for i in range(100)]))
-    # past the cap an eviction frees an eighth of it more than needed, for the next batches
-    assert 875 <= len(join) <= 1_000 and 2_000 <= join.dropped <= 2_125
-    assert len(join) + join.dropped == 3_000
-    assert join.nbytes() <= 1_000 * 64
-    join.advance(T0)  # nothing ended: they all stay, and the emptied rows are gone
-    assert len(join) == len(join._rows) == 3_000 - join.dropped
+    assert len(join) <= 1_000 and join.level >= 2 and join.dropped == 0
+    assert len(join) + join.sampled_out == 3_000
+    assert join.nbytes() <= 1_000 * 66
+    # what is kept stands for what is not: each kept span weighs 2**level
+    join._merge()
+    assert set(join._rows.weight.tolist()) == {float(2 ** join.level)}
+    assert abs(float(join._rows.weight.sum()) - 3_000) < 0.25 * 3_000
 
 
-def test_at_the_cap_the_oldest_spans_go_whatever_order_they_come_in():
-    ends = np.random.default_rng(3).permutation(3_000) + 10_000  # ms, all distinct, shuffled over the batches
+def test_past_the_cap_the_join_keeps_whole_traces_and_weighs_them_for_the_rest():
+    rng = np.random.default_rng(3)
     join = TraceJoin(ComponentTable(), max_spans=1_000)
-    for part in np.array_split(ends, 17):
-        join.add(batch(*[dict(trace=int(e), span=1, parent=5, kind=SERVER, subject=int(e) % 997, start=0, end=int(e))
-                         for e in part]))
-        join._merge()  # as an add past the cap does
-    assert len(join) + join.dropped == 3_000
-    live = join._rows.kind != -1
-    kept = (join._rows.end[live] - T0) // MS
-    assert np.array_equal(join._rows.subject[live], kept % 997)  # each row moved whole
-    assert len(set(join._rows.skey[live].tolist())) == len(join)
-    # each eviction keeps the newest it sees; only spans that came after the last one may be older
-    newest = sorted(ends.tolist())[-len(kept):]
-    assert len(set(kept.tolist()) & set(newest)) >= 0.8 * len(kept)
-    assert kept.min() > 10_000 + 1_000  # the oldest thousand never survived an eviction
+    traces = rng.permutation(1_000) + 1
+    for part in np.array_split(traces, 17):  # 4 spans per trace, a trace's spans in two batches
+        first = [dict(trace=int(t), span=s, parent=s - 1, kind=SERVER, subject=s, start=0, end=10_000 + s)
+                 for t in part for s in (2, 3)]
+        join.add(batch(*first))
+        join.add(batch(*[dict(trace=int(t), span=s, parent=s - 1, kind=SERVER, subject=s, start=0,
+                              end=10_000 + s) for t in part for s in (4, 5)]))
+    join._merge()
+    assert 0 < len(join) <= 1_000 and join.level >= 2 and join.dropped == 0
+    # exactly the traces the level keeps, each whole: all four of its spans
+    from otel_ai.decode.columns import span_keys
+    from otel_ai.graph.join import sampled_in, trace_sample_bits
+    ids = traces.astype(np.uint64)
+    kept = ids[sampled_in(trace_sample_bits(ids), join.level)]
+    wanted = {int(k) for s in (2, 3, 4, 5) for k in span_keys(kept, np.full(kept.shape[0], s, np.uint64)).tolist()}
+    assert set(join._rows.skey.tolist()) == wanted and len(join) == 4 * kept.shape[0]
+    assert abs(float(join._rows.weight.sum()) - 4_000) < 0.3 * 4_000
+
+
+def test_the_sampling_level_comes_down_when_traffic_does():
+    join = TraceJoin(ComponentTable(), max_spans=1_000)
+    join.add(batch(*[dict(trace=i + 1, span=1, parent=0, kind=SERVER, subject=1, start=0, end=10 + i % 50)
+                     for i in range(4_000)]))
+    raised = join.level
+    assert raised >= 3
+    t = 100
+    for _ in range(raised):  # quiet slots: 100 spans each, under a quarter of the cap
+        join.add(batch(*[dict(trace=t * 1000 + i, span=1, parent=0, kind=SERVER, subject=1, start=0, end=t)
+                         for i in range(100)]))
+        join.advance(T0 + (t + 1) * MS)
+        t += 1
+    join.advance(T0 + (t + 1) * MS)
+    assert join.level == 0
+    join.add(batch(*[dict(trace=7_000_000 + i, span=1, parent=0, kind=SERVER, subject=1, start=0, end=t + 1)
+                     for i in range(100)]))
+    obs = join.advance(T0 + (t + 5) * MS)
+    assert len(obs) == 200 and set(obs.weight.tolist()) == {1.0}  # all kept again (route and pod), each for itself
 
 
 def test_weights_and_edges_keyed_by_service_when_the_parent_is_not_a_server_span():
@@ -298,15 +323,16 @@ def test_100k_traces_in_flight_over_10k_routes_stay_within_the_caps():
     from otel_ai.subjects import SubjectTable
 
     graph = ServiceGraph(SLOT, SubjectTable(), ResourceTable())
-    join_cap = MAX_SPANS * 64
+    join_cap = MAX_SPANS * 66
     stats_cap = MAX_COMPONENTS * (RECENT_SLOTS * 4 + 8) * 7
     for first in range(0, 100_000, 10_000):
         graph.add(in_flight_traces(first, 10_000, 10_000, end_ms=60_000))
     graph.close_slot(T0 // SLOT)  # nothing has ended yet: all 600,000 spans wait
     assert len(graph.join) == 600_000 and graph.join.nbytes() <= join_cap
-    for first in range(100_000, 200_000, 10_000):  # 100k more: past the cap, the oldest go
+    for first in range(100_000, 200_000, 10_000):  # 100k more: past the cap, one trace in two stays
         graph.add(in_flight_traces(first, 10_000, 10_000, end_ms=61_000))
-    assert MAX_SPANS * 7 // 8 <= len(graph.join) <= MAX_SPANS and len(graph.join) + graph.join.dropped == 1_200_000
+    assert len(graph.join) <= MAX_SPANS and graph.join.level == 1 and graph.join.dropped == 0
+    assert len(graph.join) + graph.join.sampled_out == 1_200_000
     assert graph.join.nbytes() <= join_cap
     graph.close_slot(T0 // SLOT + 100)  # everything ends: joined, counted, released
     assert len(graph.join) == 0

@@ -17,8 +17,13 @@ A finalised SERVER span counts for its route and its pod; a CLIENT span counts f
 edge once its parent (the calling route) is finalised too. Spans leave the join once
 their parent is finalised, when they have none, or ``orphan_wait`` after they ended
 (the parent is elsewhere: an uninstrumented or unsampled caller). Memory is capped at
-``max_spans`` rows of 64 bytes whatever the traffic; past it the oldest spans are
-dropped unjoined (counted in ``dropped``), an eighth of the cap at a time.
+``max_spans`` rows of 66 bytes whatever the traffic. Past the cap the join samples whole
+traces, the way a consistent probability sampler does: it keeps the traces whose hashed
+trace key has its top ``level`` bits clear (one in 2**level), and weighs what it keeps by
+2**level, so the graph's counts stay estimates of all the traffic and every kept trace is
+whole (dropping the oldest spans instead would leave nothing but unfinished ones at high
+rates). The level comes down one step at a time when the join stays below a quarter of
+the cap between two advances.
 
 Everything is numpy over whole columns: one sort of the span keys per advance, a
 searchsorted to find each span's parent, a grouped running maximum for the interval
@@ -35,8 +40,9 @@ from otel_ai.decode.columns import MAX_INTERNAL_DEPTH, span_keys
 from otel_ai.graph.components import ComponentTable, edge_keys
 
 MAX_SPANS = 1_000_000
-EVICT_SHARE = 8  # at the cap, an eviction frees this share of it beyond what is needed
-_NO_KIND = -1  # an emptied row
+MAX_LEVEL = 16  # keep at least one trace in 65,536
+_SAMPLE_BITS = np.uint64(64 - MAX_LEVEL)  # a row keeps the top MAX_LEVEL bits of its trace's hash
+_TRACE_MIX = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: spreads even small trace keys
 ORPHAN_WAIT_NS = 30 * 1_000_000_000
 _REL_BITS = 40
 _REL_LIMIT = (1 << _REL_BITS) - 1  # ns (~18 min): longer spans are clipped when their children are laid out
@@ -82,6 +88,7 @@ class _Rows:
     self_ns: np.ndarray  # int64
     origin: np.ndarray  # bool
     callee: np.ndarray  # int32: callee route of a CLIENT span, -1 if none
+    sample: np.ndarray  # uint16: the top bits of its trace's hash (trace_sample_bits)
 
     def __len__(self) -> int:
         return int(self.skey.shape[0])
@@ -93,21 +100,9 @@ class _Rows:
     def concat(parts: list["_Rows"]) -> "_Rows":
         return _Rows(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(_Rows)))
 
-    def put(self, places: np.ndarray, other: "_Rows", rows: np.ndarray) -> None:
-        """Overwrite the rows at places with other's rows (same count), in place."""
-        for f in fields(_Rows):
-            getattr(self, f.name)[places] = getattr(other, f.name)[rows]
-
     def nbytes(self) -> int:
         return sum(getattr(self, f.name).nbytes for f in fields(_Rows))
 
-    def clear(self, places: np.ndarray) -> None:
-        """Empty the rows at places: finalised roots of no kind, so the next advance
-        releases them unseen (no parent, no child, no observation)."""
-        self.skey[places] = 0
-        self.pkey[places] = 0
-        self.kind[places] = _NO_KIND
-        self.done[places] = True
 
 
 # The SpanBatch columns the join keeps, in _rows_of's order.
@@ -115,7 +110,18 @@ _BATCH_COLUMNS = ("trace_key", "span_id", "parent_span_id", "kind", "subject_id"
                   "start_ns", "end_ns", "error", "weight")
 
 
-def _rows_of(trace_key, span_id, parent_span_id, kind, subject, service, resource, start, end, error, weight) -> _Rows:
+def trace_sample_bits(trace_key: np.ndarray) -> np.ndarray:
+    """Per span, the top MAX_LEVEL bits of its trace's hash: at level L the join keeps the
+    traces whose top L bits are clear, so a higher level keeps a subset of a lower one's."""
+    return ((trace_key * _TRACE_MIX) >> _SAMPLE_BITS).astype(np.uint16)  # uint64 wraps: no errstate needed
+
+
+def sampled_in(sample: np.ndarray, level: int) -> np.ndarray:
+    return sample < (1 << (MAX_LEVEL - level))
+
+
+def _rows_of(trace_key, span_id, parent_span_id, kind, subject, service, resource, start, end, error, weight,
+             sample) -> _Rows:
     n = trace_key.shape[0]
     pkey = span_keys(trace_key, parent_span_id)
     pkey[parent_span_id == 0] = 0
@@ -123,6 +129,7 @@ def _rows_of(trace_key, span_id, parent_span_id, kind, subject, service, resourc
         skey=span_keys(trace_key, span_id), pkey=pkey, kind=kind, subject=subject, service=service,
         resource=resource, start=start, end=end, error=error, weight=weight, done=np.zeros(n, dtype=bool),
         self_ns=np.zeros(n, dtype=np.int64), origin=np.zeros(n, dtype=bool), callee=np.full(n, -1, dtype=np.int32),
+        sample=sample,
     )
 
 
@@ -151,14 +158,18 @@ class _InternalLinks:
     def nbytes(self) -> int:
         return 24 * len(self)
 
-    def add(self, batch: SpanBatch, now_ns: int) -> None:
+    def add(self, batch: SpanBatch, now_ns: int, level: int = 0) -> None:
         internal = batch.internal
         if internal is None or len(internal) == 0:
             return
-        parents = span_keys(internal.trace_key, internal.parent_span_id)
-        parents[internal.parent_span_id == 0] = 0
-        self._pending.append((span_keys(internal.trace_key, internal.span_id), parents,
-                              np.full(len(internal), max(now_ns, batch.max_end_ns), np.int64)))
+        trace_key, span_id, parent_span_id = internal.trace_key, internal.span_id, internal.parent_span_id
+        if level:  # the join holds no span of the other traces
+            kept = sampled_in(trace_sample_bits(trace_key), level)
+            trace_key, span_id, parent_span_id = trace_key[kept], span_id[kept], parent_span_id[kept]
+        parents = span_keys(trace_key, parent_span_id)
+        parents[parent_span_id == 0] = 0
+        self._pending.append((span_keys(trace_key, span_id), parents,
+                              np.full(trace_key.shape[0], max(now_ns, batch.max_end_ns), np.int64)))
 
     def settle(self, oldest_ns: int) -> None:
         """Merge what arrived, drop links older than oldest_ns, keep the newest `limit`."""
@@ -194,29 +205,42 @@ class TraceJoin:
         self.components = components
         self.max_spans = min(max_spans, MAX_ROWS)
         self.orphan_wait_ns = orphan_wait_ns
-        self._rows = _rows_of(*(getattr(_EMPTY_BATCH, name) for name in _BATCH_COLUMNS))
+        self._rows = _rows_of(*(getattr(_EMPTY_BATCH, name) for name in _BATCH_COLUMNS), np.zeros(0, np.uint16))
         self._pending: list[tuple] = []  # the kept columns of batches not merged yet
         self._pending_rows = 0
-        self._free = np.zeros(0, np.int64)  # emptied rows the next arrivals take (at the cap)
-        self.dropped = 0  # spans pushed out by the cap before they were joined
+        self.level = 0  # the join keeps one trace in 2**level (trace_sample_bits)
+        self._peak = 0  # most rows held since the last advance: whether the level can come down
+        self.sampled_out = 0  # spans of traces the level left out (their kept peers weigh for them)
+        self.dropped = 0  # spans lost unjoined: past the cap even at MAX_LEVEL
         self.orphans = 0  # spans whose parent never came (counted with an unknown caller)
         self.internal = _InternalLinks(max(1, self.max_spans // 8))
         self._cutoff_ns = 0
 
     def __len__(self) -> int:
-        return len(self._rows) - self._free.shape[0] + self._pending_rows
+        return len(self._rows) + self._pending_rows
 
     def nbytes(self) -> int:
         return (self._rows.nbytes() + sum(column.nbytes for columns in self._pending for column in columns)
                 + self.internal.nbytes())
 
     def add(self, batch: SpanBatch) -> None:
-        """Queue a batch's spans; the work happens in advance()."""
-        self.internal.add(batch, self._cutoff_ns)
+        """Queue a batch's spans of the traces the level keeps; the work happens in advance()."""
+        self.internal.add(batch, self._cutoff_ns, self.level)
         if len(batch) == 0:
             return
-        self._pending.append(tuple(getattr(batch, name) for name in _BATCH_COLUMNS))
-        self._pending_rows += len(batch)
+        columns = [getattr(batch, name) for name in _BATCH_COLUMNS]
+        sample = trace_sample_bits(batch.trace_key)
+        if self.level:
+            kept = np.flatnonzero(sampled_in(sample, self.level))
+            self.sampled_out += len(batch) - kept.shape[0]
+            if kept.shape[0] == 0:
+                return
+            columns = [column[kept] for column in columns]
+            columns[-1] = columns[-1] * np.float32(1 << self.level)  # the weight: each kept trace stands for 2**level
+            sample = sample[kept]
+        self._pending.append((*columns, sample))
+        self._pending_rows += len(columns[0])
+        self._peak = max(self._peak, len(self))
         if len(self) > self.max_spans:
             self._merge()
 
@@ -225,37 +249,29 @@ class TraceJoin:
             return
         arriving = _rows_of(*(np.concatenate(column) for column in zip(*self._pending)))
         self._pending, self._pending_rows = [], 0
-        if len(arriving) > self.max_spans:  # more than the join holds: only the newest can stay
-            self.dropped += len(arriving) - self.max_spans
-            arriving = arriving.take(np.sort(np.argpartition(arriving.end, -self.max_spans)[-self.max_spans:]))
-        fill = min(self._free.shape[0], len(arriving))
-        if fill:  # the places freed by the last eviction
-            self._rows.put(self._free[:fill], arriving, np.arange(fill))
-            self._free = self._free[fill:]
-            arriving = arriving.take(np.arange(fill, len(arriving)))
-        room = self.max_spans - len(self._rows)
-        if len(arriving) <= room:
-            if len(arriving):
-                self._rows = _Rows.concat([self._rows, arriving])
+        if len(self._rows) + len(arriving) > self.max_spans:
+            held = _Rows.concat([self._rows, arriving])
+            self._rows = self._raise_level(held)
             return
-        if room > 0:
-            self._rows = _Rows.concat([self._rows, arriving.take(np.arange(room))])
-            arriving = arriving.take(np.arange(room, len(arriving)))
-        # At the cap the oldest spans go, arriving or held: they are the most likely to be
-        # complete or orphaned already. A partition of every held row is costly, so each
-        # evicts EVICT_SHARE of the cap more than needed, and the next batches take those
-        # places without one.
-        held = len(self._rows)
-        evict = held + len(arriving) - self.max_spans + self.max_spans // EVICT_SHARE
-        oldest = np.argpartition(np.concatenate((self._rows.end, arriving.end)), evict - 1)[:evict]
-        freed = np.sort(oldest[oldest < held])
-        stays = np.ones(len(arriving), dtype=bool)
-        stays[oldest[oldest >= held] - held] = False
-        stays = np.flatnonzero(stays)  # no more than freed: the join was full
-        self._rows.put(freed[:stays.shape[0]], arriving, stays)
-        self._free = freed[stays.shape[0]:]
-        self._rows.clear(self._free)
-        self.dropped += evict
+        self._rows = _Rows.concat([self._rows, arriving]) if len(self._rows) else arriving
+
+    def _raise_level(self, rows: _Rows) -> _Rows:
+        """Past the cap: the lowest level that brings the rows to 3/4 of it (room for the next
+        batches), the rows of the traces it leaves out gone and the others weighing more."""
+        target = self.max_spans * 3 // 4
+        level, kept = self.level, np.arange(len(rows))
+        while level < MAX_LEVEL and kept.shape[0] > target:
+            level += 1
+            kept = kept[sampled_in(rows.sample[kept], level)]
+        self.sampled_out += len(rows) - kept.shape[0]
+        if kept.shape[0] > self.max_spans:  # even one trace in 65,536 does not fit: the newest stay
+            self.dropped += kept.shape[0] - self.max_spans
+            kept = kept[-self.max_spans:]
+        rows = rows.take(kept)
+        if level > self.level:
+            rows.weight *= np.float32(1 << (level - self.level))
+            self.level = level
+        return rows
 
     def advance(self, cutoff_ns: int) -> Observations:
         """Finalise every span that ended before cutoff_ns; return what they measured."""
@@ -265,6 +281,7 @@ class TraceJoin:
         rows = self._rows
         n = len(rows)
         if n == 0:
+            self._lower_level()
             return _no_observations()
         order = np.argsort(rows.skey)
         sorted_keys = rows.skey[order]
@@ -289,8 +306,15 @@ class TraceJoin:
         out.append(self._edge_observations(rows, np.flatnonzero(release & (rows.kind == SPAN_KIND_CLIENT)), parent,
                                            parent_done))
         self._rows = rows.take(np.flatnonzero(~release))
-        self._free = self._free[:0]  # emptied rows are released
+        self._lower_level()
         return Observations.concat(out)
+
+    def _lower_level(self) -> None:
+        """One step down when the join held under a quarter of the cap since the last advance:
+        twice as many traces would have fit."""
+        if self.level and self._peak < self.max_spans // 4:
+            self.level -= 1
+        self._peak = len(self._rows)
 
     @staticmethod
     def _finalise(rows: _Rows, ready: np.ndarray, parent: np.ndarray, has_parent: np.ndarray) -> None:

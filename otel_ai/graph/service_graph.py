@@ -8,9 +8,10 @@ calls the pipeline makes.
     graph.snapshot(slot, slots)   when localising: now (the last `slots`) vs the baseline
     graph.state() / restore(..)   the baselines by name, for persistence across a restart
 
-Memory is capped by three numbers: ``max_spans`` join rows (64 bytes each),
+Memory is capped by three numbers: ``max_spans`` join rows (66 bytes each; past the cap the
+join keeps a consistent sample of whole traces),
 ``max_components`` components (~430 bytes each in stats and table), nothing per trace
-or per request beyond the join rows: 61 MiB + 27 MiB at the defaults.
+or per request beyond the join rows: 63 MiB + 27 MiB at the defaults.
 """
 from __future__ import annotations
 
