@@ -154,7 +154,6 @@ def test_join_memory_is_capped_whatever_arrives():
     assert len(join) + join.sampled_out == 3_000
     assert join.nbytes() <= 1_000 * 66
     # what is kept stands for what is not: each kept span weighs 2**level
-    join._merge()
     assert set(join._rows.weight.tolist()) == {float(2 ** join.level)}
     assert abs(float(join._rows.weight.sum()) - 3_000) < 0.25 * 3_000
 
@@ -169,7 +168,6 @@ def test_past_the_cap_the_join_keeps_whole_traces_and_weighs_them_for_the_rest()
         join.add(batch(*first))
         join.add(batch(*[dict(trace=int(t), span=s, parent=s - 1, kind=SERVER, subject=s, start=0,
                               end=10_000 + s) for t in part for s in (4, 5)]))
-    join._merge()
     assert 0 < len(join) <= 1_000 and join.level >= 2 and join.dropped == 0
     # exactly the traces the level keeps, each whole: all four of its spans
     from otel_ai.decode.columns import span_keys

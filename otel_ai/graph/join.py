@@ -93,21 +93,30 @@ class _Rows:
     def __len__(self) -> int:
         return int(self.skey.shape[0])
 
-    def take(self, index: np.ndarray) -> "_Rows":
-        return _Rows(*(getattr(self, f.name)[index] for f in fields(_Rows)))
-
     @staticmethod
-    def concat(parts: list["_Rows"]) -> "_Rows":
-        return _Rows(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(_Rows)))
+    def allocate(capacity: int) -> "_Rows":
+        return _Rows(*(np.empty(capacity, dtype) for dtype in _ROW_DTYPES))
+
+    def head(self, n: int) -> "_Rows":
+        """The first n rows, as views: writes go to these columns."""
+        return _Rows(*(getattr(self, f.name)[:n] for f in fields(_Rows)))
+
+    def keep(self, n: int, index: np.ndarray) -> int:
+        """Move the rows at index (ascending, among the first n) to the front; their count."""
+        if index.shape[0] < n:
+            for f in fields(_Rows):
+                column = getattr(self, f.name)
+                column[:index.shape[0]] = column[:n][index]
+        return int(index.shape[0])
 
     def nbytes(self) -> int:
         return sum(getattr(self, f.name).nbytes for f in fields(_Rows))
 
 
+_ROW_DTYPES = (np.uint64, np.uint64, np.int8, np.int32, np.int32, np.int32, np.int64, np.int64, bool, np.float32, bool,
+               np.int64, bool, np.int32, np.uint16)
+ROW_BYTES = sum(np.dtype(dtype).itemsize for dtype in _ROW_DTYPES)
 
-# The SpanBatch columns the join keeps, in _rows_of's order.
-_BATCH_COLUMNS = ("trace_key", "span_id", "parent_span_id", "kind", "subject_id", "service_id", "resource_id",
-                  "start_ns", "end_ns", "error", "weight")
 
 
 def trace_sample_bits(trace_key: np.ndarray) -> np.ndarray:
@@ -120,20 +129,30 @@ def sampled_in(sample: np.ndarray, level: int) -> np.ndarray:
     return sample < (1 << (MAX_LEVEL - level))
 
 
-def _rows_of(trace_key, span_id, parent_span_id, kind, subject, service, resource, start, end, error, weight,
-             sample) -> _Rows:
-    n = trace_key.shape[0]
-    pkey = span_keys(trace_key, parent_span_id)
-    pkey[parent_span_id == 0] = 0
-    return _Rows(
-        skey=span_keys(trace_key, span_id), pkey=pkey, kind=kind, subject=subject, service=service,
-        resource=resource, start=start, end=end, error=error, weight=weight, done=np.zeros(n, dtype=bool),
-        self_ns=np.zeros(n, dtype=np.int64), origin=np.zeros(n, dtype=bool), callee=np.full(n, -1, dtype=np.int32),
-        sample=sample,
-    )
+def _put_rows(rows: _Rows, at: int, batch: SpanBatch, kept: np.ndarray | None, sample: np.ndarray,
+              weight_scale: float) -> int:
+    """Write a batch's rows (only those at `kept`, if given) into rows from row `at` on; the
+    number written."""
+    def column(name: str) -> np.ndarray:
+        values = getattr(batch, name)
+        return values if kept is None else values[kept]
 
-
-_EMPTY_BATCH = SpanBatch(np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0), np.zeros(0, bool), np.zeros(0, bool))
+    trace_key, parent_span_id = column("trace_key"), column("parent_span_id")
+    end = at + trace_key.shape[0]
+    rows.skey[at:end] = span_keys(trace_key, column("span_id"))
+    rows.pkey[at:end] = np.where(parent_span_id == 0, np.uint64(0), span_keys(trace_key, parent_span_id))
+    for field_name, name in (("kind", "kind"), ("subject", "subject_id"), ("service", "service_id"),
+                             ("resource", "resource_id"), ("start", "start_ns"), ("end", "end_ns"),
+                             ("error", "error"), ("weight", "weight")):
+        getattr(rows, field_name)[at:end] = column(name)
+    if weight_scale != 1.0:
+        rows.weight[at:end] *= np.float32(weight_scale)
+    rows.done[at:end] = False
+    rows.self_ns[at:end] = 0
+    rows.origin[at:end] = False
+    rows.callee[at:end] = -1
+    rows.sample[at:end] = sample
+    return end - at
 
 
 def _no_observations() -> Observations:
@@ -199,15 +218,18 @@ class _InternalLinks:
 
 
 class TraceJoin:
-    """Not thread-safe: the pipeline's worker owns it."""
+    """Not thread-safe: the pipeline's worker owns it.
+
+    The rows live in columns of ``max_spans`` allocated once and written in place (the
+    first n rows are the held spans), so a busy join neither allocates nor faults in fresh
+    pages for its state per batch, and its memory is the same from the first full slot on."""
 
     def __init__(self, components: ComponentTable, max_spans: int = MAX_SPANS, orphan_wait_ns: int = ORPHAN_WAIT_NS):
         self.components = components
         self.max_spans = min(max_spans, MAX_ROWS)
         self.orphan_wait_ns = orphan_wait_ns
-        self._rows = _rows_of(*(getattr(_EMPTY_BATCH, name) for name in _BATCH_COLUMNS), np.zeros(0, np.uint16))
-        self._pending: list[tuple] = []  # the kept columns of batches not merged yet
-        self._pending_rows = 0
+        self._store = _Rows.allocate(self.max_spans)
+        self._n = 0
         self.level = 0  # the join keeps one trace in 2**level (trace_sample_bits)
         self._peak = 0  # most rows held since the last advance: whether the level can come down
         self.sampled_out = 0  # spans of traces the level left out (their kept peers weigh for them)
@@ -217,66 +239,58 @@ class TraceJoin:
         self._cutoff_ns = 0
 
     def __len__(self) -> int:
-        return len(self._rows) + self._pending_rows
+        return self._n
+
+    @property
+    def _rows(self) -> _Rows:
+        return self._store.head(self._n)
 
     def nbytes(self) -> int:
-        return (self._rows.nbytes() + sum(column.nbytes for columns in self._pending for column in columns)
-                + self.internal.nbytes())
+        return self._store.nbytes() + self.internal.nbytes()
 
     def add(self, batch: SpanBatch) -> None:
-        """Queue a batch's spans of the traces the level keeps; the work happens in advance()."""
+        """Hold a batch's spans of the traces the level keeps, until advance() joins them."""
         self.internal.add(batch, self._cutoff_ns, self.level)
         if len(batch) == 0:
             return
-        columns = [getattr(batch, name) for name in _BATCH_COLUMNS]
         sample = trace_sample_bits(batch.trace_key)
+        if self._n + len(batch) > self.max_spans:
+            self._raise_level(sample)
+        kept = None
         if self.level:
             kept = np.flatnonzero(sampled_in(sample, self.level))
             self.sampled_out += len(batch) - kept.shape[0]
-            if kept.shape[0] == 0:
-                return
-            columns = [column[kept] for column in columns]
-            columns[-1] = columns[-1] * np.float32(1 << self.level)  # the weight: each kept trace stands for 2**level
             sample = sample[kept]
-        self._pending.append((*columns, sample))
-        self._pending_rows += len(columns[0])
-        self._peak = max(self._peak, len(self))
-        if len(self) > self.max_spans:
-            self._merge()
+        room = self.max_spans - self._n
+        if sample.shape[0] > room:  # even one trace in 65,536 does not fit: the rest is lost
+            self.dropped += sample.shape[0] - room
+            kept = (np.arange(len(batch)) if kept is None else kept)[:room]
+            sample = sample[:room]
+        # each kept trace stands for 2**level
+        self._n += _put_rows(self._store, self._n, batch, kept, sample, float(1 << self.level))
+        self._peak = max(self._peak, self._n)
 
-    def _merge(self) -> None:
-        if not self._pending:
-            return
-        arriving = _rows_of(*(np.concatenate(column) for column in zip(*self._pending)))
-        self._pending, self._pending_rows = [], 0
-        if len(self._rows) + len(arriving) > self.max_spans:
-            held = _Rows.concat([self._rows, arriving])
-            self._rows = self._raise_level(held)
-            return
-        self._rows = _Rows.concat([self._rows, arriving]) if len(self._rows) else arriving
-
-    def _raise_level(self, rows: _Rows) -> _Rows:
-        """Past the cap: the lowest level that brings the rows to 3/4 of it (room for the next
-        batches), the rows of the traces it leaves out gone and the others weighing more."""
+    def _raise_level(self, arriving: np.ndarray) -> None:
+        """Past the cap: the lowest level that brings the held and arriving rows to 3/4 of it
+        (room for the next batches); the rows of the traces it leaves out go, the others
+        weigh more."""
+        held = self._store.sample[:self._n]
         target = self.max_spans * 3 // 4
-        level, kept = self.level, np.arange(len(rows))
-        while level < MAX_LEVEL and kept.shape[0] > target:
+        level = self.level
+        while level < MAX_LEVEL and (np.count_nonzero(sampled_in(held, level)) +
+                                     np.count_nonzero(sampled_in(arriving, level))) > target:
             level += 1
-            kept = kept[sampled_in(rows.sample[kept], level)]
-        self.sampled_out += len(rows) - kept.shape[0]
-        if kept.shape[0] > self.max_spans:  # even one trace in 65,536 does not fit: the newest stay
-            self.dropped += kept.shape[0] - self.max_spans
-            kept = kept[-self.max_spans:]
-        rows = rows.take(kept)
-        if level > self.level:
-            rows.weight *= np.float32(1 << (level - self.level))
-            self.level = level
-        return rows
+        if level == self.level:
+            return
+        before = self._n
+        self._n = self._store.keep(self._n, np.flatnonzero(sampled_in(held, level)))
+        self.sampled_out += before - self._n
+        self._store.weight[:self._n] *= np.float32(1 << (level - self.level))
+        self.level = level
 
     def advance(self, cutoff_ns: int) -> Observations:
         """Finalise every span that ended before cutoff_ns; return what they measured."""
         self._cutoff_ns = max(self._cutoff_ns, cutoff_ns)
-        self._merge()
         self.internal.settle(cutoff_ns - self.orphan_wait_ns)
         rows = self._rows
         n = len(rows)
@@ -305,7 +319,7 @@ class TraceJoin:
         self.orphans += int((release & ~parent_done & (rows.pkey != 0)).sum())
         out.append(self._edge_observations(rows, np.flatnonzero(release & (rows.kind == SPAN_KIND_CLIENT)), parent,
                                            parent_done))
-        self._rows = rows.take(np.flatnonzero(~release))
+        self._n = self._store.keep(n, np.flatnonzero(~release))
         self._lower_level()
         return Observations.concat(out)
 
@@ -314,7 +328,7 @@ class TraceJoin:
         twice as many traces would have fit."""
         if self.level and self._peak < self.max_spans // 4:
             self.level -= 1
-        self._peak = len(self._rows)
+        self._peak = self._n
 
     @staticmethod
     def _finalise(rows: _Rows, ready: np.ndarray, parent: np.ndarray, has_parent: np.ndarray) -> None:
