@@ -8,7 +8,6 @@ something new defines its own Counter next to it; it only reads SpanBatch column
 """
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 from typing import Callable
 
@@ -20,7 +19,7 @@ GRPC_RESOURCE_EXHAUSTED = 8
 GRPC_PERMISSION_DENIED = 7
 GRPC_UNAUTHENTICATED = 16
 REPEAT_WINDOW_NS = 5_000_000_000  # a repeat of a call this soon after it is a retry
-REPEAT_BATCHES = 2  # earlier batches whose calls are remembered for that
+REPEAT_CALLS = 4_096  # earlier calls remembered for that (a few requests' worth)
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # (parent span, dependency) -> one 64-bit key
 
 
@@ -65,14 +64,18 @@ def auth_failed(batch: SpanBatch) -> np.ndarray:
 
 class Retries:
     """Selects CLIENT spans that retry a call: `http.request.resend_count` > 0, or a repeat
-    of a call from the same parent span to the same dependency within REPEAT_WINDOW_NS,
-    in the same batch or the REPEAT_BATCHES before it (a retry chain often straddles two
-    exports). Stateful: each pipeline needs its own, fed every batch once (decode asks
-    first; Counter.rows caches the answer on the batch)."""
+    of a call from the same parent span to the same dependency, when the last such call
+    came at most `calls` calls earlier and ended at most REPEAT_WINDOW_NS before (a retry
+    chain often straddles two exports). Stateful: each pipeline needs its own, fed every
+    span once and in order (Counter.rows caches the answer on the batch). Bounded by calls
+    rather than batches, so feeding requests one by one or many at once gives the same
+    answer; the worker feeds a merge's requests at once."""
 
-    def __init__(self, window_ns: int = REPEAT_WINDOW_NS, batches: int = REPEAT_BATCHES):
+    def __init__(self, window_ns: int = REPEAT_WINDOW_NS, calls: int = REPEAT_CALLS):
         self.window_ns = window_ns
-        self._recent: deque[tuple[int, np.ndarray]] = deque(maxlen=batches)  # (max end ns, call keys)
+        self.calls = calls
+        self._keys = np.zeros(0, np.uint64)  # the last `calls` calls, in the order they came
+        self._ends = np.zeros(0, np.int64)
 
     def __call__(self, batch: SpanBatch) -> np.ndarray:
         out = batch.resend_count > 0
@@ -81,21 +84,19 @@ class Retries:
             return out
         # uint64 arrays wrap silently on overflow: the mix needs no errstate.
         keys = batch.parent_span_id[calls] ^ (batch.subject_id[calls].astype(np.uint64) * _MIX)
-        horizon = batch.max_end_ns - self.window_ns
-        earlier = [seen for end_ns, seen in self._recent if end_ns >= horizon]  # older calls are new calls
-        self._recent.append((batch.max_end_ns, keys))
-        # One stable sort of the earlier batches' calls followed by this one's: a call is a
-        # repeat when the call sorted just before it has its key (an earlier call of this
-        # batch, or one of the earlier batches, which come first among equal keys).
-        every = np.concatenate((*earlier, keys)) if earlier else keys
+        every = np.concatenate((self._keys, keys))
+        ends = np.concatenate((self._ends, batch.end_ns[calls]))
+        # One stable sort: equal keys lie together in the order they came, so each call's
+        # predecessor in the sort is the last earlier call with its key.
         order = np.argsort(every, kind="stable")
-        ordered = every[order]
-        follows = np.empty(every.shape[0], dtype=bool)
-        follows[0] = False
-        np.equal(ordered[1:], ordered[:-1], out=follows[1:])
+        earlier, later = order[:-1], order[1:]
+        follows = np.zeros(every.shape[0], dtype=bool)
+        follows[1:] = ((every[later] == every[earlier]) & (later - earlier <= self.calls)
+                       & (ends[later] - ends[earlier] <= self.window_ns))
         repeat = np.empty(every.shape[0], dtype=bool)
         repeat[order] = follows
-        repeat = repeat[every.shape[0] - keys.shape[0]:]
+        repeat = repeat[self._keys.shape[0]:]
+        self._keys, self._ends = every[-self.calls:], ends[-self.calls:]
         if repeat.any():
             out = out.copy()
             out[calls[repeat]] = True

@@ -250,7 +250,7 @@ class Pipeline:
             self._process_metrics(batch)
             return
         if batch.capture_source is not None:
-            self._pick_captures([batch])
+            self._pick_captures([batch], batch)
         added = self.windows.add(batch, counted_by_metrics=self.metrics_stage.coverage.covered_rows(batch))
         if added.late:
             self.metrics.spans_dropped.labels(reason="late").inc(added.late)
@@ -263,10 +263,14 @@ class Pipeline:
         self.captures.add(batch.captures)
         self.advance()
 
-    def _pick_captures(self, batches: list[SpanBatch]) -> None:
+    def _pick_captures(self, batches: list[SpanBatch], merged: SpanBatch | None = None) -> None:
         """Suspect captures of requests decoded without them, about PICK_SPANS spans per
         pass. Under the decode lock (picking reads attributes through the decoder's shared
-        interning), taken per pass rather than for the whole merge, so receivers get turns."""
+        interning), taken per pass rather than for the whole merge, so receivers get turns.
+        The capture counters' marks come first, for all of them at once (over merged, the
+        batches merged, which then gets the captures too)."""
+        with self._decode_lock:
+            self.decoder.mark_captures(batches, merged)
         start = spans = 0
         for end, batch in enumerate(batches, 1):
             spans += len(batch)
@@ -274,6 +278,8 @@ class Pipeline:
                 with self._decode_lock:
                     self.decoder.pick_captures(batches[start:end])
                 start, spans = end, 0
+        if merged is not None and merged is not batches[0]:
+            merged.captures = [c for b in batches for c in b.captures]
 
     def _process_metrics(self, work: MetricWork) -> None:
         """RED deltas into the windows (spread over their slots), utilization into the
@@ -476,9 +482,9 @@ class Pipeline:
                 taken = self._take_queued()
                 self._processing = bool(taken)
             try:
-                if taken and isinstance(taken[0], SpanBatch):
-                    self._pick_captures(taken)
                 batch = merge_batches(taken) if taken else None
+                if taken and isinstance(taken[0], SpanBatch):
+                    self._pick_captures(taken, batch)
                 if batch is None:
                     self.advance()  # quiet: the wall clock moves the watermark
                 else:

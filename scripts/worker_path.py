@@ -65,8 +65,9 @@ def main(argv: list[str] | None = None) -> int:
             pending.append(batch)
             pending_rows += len(batch)
             if pending_rows >= MERGE_SPANS:
-                pipeline._pick_captures(pending)
-                pipeline.process(merge_batches(pending))
+                merged = merge_batches(pending)
+                pipeline._pick_captures(pending, merged)
+                pipeline.process(merged)
                 pending, pending_rows = [], 0
             if timed:
                 cpu += time.process_time() - started

@@ -146,12 +146,25 @@ def test_a_retry_in_the_next_batch_is_still_a_retry_within_the_window():
     assert retries(calls([8], [30])).tolist() == [False]  # 8 again, but 29 s later: a new call
 
 
-def test_retries_remember_a_bounded_number_of_batches():
-    retries = Retries(batches=2)
+def test_retries_remember_a_bounded_number_of_calls():
+    retries = Retries(calls=2)
     for second in range(5):
         retries(calls([100 + second], [1 + second * 0.1]))
-    assert len(retries._recent) == 2
-    assert retries(calls([100], [2])).tolist() == [False]  # forgotten: beyond the last two batches
+    assert len(retries._keys) == 2
+    assert retries(calls([100], [2])).tolist() == [False]  # forgotten: beyond the last two calls
+    assert retries(calls([104], [2])).tolist() == [True]  # two calls back: remembered
+
+
+def test_retries_are_the_same_fed_request_by_request_or_many_at_once():
+    from otel_ai.decode.columns import merge_batches
+
+    rng = np.random.default_rng(5)
+    batches = [calls(rng.integers(0, 30, 50).tolist(), (k + rng.random(50)).tolist(),
+                     dependency=rng.integers(1, 4, 50).tolist()) for k in range(24)]
+    one_by_one, grouped = Retries(calls=40), Retries(calls=40)
+    alone = np.concatenate([one_by_one(b) for b in batches])
+    together = np.concatenate([grouped(merge_batches(batches[k:k + 6])) for k in range(0, 24, 6)])
+    assert alone.sum() > 0 and np.array_equal(alone, together)
 
 
 def test_the_cells_of_a_batch_are_the_same_whether_marked_or_sorted():
@@ -170,10 +183,11 @@ def test_the_cells_of_a_batch_are_the_same_whether_marked_or_sorted():
 
 
 def test_retries_match_a_plain_reading_of_the_rule_on_random_batches():
-    """Against sets, batch by batch: a call repeats an earlier call of its batch, or one of
-    the REPEAT_BATCHES batches before it that ended within the window."""
+    """Against a plain list of every call so far: a call repeats when the last earlier call
+    with its parent and dependency came at most `calls` calls before it and ended within
+    the window."""
     rng = np.random.default_rng(12)
-    retries, recent = Retries(batches=2), []
+    retries, seen = Retries(calls=25), []  # seen: (key, end_ns) of every call, in order
     for k in range(60):
         n = int(rng.integers(1, 40))
         parents = rng.integers(0, 12, n).tolist()
@@ -181,14 +195,12 @@ def test_retries_match_a_plain_reading_of_the_rule_on_random_batches():
         end_s = float(k) * rng.choice([0.5, 4.0])
         b = calls(parents, [end_s] * n, dependency=deps)
         got = retries(b).tolist()
-        horizon = b.max_end_ns - retries.window_ns
-        known = set().union(*(keys for end, keys in recent if end >= horizon))
-        expected, mine = [], set()
-        for p, d in zip(parents, deps):
-            key = (p, d)
-            expected.append(p != 0 and (key in mine or key in known))
-            if p != 0:
-                mine.add(key)
+        expected = []
+        for p, d, end in zip(parents, deps, b.end_ns.tolist()):
+            if p == 0:
+                expected.append(False)
+                continue
+            last = next((i for i in range(len(seen) - 1, -1, -1) if seen[i][0] == (p, d)), None)
+            expected.append(last is not None and len(seen) - last <= 25 and end - seen[last][1] <= retries.window_ns)
+            seen.append(((p, d), end))
         assert got == expected, k
-        if mine:
-            recent = (recent + [(b.max_end_ns, mine)])[-2:]

@@ -65,7 +65,7 @@ def test_merge_keeps_the_internal_spans_the_graph_join_reparents_under():
 
 def test_captures_picked_for_many_requests_at_once_are_those_each_gets_alone(tmp_path, bodies):
     at_once, one_by_one = _pipeline(tmp_path, "at_once").decoder, _pipeline(tmp_path, "one_by_one").decoder
-    assert at_once.capture_marks  # the retries counter: stateful, fed request by request either way
+    assert at_once.capture_marks  # the retries counter: stateful, fed every span once and in order either way
     for decoder in (at_once, one_by_one):
         decoder.slow_threshold_ms = np.full(12, 1.0)  # most requests are slow; subjects past 12 have no threshold
     alone = [one_by_one.decode(body, None) for body in bodies]

@@ -14,7 +14,7 @@ import numpy as np
 from otel_ai.decode import native
 from otel_ai.decode.capture_budget import CaptureBudget
 from otel_ai.decode.captures import ServerPairs, add_captures
-from otel_ai.decode.columns import ReadResult
+from otel_ai.decode.columns import ReadResult, merge_batches
 from otel_ai.decode.contract import SpanBatch, TimeBounds
 from otel_ai.decode.naming import SubjectNaming
 from otel_ai.decode.otlp_json import JsonFormatReader, JsonReader
@@ -83,8 +83,6 @@ class Decoder:
         pipeline's worker picks many requests at once)."""
         read = self.protobuf.read(body, bounds)
         if defer_captures:
-            for counter in self.capture_marks:  # stateful ones (Retries) see each request as it comes
-                counter.rows(read.batch)
             read.batch.capture_source = read
             return read.batch
         return self._with_captures(read)
@@ -94,9 +92,29 @@ class Decoder:
         Its captures are picked at once: the parsed document is too large to keep waiting."""
         return self._with_captures(self.json.read(body, bounds))
 
+    def mark_captures(self, batches: list[SpanBatch], merged: SpanBatch | None = None) -> None:
+        """The capture counters' rows (Counter.rows) of the batches that have none yet, in
+        one numpy pass over all of them rather than one per request; a stateful counter
+        (Retries) sees each span once, in the batches' order. merged: the batches already
+        merged (merge_batches), whose columns the pass then reads; it gets the rows too."""
+        for counter in self.capture_marks:
+            missing = [b for b in batches if counter.name not in b.derived]
+            if not missing:
+                continue
+            if merged is not None and len(missing) == len(batches):
+                _split(counter.rows(merged), batches, counter.name)
+                continue
+            if len(missing) == 1:
+                counter.rows(missing[0])
+            else:
+                _split(counter.select(merge_batches(missing)), missing, counter.name)
+            if merged is not None and merged is not batches[0]:
+                merged.derived[counter.name] = np.concatenate([b.derived[counter.name] for b in batches])
+
     def pick_captures(self, batches: list[SpanBatch]) -> None:
         """The captures of every batch decoded with defer_captures, in one pass; each
         batch gets the captures it would have got alone."""
+        self.mark_captures(batches)
         reads = [b.capture_source for b in batches if b.capture_source is not None]
         for batch in batches:
             batch.capture_source = None
@@ -109,3 +127,11 @@ class Decoder:
     def _add_captures(self, reads: list[ReadResult]) -> None:
         add_captures(reads, self.slow_threshold_ms, self.subjects.subjects, self.naming.children,
                      self.naming.pairs.intern, self._server_pairs, self.capture_marks, self.capture_budget)
+
+
+def _split(rows: np.ndarray, batches: list[SpanBatch], name: str) -> None:
+    """Each batch's share of rows over the batches in order, as views."""
+    start = 0
+    for batch in batches:
+        batch.derived[name] = rows[start:start + len(batch)]
+        start += len(batch)
