@@ -117,15 +117,16 @@ CHILD_INDEX_KEYS = 16_384
 
 
 class ChildIndex:
-    """Recent CLIENT spans by (trace id, service), to say which dependency a request
-    called, and whether that call failed or took most of the request's time."""
+    """Recent CLIENT spans by (trace key, service), to say which dependency a request
+    called, and whether that call failed or took most of the request's time. Keyed by the
+    64-bit trace key the columns carry, so a call goes in without reading its span again."""
 
     def __init__(self, max_keys: int = CHILD_INDEX_KEYS):
         self.max_keys = max_keys
         self._children: dict[tuple[bytes, str], list[tuple[str, bool, float, tuple]]] = {}
 
-    def add(self, trace_id: bytes, service: str, dependency: str, error: bool, duration_ms: float, exceptions: tuple) -> None:
-        key = (trace_id, service)
+    def add(self, trace_key: int, service: str, dependency: str, error: bool, duration_ms: float, exceptions: tuple) -> None:
+        key = (trace_key, service)
         entry = self._children.get(key)
         if entry is None:
             if len(self._children) >= self.max_keys:
@@ -135,8 +136,8 @@ class ChildIndex:
         elif len(entry) < 32:
             entry.append((dependency, error, duration_ms, exceptions))
 
-    def get(self, trace_id: bytes, service: str):
-        return self._children.get((trace_id, service), ())
+    def get(self, trace_key: int, service: str):
+        return self._children.get((trace_key, service), ())
 
 
 def value_text(kind: str | None, string: str, number: int, flag: bool) -> str | None:
@@ -244,25 +245,32 @@ def add_captures(reads: list[ReadResult], slow_threshold_ms: np.ndarray, subject
     wanted = np.flatnonzero(client | (chosen & ~is_client))
     # Per request, its CLIENT rows first (they name the calls its requests made), then the rest.
     wanted = wanted[np.argsort(request[wanted] * 2 + ~client[wanted], kind="stable")]
-    found = _details(reads, sizes, request[wanted], wanted, chosen, error)
+    # Only captures and failed calls (their exceptions) are read again; any other call
+    # goes into the child index from the columns alone.
+    read_again = np.flatnonzero(chosen[wanted] | (client[wanted] & error[wanted]))
+    found = [_NOT_READ] * wanted.shape[0]
+    for k, details in zip(read_again.tolist(),
+                          _details(reads, sizes, request[wanted[read_again]], wanted[read_again], chosen, error)):
+        found[k] = details
     offsets = np.cumsum([0] + [len(read.blocks) for read in reads])
     blocks = [info for read in reads for info in read.blocks]
     block = _joined([read.block for read in reads]) + np.repeat(offsets[:-1], sizes)
     # Python lists of the few wanted rows: no numpy scalar per field per capture.
     weight = joined("weight")[wanted] if fraction is None else joined("weight")[wanted] / fraction[wanted]
-    columns = zip(request[wanted].tolist(), client[wanted].tolist(), sid[wanted].tolist(), joined("end_ns")[wanted].tolist(),
+    columns = zip(request[wanted].tolist(), client[wanted].tolist(), sid[wanted].tolist(),
+                  joined("trace_key")[wanted].tolist(), joined("end_ns")[wanted].tolist(),
                   duration_ms[wanted].tolist(), error[wanted].tolist(), slow[wanted].tolist(), sampled[wanted].tolist(),
                   chosen[wanted].tolist(), block[wanted].tolist(), weight.tolist(), found,
                   _marks_of(marks, wanted),
                   interesting[wanted].tolist() if only_marked is not None else [True] * wanted.shape[0])
-    for (req, is_call, subject, end, dur, err, is_slow, is_sampled, is_chosen, block_of, weight, details, marked,
-         usual) in columns:
+    for (req, is_call, subject, trace_key, end, dur, err, is_slow, is_sampled, is_chosen, block_of, weight, details,
+         marked, usual) in columns:
         trace_id, span_id, pairs, exceptions = details
         info = blocks[block_of]
         captures = batches[req].captures
         if is_call:
             if usual:
-                children.add(trace_id, info.service, subject_names[subject].service, err, dur, exceptions)
+                children.add(trace_key, info.service, subject_names[subject].service, err, dur, exceptions)
             if is_chosen:
                 captures.append(Capture(subject, end, dur, err, is_slow, is_sampled, trace_id, info.pairs + pairs,
                                         exceptions, span_id, marked, weight))
@@ -270,7 +278,7 @@ def add_captures(reads: list[ReadResult], slow_threshold_ms: np.ndarray, subject
         extra = []
         child_exceptions = []
         slowest = None
-        for dep, child_err, child_ms, child_exc in children.get(trace_id, info.service):
+        for dep, child_err, child_ms, child_exc in children.get(trace_key, info.service):
             if child_err:
                 extra.append(("dependency.failed", dep))
                 child_exceptions.extend(child_exc)
@@ -288,6 +296,9 @@ def add_captures(reads: list[ReadResult], slow_threshold_ms: np.ndarray, subject
             out = tuple(added)
         captures.append(Capture(subject, end, dur, err, is_slow, is_sampled, trace_id, out,
                                 (exceptions + tuple(child_exceptions)) if err else (), span_id, marked, weight))
+
+
+_NOT_READ = (b"", b"", (), ())  # trace id, span id, pairs, exceptions of a call not read again
 
 
 def _joined(columns: list[np.ndarray]) -> np.ndarray:
