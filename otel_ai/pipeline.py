@@ -276,8 +276,9 @@ class Pipeline:
         for end, batch in enumerate(batches, 1):
             spans += len(batch)
             if spans >= PICK_SPANS or end == len(batches):
+                whole = merged if start == 0 and end == len(batches) else None  # its columns serve
                 with self._decode_lock:
-                    self.decoder.pick_captures(batches[start:end])
+                    self.decoder.pick_captures(batches[start:end], whole)
                 start, spans = end, 0
         if merged is not None and merged is not batches[0]:
             merged.captures = [c for b in batches for c in b.captures]

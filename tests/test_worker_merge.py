@@ -74,6 +74,14 @@ def test_captures_picked_for_many_requests_at_once_are_those_each_gets_alone(tmp
     at_once.pick_captures(deferred)
     assert all(b.capture_source is None for b in deferred)
     assert [b.captures for b in deferred] == [b.captures for b in alone]
+    # the worker's way: the merge first, whose columns the pick then reads instead of joining
+    worker = _pipeline(tmp_path, "worker").decoder
+    worker.slow_threshold_ms = np.full(12, 1.0)
+    queued = [worker.decode(body, None, defer_captures=True) for body in bodies]
+    merged = merge_batches(queued)
+    worker.pick_captures(queued, merged)
+    assert [b.captures for b in queued] == [b.captures for b in alone]
+    assert np.array_equal(merged.derived["retries"], np.concatenate([b.derived["retries"] for b in alone]))
     # a cap over all the requests at once would have kept fewer
     per_subject = Counter(c.subject_id for b in alone for c in b.captures)
     assert max(per_subject.values()) > MAX_CAPTURES_PER_SUBJECT

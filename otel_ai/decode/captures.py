@@ -17,7 +17,7 @@ import numpy as np
 from otel_ai.analysis.redact import PSEUDONYMIZED_KEYS, pseudonym
 from otel_ai.decode.capture_budget import ERROR, SAMPLED, SLOW, CaptureBudget
 from otel_ai.decode.columns import ReadResult
-from otel_ai.decode.contract import SPAN_KIND_CLIENT, Capture
+from otel_ai.decode.contract import SPAN_KIND_CLIENT, Capture, SpanBatch
 
 SAMPLE_ONE_IN = 32  # good requests sampled for suspects, by trace id, so whole traces agree
 # Captures are costly (every attribute is read); during an incident most spans are errors,
@@ -191,7 +191,7 @@ class ServerPairs:
 
 def add_captures(reads: list[ReadResult], slow_threshold_ms: np.ndarray, subject_names: list, children: ChildIndex,
                  intern: Callable[[str, str], tuple | None], server_pairs: ServerPairs, capture_marks: tuple = (),
-                 budget: CaptureBudget | None = None) -> None:
+                 budget: CaptureBudget | None = None, merged: SpanBatch | None = None) -> None:
     """Pick the rows suspects need from each read request and append their Captures to its
     batch, exactly as if each request were picked alone (the caps are per subject and
     request), but with one pass of numpy over all of them: the pipeline's worker picks a
@@ -199,13 +199,18 @@ def add_captures(reads: list[ReadResult], slow_threshold_ms: np.ndarray, subject
     capture_marks: the counters (otel_ai.counters) whose rows the enabled detectors want
     captured as their bad requests; each request's own rows are taken (Counter.rows).
     budget: thins busy subjects' captures (capture_budget.py); every interesting CLIENT
-    span still goes into the child index."""
+    span still goes into the child index.
+    merged: the reads' batches already merged in order (the worker's merge), whose columns
+    and capture counters' rows then serve instead of joining the batches' again."""
     if not reads:
         return
     batches = [read.batch for read in reads]
 
     def joined(column: str) -> np.ndarray:
-        return _joined([getattr(b, column) for b in batches])
+        return getattr(merged, column) if merged is not None else _joined([getattr(b, column) for b in batches])
+
+    def counter_rows(counter) -> np.ndarray:
+        return counter.rows(merged) if merged is not None else _joined([counter.rows(b) for b in batches])
 
     sid, duration_ms, error = joined("subject_id"), joined("duration_ms"), joined("error")
     sizes = [len(b) for b in batches]
@@ -218,8 +223,7 @@ def add_captures(reads: list[ReadResult], slow_threshold_ms: np.ndarray, subject
     sampled = _joined([read.sample_byte for read in reads]) < (256 // SAMPLE_ONE_IN)
     slow = (duration_ms > slow_thr) & ~error
     interesting = error | slow | sampled
-    marks = [(counter, rows) for counter in capture_marks
-             if (rows := _joined([counter.rows(b) for b in batches])).any()]
+    marks = [(counter, rows) for counter in capture_marks if (rows := counter_rows(counter)).any()]
     alone = [rows for counter, rows in marks if counter.capture_alone]
     only_marked = np.logical_or.reduce(alone) & ~interesting if alone else None
     if not interesting.any() and (only_marked is None or not only_marked.any()):

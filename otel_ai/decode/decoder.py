@@ -111,22 +111,25 @@ class Decoder:
             if merged is not None and merged is not batches[0]:
                 merged.derived[counter.name] = np.concatenate([b.derived[counter.name] for b in batches])
 
-    def pick_captures(self, batches: list[SpanBatch]) -> None:
+    def pick_captures(self, batches: list[SpanBatch], merged: SpanBatch | None = None) -> None:
         """The captures of every batch decoded with defer_captures, in one pass; each
-        batch gets the captures it would have got alone."""
-        self.mark_captures(batches)
+        batch gets the captures it would have got alone. merged: these very batches merged
+        (merge_batches), every one of them deferred; its columns are then not joined again."""
+        self.mark_captures(batches, merged)
         reads = [b.capture_source for b in batches if b.capture_source is not None]
+        if merged is not None and len(reads) != len(batches):
+            merged = None
         for batch in batches:
             batch.capture_source = None
-        self._add_captures(reads)
+        self._add_captures(reads, merged)
 
     def _with_captures(self, read: ReadResult) -> SpanBatch:
         self._add_captures([read])
         return read.batch
 
-    def _add_captures(self, reads: list[ReadResult]) -> None:
+    def _add_captures(self, reads: list[ReadResult], merged: SpanBatch | None = None) -> None:
         add_captures(reads, self.slow_threshold_ms, self.subjects.subjects, self.naming.children,
-                     self.naming.pairs.intern, self._server_pairs, self.capture_marks, self.capture_budget)
+                     self.naming.pairs.intern, self._server_pairs, self.capture_marks, self.capture_budget, merged)
 
 
 def _split(rows: np.ndarray, batches: list[SpanBatch], name: str) -> None:
