@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
                 break
     if profiler is not None:
         import pstats
-        pstats.Stats(profiler).sort_stats("cumulative").print_stats(40)
+        pstats.Stats(profiler).sort_stats(os.environ.get("SORT", "cumulative")).print_stats(40)
     print(f"worker path: {cpu / max(rows, 1) * 1e6:.3f} µs of CPU per row over {rows:,} rows "
           f"(after the first fifth of {spans:,} spans)")
     return 0

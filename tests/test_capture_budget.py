@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from otel_ai.decode.capture_budget import ERROR, PER_SECOND, SAMPLED, CaptureBudget
+from otel_ai.decode.capture_budget import ERROR, PER_SECOND, SAMPLED, TICK_NS, CaptureBudget
 
 NS = 1_000_000_000
 T0 = 1_771_164_000 * NS
@@ -14,7 +14,7 @@ def _pass(budget: CaptureBudget, subject: int, klass: int, n: int, second: int, 
     sid = np.full(n, subject, dtype=np.int32)
     kls = np.full(n, klass)
     trace_key = rng.integers(0, 2**63, n, dtype=np.int64).astype(np.uint64) * np.uint64(2)
-    return budget.thin(sid, kls, np.ones(n, dtype=bool), trace_key, [T0 // NS + second], [n])
+    return budget.thin(sid, kls, np.ones(n, dtype=bool), trace_key, [(T0 + second * NS) // TICK_NS], [n])
 
 
 def test_a_quiet_subject_keeps_every_capture():
@@ -72,9 +72,9 @@ def test_the_same_traces_are_kept_whatever_the_order_they_come_in():
         budget = CaptureBudget(seed=9)
         warm = np.zeros(4000, dtype=np.int32)  # one busy second before, to set the fraction
         budget.thin(warm, np.zeros(4000, dtype=np.int64), np.ones(4000, dtype=bool),
-                    np.arange(4000, dtype=np.uint64), [T0 // NS], [4000])
+                    np.arange(4000, dtype=np.uint64), [T0 // TICK_NS], [4000])
         kept, _ = budget.thin(np.zeros(n, dtype=np.int32), np.zeros(n, dtype=np.int64), np.ones(n, dtype=bool),
-                              keys[order], [T0 // NS + 1], [n])
+                              keys[order], [(T0 + NS) // TICK_NS], [n])
         return set(keys[order][kept].tolist())
 
     forward = kept_keys(np.arange(n))
@@ -89,7 +89,7 @@ def test_a_gap_in_event_time_starts_the_count_again():
     kept, _ = _pass(budget, 0, ERROR, 3000, 3, rng)
     assert kept.sum() < 100
     # an hour later the old rate no longer holds for what was counted, but the fractions stay
-    # until a full second of the new traffic is counted
+    # until a tick of the new traffic is counted
     _pass(budget, 0, ERROR, 3, 3600, rng)
     kept, _ = _pass(budget, 0, ERROR, 3, 3601, rng)
     assert kept.all()
@@ -103,7 +103,7 @@ def test_one_pass_over_many_requests_keeps_what_a_pass_over_each_keeps():
     klass = rng.integers(0, 3, n)
     candidate = rng.random(n) < 0.6
     keys = rng.integers(0, 2**63, n, dtype=np.int64).astype(np.uint64)
-    seconds = [(T0 + r * NS // 4) // NS for r in range(len(sizes))]  # four requests a second
+    seconds = [(T0 + r * NS // 4) // TICK_NS for r in range(len(sizes))]  # four requests a second
     together, together_fraction = CaptureBudget().thin(sid, klass, candidate, keys, seconds, sizes)
     budget, alone, alone_fraction, start = CaptureBudget(), [], [], 0
     for size in sizes:
@@ -125,3 +125,20 @@ def test_requests_without_rows_leave_the_count_alone():
         budget.thin(empty, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool), np.zeros(0, dtype=np.uint64),
                     [0], [0])
     assert kept.sum() < 100  # thinned all the same: second 0 was never taken for a gap in time
+
+
+def test_a_busy_subject_is_thinned_within_its_first_second():
+    """Only the first tick keeps everything: a subject at 20,000 errors a second (a restart
+    under load, a new route) builds about a tenth of a second of captures, not a second."""
+    budget, rng = CaptureBudget(seed=10), np.random.default_rng(10)
+    per_tick = 2_000
+    kept = [int(_pass_at(budget, tick, per_tick, rng).sum()) for tick in range(10)]
+    assert kept[0] == per_tick
+    assert sum(kept[1:]) <= 3 * PER_SECOND  # the rest of the second: about PER_SECOND
+
+
+def _pass_at(budget: CaptureBudget, tick: int, n: int, rng) -> np.ndarray:
+    trace_key = rng.integers(0, 2**63, n, dtype=np.int64).astype(np.uint64)
+    kept, _ = budget.thin(np.zeros(n, dtype=np.int32), np.full(n, ERROR), np.ones(n, dtype=bool), trace_key,
+                          [T0 // TICK_NS + tick], [n])
+    return kept

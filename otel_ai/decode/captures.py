@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 
 from otel_ai.analysis.redact import PSEUDONYMIZED_KEYS, pseudonym
-from otel_ai.decode.capture_budget import ERROR, SAMPLED, SLOW, CaptureBudget
+from otel_ai.decode.capture_budget import ERROR, SAMPLED, SLOW, TICK_NS, CaptureBudget
 from otel_ai.decode.columns import ReadResult
 from otel_ai.decode.contract import SPAN_KIND_CLIENT, Capture, SpanBatch
 
@@ -233,7 +233,7 @@ def add_captures(reads: list[ReadResult], slow_threshold_ms: np.ndarray, subject
     if budget is not None:
         klass = np.where(error, ERROR, np.where(slow, SLOW, SAMPLED))
         candidate, fraction = budget.thin(sid, klass, interesting, joined("trace_key"),
-                                       [b.median_end_ns // 1_000_000_000 for b in batches], sizes)
+                                       [b.median_end_ns // TICK_NS for b in batches], sizes)
     chosen = first_per_group(candidate, group, MAX_CAPTURES_PER_SUBJECT)
     marked_idx = np.flatnonzero(only_marked) if only_marked is not None else np.zeros(0, dtype=np.int64)
     if marked_idx.shape[0]:
