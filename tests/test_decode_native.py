@@ -264,3 +264,27 @@ def test_decoders_are_garbage_collected() -> None:
         Decoder(SubjectTable()).decode(EDGE_CASES["plain"], BOUNDS)
     gc.collect()
     assert sum(isinstance(o, native._otlp.Reader) for o in gc.get_objects()) == before
+
+
+def _ended_at(end_ns: int) -> bytes:
+    return ld(2, tag(6, 0) + varint(2) + tag(7, 1) + (end_ns - 10**6).to_bytes(8, "little")
+              + tag(8, 1) + end_ns.to_bytes(8, "little") + ld(1, bytes(range(16))) + ld(2, bytes(8)) + ROUTE)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_the_median_end_is_computed_alike(seed: int) -> None:
+    """The C reader computes max and median end itself: odd and even counts, runs of equal
+    ends, sorted and reversed orders, one span."""
+    rng = random.Random(seed)
+    n = rng.choice([1, 2, 3, 4, 5, 8, 33, 512, rng.randint(1, 700)])
+    spread = rng.choice([1, 3, 10**3, 10**9])
+    ends = [NOW - rng.randrange(spread) for _ in range(n)]
+    if seed % 3 == 1:
+        ends.sort()
+    elif seed % 3 == 2:
+        ends.sort(reverse=True)
+    body = _request(*(_ended_at(e) for e in ends))
+    assert_same(body)
+    batch = Decoder(SubjectTable()).decode(body, None)
+    assert batch.median_end_ns == int(np.median(np.array(ends, dtype=np.int64)))
+    assert batch.max_end_ns == max(ends)

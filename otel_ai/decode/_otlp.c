@@ -1228,6 +1228,57 @@ static int reparent(const uint64_t *internal, size_t n, uint8_t *col[C_COUNT], s
     return OK;
 }
 
+/* k-th smallest of v[0..n) (Hoare's selection, reordering v so that every value before k
+ * is <= v[k]): for the median end. */
+static int64_t select_kth(int64_t *v, Py_ssize_t n, Py_ssize_t k) {
+    Py_ssize_t lo = 0, hi = n - 1;
+    while (hi > lo) {
+        int64_t pivot = v[lo + (hi - lo) / 2];
+        Py_ssize_t i = lo, j = hi;
+        do {
+            while (v[i] < pivot) i++;
+            while (pivot < v[j]) j--;
+            if (i <= j) {
+                int64_t t = v[i];
+                v[i] = v[j];
+                v[j] = t;
+                i++;
+                j--;
+            }
+        } while (i <= j);
+        /* v[lo..j] <= pivot <= v[i..hi], and v[j+1..i-1] == pivot */
+        if (k <= j) hi = j;
+        else if (k >= i) lo = i;
+        else return v[k];
+    }
+    return v[k];
+}
+
+/* int(np.median(ends)) as columns.median_ns computes it: the float64 mean of the middle one
+ * or two values, truncated. 0 for none. -1 (with MemoryError set) if out of memory. */
+static int median_end(const uint8_t *ends, size_t n, int64_t *out) {
+    *out = 0;
+    if (n == 0) return OK;
+    int64_t *v = PyMem_Malloc(n * sizeof(int64_t));
+    if (!v) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    memcpy(v, ends, n * sizeof(int64_t));
+    Py_ssize_t k = (Py_ssize_t)n / 2;
+    int64_t upper = select_kth(v, (Py_ssize_t)n, k);
+    if (n % 2) {
+        *out = (int64_t)(double)upper;
+    } else {
+        int64_t lower = v[0]; /* after selecting k, everything below k is <= v[k]: their maximum */
+        for (Py_ssize_t i = 1; i < k; i++)
+            if (v[i] > lower) lower = v[i];
+        *out = (int64_t)(((double)lower + (double)upper) / 2);
+    }
+    PyMem_Free(v);
+    return OK;
+}
+
 static PyObject *reader_read(Reader *self, PyObject *args) {
     Py_buffer body;
     long long lowest, highest;
@@ -1343,8 +1394,10 @@ static PyObject *reader_read(Reader *self, PyObject *args) {
         goto done;
     }
     if (_PyBytes_Resize(&internal, (Py_ssize_t)(ninternal * 3 * sizeof(uint64_t))) < 0) goto done;
-    result = Py_BuildValue("(OOnOKKKKKLnO)", buffer, offsets, (Py_ssize_t)kept, blocks, total, own, counted, invalid,
-                           out_of_range, (long long)max_end, overflow_hits, internal);
+    int64_t median = 0;
+    if (median_end(col[C_END], kept, &median) < 0) goto done;
+    result = Py_BuildValue("(OOnOKKKKKLnOL)", buffer, offsets, (Py_ssize_t)kept, blocks, total, own, counted, invalid,
+                           out_of_range, (long long)max_end, overflow_hits, internal, (long long)median);
 done:
     Py_XDECREF(buffer);
     Py_XDECREF(offsets);
@@ -1654,7 +1707,7 @@ static PyObject *module_tracestate_weight(PyObject *module, PyObject *arg) {
 static PyMethodDef reader_methods[] = {
     {"read", (PyCFunction)reader_read, METH_VARARGS,
      "read(body, lowest_ns, highest_ns, bounded) -> (columns, offsets, rows, blocks, total, own, counted, invalid, "
-     "out_of_range, max_end_ns, overflow_hits), or None to let the reference reader decide"},
+     "out_of_range, max_end_ns, overflow_hits, internal, median_end_ns), or None to let the reference reader decide"},
     {"details", (PyCFunction)reader_details, METH_VARARGS,
      "details(body, offsets, lengths, flags) -> [(trace_id, span_id, pairs, exceptions)]"},
     {NULL, NULL, 0, NULL},

@@ -101,16 +101,19 @@ def skip_internal_parents(batch: SpanBatch, internal: InternalSpans | None) -> N
     batch.parent_span_id = parent
 
 
-def finish(batch: SpanBatch, own: int, internal: InternalSpans | None = None, reparented: bool = False) -> SpanBatch:
+def finish(batch: SpanBatch, own: int, internal: InternalSpans | None = None, reparented: bool = False,
+           ends_ns: tuple[int, int] | None = None) -> SpanBatch:
     """The derived fields every reader sets the same way. reparented: the reader already
-    did skip_internal_parents (the native one does it in C)."""
+    did skip_internal_parents (the native one does it in C); ends_ns: (max, median) of
+    end_ns, when the reader computed them (the native one does, in C)."""
     if not reparented:
         skip_internal_parents(batch, internal)
     if internal is not None and internal.span_id.shape[0]:
         batch.internal = internal  # for rows of other requests (the service graph's join)
     if len(batch):
-        batch.max_end_ns = int(batch.end_ns.max())
-        batch.median_end_ns = median_ns(batch.end_ns)
+        if ends_ns is None:
+            ends_ns = int(batch.end_ns.max()), median_ns(batch.end_ns)
+        batch.max_end_ns, batch.median_end_ns = ends_ns
     if own:
         batch.own = own
         batch.spans_total += own

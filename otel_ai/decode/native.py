@@ -57,7 +57,8 @@ class NativeReader:
         if found is None:
             self.fallbacks += 1
             return self.reference.read(body, bounds)
-        buffer, offsets, n, blocks, total, own, counted, invalid, out_of_range, max_end, overflow_hits, internal = found
+        (buffer, offsets, n, blocks, total, own, counted, invalid, out_of_range, max_end, overflow_hits, internal,
+         median_end) = found
         self.naming.subjects.overflowed += overflow_hits
         col = {name: np.frombuffer(buffer, dtype, n, offset) for (name, dtype), offset in zip(_otlp.COLUMNS, offsets)}
         batch = SpanBatch(
@@ -76,7 +77,8 @@ class NativeReader:
             return self._reader.details(body, span_off[indices].tobytes(), span_len[indices].tobytes(), flags.tobytes())
 
         ids = np.frombuffer(internal, dtype="<u8").reshape(-1, 3)
-        batch = finish(batch, own, InternalSpans(ids[:, 0], ids[:, 1], ids[:, 2]), reparented=True)
+        batch = finish(batch, own, InternalSpans(ids[:, 0], ids[:, 1], ids[:, 2]), reparented=True,
+                       ends_ns=(max_end, median_end))
         return ReadResult(batch, col["sample_byte"], col["block"], [info for info, _ in blocks], details)
 
 
