@@ -19,7 +19,7 @@ GRPC_RESOURCE_EXHAUSTED = 8
 GRPC_PERMISSION_DENIED = 7
 GRPC_UNAUTHENTICATED = 16
 REPEAT_WINDOW_NS = 5_000_000_000  # a repeat of a call this soon after it is a retry
-REPEAT_CALLS = 4_096  # earlier calls remembered for that (a few requests' worth)
+REPEAT_CALLS = 1_024  # earlier calls remembered for that: two to five requests' worth, as the two batches before
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # (parent span, dependency) -> one 64-bit key
 
 
