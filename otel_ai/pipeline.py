@@ -394,6 +394,7 @@ class Pipeline:
         self.graph.stats.frozen = any(i.subject.kind != SYSTEM and i.opened_at_ns > young
                                       for i in self.incidents.watched())
         self.graph.close_slot(closed_slot)
+        self.metrics.graph_traces_kept.set(1.0 / (1 << self.graph.join.level))
 
     def _check_health(self, view: WindowView) -> None:
         """Ask each watched incident's detector whether its subject looks healthy, and what

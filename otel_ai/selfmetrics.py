@@ -40,6 +40,10 @@ class SelfMetrics:
             registry=r)
         self.metric_streams = Gauge(
             "otel_ai_metric_streams", "Cumulative metric streams with delta state", registry=r)
+        self.graph_traces_kept = Gauge(
+            "otel_ai_graph_traces_kept_ratio", "Share of traces the service graph's join keeps (1: all; lower "
+            "past its cap, each kept trace weighing for the others)", registry=r)
+        self.graph_traces_kept.set(1.0)
         self.queue_depth = Gauge(
             "otel_ai_queue_batches", "Decoded batches waiting for the window stage", registry=r)
         self.subjects = Gauge(

@@ -399,3 +399,19 @@ def test_the_graph_stops_learning_for_a_young_incident_and_resumes_after_an_hour
     open_incidents.clear()
     pipeline._close_graph_slot(slot)
     assert not pipeline.graph.stats.frozen
+
+
+def test_the_pipeline_reports_the_share_of_traces_the_join_keeps(tmp_path):
+    from otel_ai.config import load_settings
+    from otel_ai.pipeline import Pipeline
+    from otel_ai.store import IncidentStore
+    from otel_ai.testing.scenarios import scenario
+
+    pipeline = Pipeline(load_settings(env={}), IncidentStore(tmp_path / "i.db"), [], use_wall_clock=False)
+    gauge = lambda: pipeline.metrics.registry.get_sample_value("otel_ai_graph_traces_kept_ratio")  # noqa: E731
+    assert gauge() == 1.0
+    pipeline.graph.join = TraceJoin(pipeline.graph.components, max_spans=300)  # far below this traffic
+    for body in scenario("dependency_errors", seed=3, warmup_s=5, rate_scale=0.3).serialized_batches(40, 1.0):
+        pipeline.feed(body)
+    assert pipeline.graph.join.level >= 1 and pipeline.ticks > 0
+    assert gauge() < 1.0 and gauge() in {1.0 / 2 ** level for level in range(1, 17)}  # as at the last slot close
