@@ -415,3 +415,24 @@ def test_the_pipeline_reports_the_share_of_traces_the_join_keeps(tmp_path):
         pipeline.feed(body)
     assert pipeline.graph.join.level >= 1 and pipeline.ticks > 0
     assert gauge() < 1.0 and gauge() in {1.0 / 2 ** level for level in range(1, 17)}  # as at the last slot close
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_parent_rows_are_found_alike_in_c_and_numpy(seed, monkeypatch):
+    from otel_ai.decode import native
+    from otel_ai.graph import join as join_module
+
+    if not native.available():
+        pytest.skip("the C extension is not built")
+    rng = np.random.default_rng(seed)
+    n = int(rng.choice([0, 1, 7, 1000, 50_000]))
+    keys = rng.integers(1, max(2, n // 3) if seed % 2 else 2**62, n, dtype=np.int64).astype(np.uint64)  # duplicates
+    queries = np.concatenate((keys[rng.integers(0, max(n, 1), n)] if n else keys,
+                              rng.integers(1, 2**62, 500, dtype=np.int64).astype(np.uint64), np.zeros(3, np.uint64)))
+    found = join_module.row_of(keys, queries, 0x1234567 | 1)
+    monkeypatch.setattr(join_module, "_otlp", None)
+    assert np.array_equal(found, join_module.row_of(keys, queries, 7))
+    hit = found >= 0
+    assert np.array_equal(keys[found[hit]], queries[hit])
+    if n:  # the first of equal keys
+        assert all(found[k] == int(np.flatnonzero(keys == queries[k])[0]) for k in np.flatnonzero(hit)[:200])
