@@ -38,6 +38,17 @@ def test_without_the_extension_the_reference_decoder_serves() -> None:
         "body = next(iter(scenario('bad_pod', warmup_s=5, rate_scale=0.1).serialized_batches(2)))\n"
         "print(describe()); print(decoder.protobuf.name, len(decoder.decode(body, None)) > 0)\n"
         "print(decoder.json.name)\n"
+        # the whole pipeline, the service graph's parent lookup included, runs on numpy alone
+        "import tempfile, pathlib\n"
+        "from otel_ai.config import load_settings\n"
+        "from otel_ai.pipeline import Pipeline\n"
+        "from otel_ai.store import IncidentStore\n"
+        "from otel_ai.graph import join\n"
+        "store = IncidentStore(pathlib.Path(tempfile.mkdtemp()) / 'i.db')\n"
+        "pipeline = Pipeline(load_settings(env={}), store, [], use_wall_clock=False)\n"
+        "for body in scenario('bad_pod', warmup_s=5, rate_scale=0.1).serialized_batches(30):\n"
+        "    pipeline.feed(body)\n"
+        "print(join._otlp is None, pipeline.ticks > 0, len(pipeline.graph.components) > 0)\n"
     )
     done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert done.returncode == 0, done.stderr
@@ -45,3 +56,4 @@ def test_without_the_extension_the_reference_decoder_serves() -> None:
     assert lines[0].startswith("python reference (the C extension is not built")
     assert lines[1] == "python True"
     assert lines[0].endswith("OTLP/JSON: the direct Python reader") and lines[2] == "json"
+    assert lines[3] == "True True True"
