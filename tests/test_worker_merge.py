@@ -188,3 +188,20 @@ def test_a_request_reaching_past_the_open_slots_waits_for_the_next_merge(tmp_pat
 def _dropped(pipeline: Pipeline) -> dict:
     return {tuple(sorted(s.labels.items())): s.value for metric in pipeline.metrics.registry.collect()
             for s in metric.samples if s.name == "otel_ai_spans_dropped_total" and s.value}
+
+
+def test_equal_pairs_and_exceptions_of_captures_are_one_object(bodies):
+    from otel_ai.decode.captures import SharedTuples
+
+    decoder = Decoder(SubjectTable())
+    captures = [c for body in bodies for c in decoder.decode(body, None).captures]
+    assert len(captures) > 20
+    assert len({id(c.pairs) for c in captures}) == len({c.pairs for c in captures}) < len(captures)
+    failed = [c for c in captures if c.exceptions]
+    assert failed and len({id(c.exceptions) for c in failed}) == len({c.exceptions for c in failed})
+    shared = SharedTuples(max_entries=2)  # bounded: cleared when full
+    first = shared.of(tuple(["a"]))
+    assert shared.of(tuple(["a"])) is first
+    shared.of(tuple(["b"]))
+    shared.of(tuple(["c"]))  # the third: cleared, then kept
+    assert len(shared._tuples) == 1 and shared.of(tuple(["a"])) is not first and shared.of(()) == ()

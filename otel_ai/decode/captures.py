@@ -172,6 +172,27 @@ def first_per_group(mask: np.ndarray, group: np.ndarray, limit: int) -> np.ndarr
     return limited
 
 
+class SharedTuples:
+    """One object for equal tuples (a capture's pairs, its exceptions), cleared when full so
+    it stays bounded. Captures of one subject mostly repeat both: 46,351 captures held
+    2,851 distinct pairs tuples and 4 distinct exceptions (bench traffic over 10k routes), and
+    each copy cost ~200 bytes of pairs and ~350 of exception text."""
+
+    def __init__(self, max_entries: int = 65_536):
+        self.max_entries = max_entries
+        self._tuples: dict[tuple, tuple] = {}
+
+    def of(self, value: tuple) -> tuple:
+        if not value:
+            return ()
+        found = self._tuples.get(value)
+        if found is None:
+            if len(self._tuples) >= self.max_entries:
+                self._tuples.clear()
+            found = self._tuples[value] = value
+        return found
+
+
 class ServerPairs:
     """A resource's suspect pairs without service.name (a route's service is its subject),
     per ResourceInfo, so a server capture does not rebuild them."""
@@ -191,7 +212,8 @@ class ServerPairs:
 
 def add_captures(reads: list[ReadResult], slow_threshold_ms: np.ndarray, subject_names: list, children: ChildIndex,
                  intern: Callable[[str, str], tuple | None], server_pairs: ServerPairs, capture_marks: tuple = (),
-                 budget: CaptureBudget | None = None, merged: SpanBatch | None = None) -> None:
+                 budget: CaptureBudget | None = None, merged: SpanBatch | None = None,
+                 shared: SharedTuples | None = None) -> None:
     """Pick the rows suspects need from each read request and append their Captures to its
     batch, exactly as if each request were picked alone (the caps are per subject and
     request), but with one pass of numpy over all of them: the pipeline's worker picks a
@@ -201,7 +223,9 @@ def add_captures(reads: list[ReadResult], slow_threshold_ms: np.ndarray, subject
     budget: thins busy subjects' captures (capture_budget.py); every interesting CLIENT
     span still goes into the child index.
     merged: the reads' batches already merged in order (the worker's merge), whose columns
-    and capture counters' rows then serve instead of joining the batches' again."""
+    and capture counters' rows then serve instead of joining the batches' again.
+    shared: makes equal pairs and exceptions of the captures one object each."""
+    share = shared.of if shared is not None else (lambda value: value)
     if not reads:
         return
     batches = [read.batch for read in reads]
@@ -276,8 +300,8 @@ def add_captures(reads: list[ReadResult], slow_threshold_ms: np.ndarray, subject
             if usual:
                 children.add(trace_key, info.service, subject_names[subject].service, err, dur, exceptions)
             if is_chosen:
-                captures.append(Capture(subject, end, dur, err, is_slow, is_sampled, trace_id, info.pairs + pairs,
-                                        exceptions, span_id, marked, weight))
+                captures.append(Capture(subject, end, dur, err, is_slow, is_sampled, trace_id, share(info.pairs + pairs),
+                                        share(exceptions), span_id, marked, weight))
             continue
         extra = []
         child_exceptions = []
@@ -298,8 +322,8 @@ def add_captures(reads: list[ReadResult], slow_threshold_ms: np.ndarray, subject
                 if pair is not None and pair not in added:
                     added.append(pair)
             out = tuple(added)
-        captures.append(Capture(subject, end, dur, err, is_slow, is_sampled, trace_id, out,
-                                (exceptions + tuple(child_exceptions)) if err else (), span_id, marked, weight))
+        captures.append(Capture(subject, end, dur, err, is_slow, is_sampled, trace_id, share(out),
+                                share(exceptions + tuple(child_exceptions)) if err else (), span_id, marked, weight))
 
 
 _NOT_READ = (b"", b"", (), ())  # trace id, span id, pairs, exceptions of a call not read again

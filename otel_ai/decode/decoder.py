@@ -13,7 +13,7 @@ import numpy as np
 
 from otel_ai.decode import native
 from otel_ai.decode.capture_budget import CaptureBudget
-from otel_ai.decode.captures import ServerPairs, add_captures
+from otel_ai.decode.captures import ServerPairs, SharedTuples, add_captures
 from otel_ai.decode.columns import ReadResult, merge_batches
 from otel_ai.decode.contract import SpanBatch, TimeBounds
 from otel_ai.decode.naming import SubjectNaming
@@ -66,6 +66,7 @@ class Decoder:
         else:
             self.protobuf, self.json = self.reference, JsonReader(self.naming, json_format)
         self._server_pairs = ServerPairs()
+        self._shared = SharedTuples()
         # Per subject: duration above which a request counts as slow enough to capture.
         self.slow_threshold_ms = np.full(0, np.inf)
         # Counters (otel_ai.counters) whose requests the enabled detectors need captured as
@@ -129,7 +130,8 @@ class Decoder:
 
     def _add_captures(self, reads: list[ReadResult], merged: SpanBatch | None = None) -> None:
         add_captures(reads, self.slow_threshold_ms, self.subjects.subjects, self.naming.children,
-                     self.naming.pairs.intern, self._server_pairs, self.capture_marks, self.capture_budget, merged)
+                     self.naming.pairs.intern, self._server_pairs, self.capture_marks, self.capture_budget, merged,
+                     self._shared)
 
 
 def _split(rows: np.ndarray, batches: list[SpanBatch], name: str) -> None:
