@@ -266,10 +266,10 @@ class Pipeline:
 
     def _pick_captures(self, batches: list[SpanBatch], merged: SpanBatch | None = None) -> None:
         """Suspect captures of requests decoded without them, about PICK_SPANS spans per
-        pass. Under the decode lock (picking reads attributes through the decoder's shared
-        interning), taken per pass rather than for the whole merge, so receivers get turns.
-        The capture counters' marks come first, for all of them at once (over merged, the
-        batches merged, which then gets the captures too)."""
+        pass (a merge's worth), under the decode lock: picking reads attributes through the
+        decoder's shared interning. The capture counters' marks come first, for all of them
+        at once. merged: the batches merged, whose columns a pass over all of them reads,
+        and which then gets the captures too."""
         with self._decode_lock:
             self.decoder.mark_captures(batches, merged)
         start = spans = 0

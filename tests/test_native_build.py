@@ -43,12 +43,12 @@ def test_without_the_extension_the_reference_decoder_serves() -> None:
         "from otel_ai.config import load_settings\n"
         "from otel_ai.pipeline import Pipeline\n"
         "from otel_ai.store import IncidentStore\n"
-        "from otel_ai.graph import join\n"
+        "from otel_ai.decode import native\n"
         "store = IncidentStore(pathlib.Path(tempfile.mkdtemp()) / 'i.db')\n"
         "pipeline = Pipeline(load_settings(env={}), store, [], use_wall_clock=False)\n"
         "for body in scenario('bad_pod', warmup_s=5, rate_scale=0.1).serialized_batches(30):\n"
         "    pipeline.feed(body)\n"
-        "print(join._otlp is None, pipeline.ticks > 0, len(pipeline.graph.components) > 0)\n"
+        "print(native.find_rows(None, None, 1) is None, pipeline.ticks > 0, len(pipeline.graph.components) > 0)\n"
     )
     done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert done.returncode == 0, done.stderr

@@ -430,7 +430,7 @@ def test_parent_rows_are_found_alike_in_c_and_numpy(seed, monkeypatch):
     queries = np.concatenate((keys[rng.integers(0, max(n, 1), n)] if n else keys,
                               rng.integers(1, 2**62, 500, dtype=np.int64).astype(np.uint64), np.zeros(3, np.uint64)))
     found = join_module.row_of(keys, queries, 0x1234567 | 1)
-    monkeypatch.setattr(join_module, "_otlp", None)
+    monkeypatch.setattr(native, "_otlp", None)
     assert np.array_equal(found, join_module.row_of(keys, queries, 7))
     hit = found >= 0
     assert np.array_equal(keys[found[hit]], queries[hit])

@@ -82,6 +82,15 @@ class NativeReader:
         return ReadResult(batch, col["sample_byte"], col["block"], [info for info, _ in blocks], details)
 
 
+def find_rows(keys: np.ndarray, queries: np.ndarray, seed: int) -> np.ndarray | None:
+    """Per query (uint64), the index of the first equal key or -1, from a hash table in C
+    whose multiplier is the odd seed (keys come from untrusted ids); None when the extension
+    is not built (the service graph's join then sorts instead)."""
+    if _otlp is None:
+        return None
+    return np.frombuffer(_otlp.find_rows(keys, queries, seed), np.int64)
+
+
 def transcode_json(body: bytes) -> bytes | None:
     """The ExportTraceServiceRequest protobuf of a canonical OTLP/JSON document; None for
     any other document (the Python readers' to decide)."""
