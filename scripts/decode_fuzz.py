@@ -96,9 +96,31 @@ def run(requests: int, expect_module_under: str = "", json: bool = False, report
         for body in sanitizer_regressions(corpus[0]):
             check_one(body, twin_decoders())  # fresh readers: empty caches and buffers
     check()
+    if not json:  # the service graph's parent lookup lives in the same module
+        counts["find_rows"] = check_find_rows(max(100, requests // 100), random.Random(requests))
     summary = ", ".join(f"{k} {v:,}" for k, v in counts.items())
     print(f"decode_fuzz: {summary}; 0 differences, 0 crashes in {time.monotonic() - started:.0f} s")
     return 0
+
+
+def check_find_rows(cases: int, rnd: random.Random) -> int:
+    """native.find_rows against a plain reading (the first index of each equal key) over
+    random keys with and without duplicates, and queries that hit, miss or are 0."""
+    import numpy as np
+
+    for _ in range(cases):
+        n = rnd.choice([0, 1, 2, 15, 16, 17, rnd.randrange(5000)])
+        high = rnd.choice([2, 50, 2**63])
+        keys = np.array([rnd.randrange(high) for _ in range(n)], dtype=np.uint64)
+        queries = np.array([rnd.choice([0, rnd.randrange(high)] + keys[:1].tolist()) for _ in range(rnd.randrange(300))],
+                           dtype=np.uint64)
+        first: dict[int, int] = {}
+        for i, key in enumerate(keys.tolist()):
+            first.setdefault(key, i)
+        expected = [first.get(q, -1) for q in queries.tolist()]
+        found = native.find_rows(keys, queries, rnd.randrange(2**64) | 1).tolist()
+        assert found == expected, f"find_rows differs on keys {keys.tolist()[:20]}..., queries {queries.tolist()[:20]}..."
+    return cases
 
 
 def main(argv: list[str] | None = None) -> int:
