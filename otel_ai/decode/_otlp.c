@@ -1183,10 +1183,11 @@ static void put_row(uint8_t *col[C_COUNT], size_t k, const row_t *row, int32_t s
 #define MAX_INTERNAL_DEPTH 8
 static const uint64_t SPAN_MIX = 0xD6E8FEB86659FD93ULL;
 
-/* The slot of key in an open-addressing table of cap (a power of two) slots: where it is,
- * or the empty slot where it goes. */
-static inline size_t probe(const uint64_t *keys, const uint32_t *slot, size_t cap, uint64_t key) {
-    size_t h = (size_t)((key * MIX) >> 32) & (cap - 1);
+/* The slot of key in an open-addressing table of cap (a power of two) slots (slot[h]: 0
+ * empty, else index + 1), hashed with the odd multiplier mult: where it is, or the empty
+ * slot where it goes. */
+static inline size_t probe(const uint64_t *keys, const uint32_t *slot, size_t cap, uint64_t key, uint64_t mult) {
+    size_t h = (size_t)((key * mult) >> 32) & (cap - 1);
     while (slot[h] && keys[h] != key) h = (h + 1) & (cap - 1);
     return h;
 }
@@ -1204,7 +1205,7 @@ static int reparent(const uint64_t *internal, size_t n, uint8_t *col[C_COUNT], s
     memset(slot, 0, cap * sizeof(uint32_t));
     for (size_t i = 0; i < n; i++) {
         uint64_t key = internal[3 * i] ^ (internal[3 * i + 1] * SPAN_MIX);
-        size_t h = probe(keys, slot, cap, key);
+        size_t h = probe(keys, slot, cap, key, MIX);
         if (!slot[h]) {
             keys[h] = key;
             slot[h] = (uint32_t)(i + 1);
@@ -1216,7 +1217,7 @@ static int reparent(const uint64_t *internal, size_t n, uint8_t *col[C_COUNT], s
         memcpy(&parent, col[C_PARENT] + 8 * k, 8);
         int moved = 0;
         for (int depth = 0; depth < MAX_INTERNAL_DEPTH && parent != 0; depth++) {
-            size_t h = probe(keys, slot, cap, trace_key ^ (parent * SPAN_MIX));
+            size_t h = probe(keys, slot, cap, trace_key ^ (parent * SPAN_MIX), MIX);
             if (!slot[h]) break;
             parent = internal[3 * (slot[h] - 1) + 2];
             moved = 1;
@@ -1740,49 +1741,39 @@ static PyObject *module_find_rows(PyObject *module, PyObject *args) {
     unsigned long long seed;
     if (!PyArg_ParseTuple(args, "y*y*K", &keys, &queries, &seed)) return NULL;
     PyObject *result = NULL;
-    uint64_t *slot_key = NULL;
-    int64_t *slot_row = NULL;
-    if (keys.len % 8 || queries.len % 8) {
-        PyErr_SetString(PyExc_ValueError, "find_rows: keys and queries are uint64 arrays");
+    uint64_t *table = NULL;
+    uint32_t *slot = NULL;
+    size_t n = (size_t)keys.len / 8, m = (size_t)queries.len / 8;
+    if (keys.len % 8 || queries.len % 8 || n >= UINT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "find_rows: keys and queries are uint64 arrays (fewer than 2**32 keys)");
         goto done;
     }
-    size_t n = (size_t)keys.len / 8, m = (size_t)queries.len / 8;
     size_t cap = 16;
-    int bits = 4;
-    while (cap < 2 * n) {
-        cap <<= 1;
-        bits++;
-    }
-    slot_key = PyMem_RawMalloc(cap * sizeof(uint64_t));
-    slot_row = PyMem_RawMalloc(cap * sizeof(int64_t));
-    result = PyByteArray_FromStringAndSize(NULL, (Py_ssize_t)(m * sizeof(int64_t)));  /* writable for numpy */
-    if (!slot_key || !slot_row || !result) {
+    while (cap < 2 * n) cap <<= 1;
+    table = PyMem_RawMalloc(cap * sizeof(uint64_t));
+    slot = PyMem_RawCalloc(cap, sizeof(uint32_t));
+    result = PyByteArray_FromStringAndSize(NULL, (Py_ssize_t)(m * sizeof(int64_t))); /* writable for numpy */
+    if (!table || !slot || !result) {
         Py_CLEAR(result);
         PyErr_NoMemory();
         goto done;
     }
     const uint64_t *k = keys.buf, *q = queries.buf;
     int64_t *out = (int64_t *)PyByteArray_AS_STRING(result);
-    uint64_t mult = (uint64_t)seed | 1, mask = cap - 1;
+    uint64_t mult = (uint64_t)seed | 1;
     Py_BEGIN_ALLOW_THREADS
-    for (size_t i = 0; i < cap; i++) slot_row[i] = -1;
     for (size_t i = 0; i < n; i++) {
-        uint64_t key = k[i], h = (key * mult) >> (64 - bits);
-        while (slot_row[h] >= 0 && slot_key[h] != key) h = (h + 1) & mask;
-        if (slot_row[h] < 0) {
-            slot_key[h] = key;
-            slot_row[h] = (int64_t)i;
+        size_t h = probe(table, slot, cap, k[i], mult);
+        if (!slot[h]) {
+            table[h] = k[i];
+            slot[h] = (uint32_t)(i + 1);
         }
     }
-    for (size_t j = 0; j < m; j++) {
-        uint64_t key = q[j], h = (key * mult) >> (64 - bits);
-        while (slot_row[h] >= 0 && slot_key[h] != key) h = (h + 1) & mask;
-        out[j] = slot_row[h];
-    }
+    for (size_t j = 0; j < m; j++) out[j] = (int64_t)slot[probe(table, slot, cap, q[j], mult)] - 1;
     Py_END_ALLOW_THREADS
 done:
-    PyMem_RawFree(slot_key);
-    PyMem_RawFree(slot_row);
+    PyMem_RawFree(table);
+    PyMem_RawFree(slot);
     PyBuffer_Release(&keys);
     PyBuffer_Release(&queries);
     return result;

@@ -37,9 +37,8 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from otel_ai.decode import SPAN_KIND_CLIENT, SPAN_KIND_SERVER, SpanBatch
+from otel_ai.decode import SPAN_KIND_CLIENT, SPAN_KIND_SERVER, SpanBatch, native
 from otel_ai.decode.columns import MAX_INTERNAL_DEPTH, span_keys
-from otel_ai.decode import native
 from otel_ai.graph.components import ComponentTable, edge_keys
 
 MAX_SPANS = 1_000_000
@@ -125,7 +124,6 @@ class _Rows:
 _ROW_DTYPES = (np.uint64, np.uint64, np.int8, np.int32, np.int32, np.int32, np.int64, np.int64, bool, np.float32, bool,
                np.int64, bool, np.int32, np.uint16)
 ROW_BYTES = sum(np.dtype(dtype).itemsize for dtype in _ROW_DTYPES)
-
 
 
 def trace_sample_bits(trace_key: np.ndarray) -> np.ndarray:
