@@ -5,7 +5,9 @@ Per subject it keeps small rings of captured requests (errors, slow ones, those 
 detector marked as bad (429s, 401/403s, retries), an unbiased 1-in-N trace sample, and
 a sparse history of its good requests reaching ~10 minutes of normal traffic back), for
 at most MAX_SUBJECTS recently active subjects and MAX_CAPTURES captures in all (the
-least recently active subjects go first), so memory is bounded whatever the traffic.
+least recently active subjects go first), so memory is bounded whatever the traffic. The
+captures live in a pool of slots allocated at start (capture_pool), so a full store
+costs what an empty one does.
 What counts as bad is the anomaly's bad_rule, set by its detector. A suspect's score is
 bad_share - good_share: the share of bad requests carrying the pair minus the share of
 good ones. Pairs of the keys the detector asks about (the caller of a retry
@@ -25,6 +27,7 @@ from __future__ import annotations
 from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
 
+from otel_ai.capture_pool import CapturePool
 from otel_ai.decode import Capture
 from otel_ai.message_template import template
 from otel_ai.model import Anomaly
@@ -34,8 +37,9 @@ BAD_RING = 96
 SLOW_RING = 96
 SAMPLE_RING = 192
 MAX_SUBJECTS = 2000
-# Full rings hold 608 captures per subject: 2,000 subjects would be 1.2M captures (~700 MiB).
-# This budget holds a shop's ~50 routes and dependencies twice over (~0.6 KiB a capture).
+# Full rings hold 608 captures per subject: 2,000 subjects would be 1.2M captures.
+# This budget holds a shop's ~50 routes and dependencies twice over; its slots are
+# allocated at start (capture_pool: ~90 bytes a slot, 6 MiB in all).
 MAX_CAPTURES = 65_536
 MAX_VERSIONS = 16
 LOOKBACK_NS = 300 * 1_000_000_000
@@ -47,6 +51,8 @@ NEW_VERSION_NS = 900 * 1_000_000_000  # a version first seen this long before on
 MIN_GOOD = 10  # fewer good requests than this: compare with the requests before the onset
 HISTORY_RING = 128
 HISTORY_SPACING_NS = 5 * 1_000_000_000  # one sampled request per 5 s: the history reaches ~10 min back
+RING_NAMES = ("bad", "slow", "marked", "sampled", "history")
+SUBJECT_RING_SLOTS = BAD_RING * 2 + SLOW_RING + SAMPLE_RING + HISTORY_RING  # bad and marked: BAD_RING each
 BEFORE_ONSET_NS = 900 * 1_000_000_000
 KEY_PRIORITY = (
     "service.version", "dependency.failed", "dependency.slow", "k8s.pod.name", "service.instance.id",
@@ -56,6 +62,8 @@ KEY_PRIORITY = (
 
 @dataclass(slots=True)
 class SubjectCaptures:
+    """A subject's rings, of capture slots (CapturePool), oldest first."""
+
     bad: deque = field(default_factory=lambda: deque(maxlen=BAD_RING))
     slow: deque = field(default_factory=lambda: deque(maxlen=SLOW_RING))
     marked: deque = field(default_factory=lambda: deque(maxlen=BAD_RING))
@@ -89,6 +97,9 @@ class CaptureStore:
         self.max_captures = max_captures
         self.captures = 0  # held in every subject's rings
         self._subjects: OrderedDict[int, SubjectCaptures] = OrderedDict()
+        # Room for the budget plus one subject's full rings: a batch can always be held
+        # before the budget is restored, and a lone subject never runs out.
+        self._pool = CapturePool(max_captures + SUBJECT_RING_SLOTS)
         # How much longer than usual the watermark waits (for metric points): captures run
         # that much further ahead of the slot being judged, and a failing subject's bad
         # ring may hold nothing older, so requests that recent count for the anomaly too.
@@ -99,27 +110,67 @@ class CaptureStore:
 
     def add(self, captures: list[Capture]) -> None:
         subjects = self._subjects
-        for capture in captures:
+        pool = self._pool
+        free = pool.free
+        slots: list[int] = []
+        held: list[Capture] = []
+        requests: list[int] = []
+        first = pool.requests
+        pool.requests += len(captures)
+
+        def hold(ring: deque, request: int, capture: Capture) -> None:
+            if len(ring) == ring.maxlen:
+                slot = ring[0]  # the ring drops its oldest: its slot takes the new one
+            else:
+                if not free:
+                    self._drop_least_recent(keep=capture.subject_id)
+                slot = free.pop()
+            ring.append(slot)
+            slots.append(slot)
+            held.append(capture)
+            requests.append(request)
+
+        for request, capture in enumerate(captures, first):
             entry = subjects.get(capture.subject_id)
             if entry is None:
                 if len(subjects) >= self.max_subjects:
-                    self.captures -= subjects.popitem(last=False)[1].size
+                    self._drop_least_recent()
                 entry = subjects[capture.subject_id] = SubjectCaptures()
             else:
                 subjects.move_to_end(capture.subject_id)
             if capture.error:
-                entry.bad.append(capture)
+                hold(entry.bad, request, capture)
             elif capture.marks:
-                entry.marked.append(capture)
+                hold(entry.marked, request, capture)
             elif capture.slow:
-                entry.slow.append(capture)
+                hold(entry.slow, request, capture)
             if capture.sampled and not capture.error:
-                entry.sampled.append(capture)
+                hold(entry.sampled, request, capture)
                 if not capture.slow and not capture.marks and capture.end_ns >= entry.history_next_ns:
-                    entry.history.append(capture)
+                    hold(entry.history, request, capture)
                     entry.history_next_ns = capture.end_ns + HISTORY_SPACING_NS
             self._note_version(entry, capture)
+        pool.put(slots, held, requests)
         self._keep_within_budget({c.subject_id for c in captures})
+
+    def held(self, subject_id: int) -> dict[str, list[Capture]]:
+        """A subject's rings by name (bad, slow, marked, sampled, history), oldest first."""
+        entry = self._subjects.get(subject_id)
+        if entry is None:
+            return {}
+        built: dict[int, Capture] = {}
+        return {name: self._pool.load(subject_id, getattr(entry, name), built) for name in RING_NAMES}
+
+    def _drop_least_recent(self, keep: int | None = None) -> None:
+        """Drop the least recently active subject (never `keep`, the one being added to)
+        and give its slots back."""
+        subject_id = next(iter(self._subjects))
+        if subject_id == keep:
+            raise RuntimeError("capture pool exhausted by one subject")  # its rings fit by construction
+        entry = self._subjects.pop(subject_id)
+        self.captures -= entry.size
+        for name in RING_NAMES:
+            self._pool.free.extend(getattr(entry, name))
 
     def _keep_within_budget(self, touched: set[int]) -> None:
         """Recount the subjects this batch added to; over budget, drop the least recently
@@ -132,7 +183,7 @@ class CaptureStore:
                 self.captures += size - entry.size
                 entry.size = size
         while self.captures > self.max_captures and len(subjects) > 1:
-            self.captures -= subjects.popitem(last=False)[1].size
+            self._drop_least_recent()
 
     @staticmethod
     def _note_version(entry: SubjectCaptures, capture: Capture) -> None:
@@ -149,31 +200,32 @@ class CaptureStore:
         entry = self._subjects.get(anomaly.subject_id)
         if entry is None:
             return Attribution([], [], [], [], 0, 0)
+        rings = self.held(anomaly.subject_id)
         since, until = anomaly.event_time_ns - LOOKBACK_NS, anomaly.event_time_ns + self.ahead_ns
-        sampled = _between(entry.sampled, since, until)
+        sampled = _between(rings["sampled"], since, until)
         if anomaly.bad_rule == "slow":
             limit = anomaly.slow_threshold_ms
             # A sampled slow request sits in both the slow and the sampled ring.
-            pool = _unique(_between(entry.slow, since, until) + sampled + _between(entry.bad, since, until))
+            pool = _unique(_between(rings["slow"], since, until) + sampled + _between(rings["bad"], since, until))
             bad = [c for c in pool if c.duration_ms > limit]
             good = [c for c in sampled if c.duration_ms <= limit]
         elif anomaly.bad_rule == "error":
-            bad = _between(entry.bad, since, until)
+            bad = _between(rings["bad"], since, until)
             good = sampled
         else:  # a capture counter's name: a retried call may also be an error
             rule = anomaly.bad_rule
             # These have a usual rate (mistyped passwords, a second call to a cache): the bad
             # requests are those of the last minute, where the surge outweighs the usual ones.
             recent = until - MARKED_LOOKBACK_NS
-            pool = _unique(_between(entry.marked, recent, until) + _between(entry.bad, recent, until)
-                           + _between(entry.sampled, recent, until))
+            pool = _unique(_between(rings["marked"], recent, until) + _between(rings["bad"], recent, until)
+                           + _between(rings["sampled"], recent, until))
             bad = [c for c in pool if rule in c.marks]
             good = [c for c in sampled if rule not in c.marks]
         compared_with = "good"
         if len(good) < MIN_GOOD:
-            onset = onset_ns(anomaly, [c.end_ns for c in entry.history])
-            before = _unique(_between(entry.history, onset - BEFORE_ONSET_NS, onset - 1)
-                             + _between(entry.sampled, onset - BEFORE_ONSET_NS, onset - 1))
+            onset = onset_ns(anomaly, [c.end_ns for c in rings["history"]])
+            before = _unique(_between(rings["history"], onset - BEFORE_ONSET_NS, onset - 1)
+                             + _between(rings["sampled"], onset - BEFORE_ONSET_NS, onset - 1))
             if len(before) >= MIN_GOOD:
                 good, compared_with = before, "before_onset"
         suspects = rank_suspects(bad, good, anomaly.suspect_keys)

@@ -88,7 +88,7 @@ def test_too_little_history_keeps_the_window_comparison():
 def test_history_is_sparse_and_bounded():
     store = CaptureStore()
     store.add([capture(i, T0 + i * NS // 10, False) for i in range(36_000)])  # an hour at 10 sampled/s
-    history = store._subjects[1].history
+    history = store.held(1)["history"]
     assert len(history) == HISTORY_RING
     ends = [c.end_ns for c in history]
     assert min(b - a for a, b in zip(ends, ends[1:])) >= HISTORY_SPACING_NS

@@ -93,8 +93,9 @@ def _pipeline(tmp_path, name: str) -> Pipeline:
 
 
 def _captured(pipeline: Pipeline) -> dict:
-    return {sid: (len(e.bad), len(e.slow), len(e.sampled), len(e.marked), [c.trace_id for c in e.bad])
-            for sid, e in pipeline.captures._subjects.items()}
+    held = {sid: pipeline.captures.held(sid) for sid in pipeline.captures._subjects}
+    return {sid: (len(e["bad"]), len(e["slow"]), len(e["sampled"]), len(e["marked"]), [c.trace_id for c in e["bad"]])
+            for sid, e in held.items()}
 
 
 def test_queued_requests_merged_by_the_worker_count_as_if_processed_one_by_one(tmp_path, bodies, monkeypatch):
