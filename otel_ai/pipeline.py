@@ -477,6 +477,7 @@ class Pipeline:
 
     def _run(self) -> None:
         while True:
+            ticks = self.ticks
             self.apply_events()
             with self._cv:
                 self._wait_for_work()
@@ -499,7 +500,9 @@ class Pipeline:
                     self.batches_processed += len(taken)  # requests, merged or not
                     self._processing = False
                     self._cv.notify_all()
-            if time.monotonic() >= self._next_trim:  # outside the lock: receivers keep queueing
+            # Outside the lock: receivers keep queueing. Right after a slot closed too: its
+            # temporaries (the join's, the detectors') were the heap's largest burst.
+            if self.ticks != ticks or time.monotonic() >= self._next_trim:
                 trim_heap()
                 self._next_trim = time.monotonic() + HEAP_TRIM_INTERVAL_S
 
