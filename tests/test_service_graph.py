@@ -112,6 +112,37 @@ def test_a_call_under_an_internal_span_sent_in_another_request_still_names_its_c
     assert join.orphans == 0 and len(join.internal) == 1
 
 
+def test_internal_links_fill_their_fixed_columns_then_keep_the_newest():
+    """Links to INTERNAL parents live in columns of 2 x limit: a full buffer settles early
+    (what the next settle would keep anyway: the newest `limit`), and lookups see the settled ones."""
+    from otel_ai.decode.columns import span_keys
+    from otel_ai.graph.join import _InternalLinks
+
+    links = _InternalLinks(limit=4)
+    columns = links.nbytes()
+
+    def arriving(first: int, n: int, end_ms: int) -> SpanBatch:
+        carrier = batch(dict(trace=1, span=1, parent=0, kind=SERVER, subject=1, start=0, end=end_ms))
+        carrier.max_end_ns = T0 + end_ms * MS
+        ids = np.arange(first, first + n, dtype=np.uint64)
+        carrier.internal = InternalSpans(np.full(n, 7, np.uint64), ids, ids + np.uint64(1000))
+        return carrier
+
+    def key(span: int) -> int:
+        return int(span_keys(np.array([7], np.uint64), np.array([span], np.uint64))[0])
+
+    for k in range(12):  # one link a batch, into room for 8: the 9th settles early
+        links.add(arriving(10 + k, 1, end_ms=k), now_ns=0)
+        assert len(links) <= 8
+    links.settle(oldest_ns=0)
+    assert len(links) == 4 and links.nbytes() == columns and links.lost == 0
+    assert sorted(int(k) for k in links.keys) == sorted(key(span) for span in range(18, 22))  # the newest
+    assert np.all(links.keys[:-1] <= links.keys[1:])  # sorted: what through() searches
+    assert int(links.through(np.array([key(21)], np.uint64))[0]) == key(1021)
+    links.add(arriving(100, 20, end_ms=20), now_ns=0)  # more than the room at once: the rest is counted lost
+    assert len(links) == 8 and links.lost == 16
+
+
 def test_error_origin_is_the_deepest_failing_span_whose_children_succeeded():
     join = TraceJoin(ComponentTable())
     join.add(batch(*three_hop_trace(trace=1, leaf_fails=True), *three_hop_trace(trace=2, own_fails=True)))
@@ -152,7 +183,7 @@ def test_join_memory_is_capped_whatever_arrives():
                          for i in range(100)]))
     assert len(join) <= 1_000 and join.level >= 2 and join.dropped == 0
     assert len(join) + join.sampled_out == 3_000
-    assert join.nbytes() <= 1_000 * 66
+    assert join.nbytes() <= 1_000 * (66 + 6)  # rows; links to INTERNAL parents: 2 x max_spans / 8 of 24 bytes
     # what is kept stands for what is not: each kept span weighs 2**level
     assert set(join._rows.weight.tolist()) == {float(2 ** join.level)}
     assert abs(float(join._rows.weight.sum()) - 3_000) < 0.25 * 3_000
@@ -321,7 +352,7 @@ def test_100k_traces_in_flight_over_10k_routes_stay_within_the_caps():
     from otel_ai.subjects import SubjectTable
 
     graph = ServiceGraph(SLOT, SubjectTable(), ResourceTable())
-    join_cap = MAX_SPANS * 66
+    join_cap = MAX_SPANS * (66 + 6)  # rows, and links to INTERNAL parents (2 x MAX_SPANS / 8 of 24 bytes)
     stats_cap = MAX_COMPONENTS * (RECENT_SLOTS * 4 + 8) * 7
     for first in range(0, 100_000, 10_000):
         graph.add(in_flight_traces(first, 10_000, 10_000, end_ms=60_000))

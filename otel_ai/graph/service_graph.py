@@ -11,7 +11,8 @@ calls the pipeline makes.
 Memory is capped by three numbers: ``max_spans`` join rows (66 bytes each; past the cap the
 join keeps a consistent sample of whole traces),
 ``max_components`` components (~430 bytes each in stats and table), nothing per trace
-or per request beyond the join rows: 63 MiB + 27 MiB at the defaults.
+or per request beyond the join rows: 63 MiB + 27 MiB at the defaults. The join's rows and
+the stats are allocated, and resident, from the start.
 """
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ class ServiceGraph:
         self.resources = resources
         self.components = ComponentTable(max_components)
         self.join = TraceJoin(self.components, max_spans, orphan_wait_ns)
-        self.stats = ComponentStats(slot_ns)
+        self.stats = ComponentStats(slot_ns, max_components)
 
     def add(self, batch: SpanBatch) -> None:
         self.join.add(batch)
