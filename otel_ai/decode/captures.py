@@ -9,13 +9,13 @@ supplied by the reader), so the cost does not grow with the batch.
 """
 from __future__ import annotations
 
-import itertools
 from typing import Callable
 
 import numpy as np
 
 from otel_ai.analysis.redact import PSEUDONYMIZED_KEYS, pseudonym
 from otel_ai.decode.capture_budget import ERROR, SAMPLED, SLOW, TICK_NS, CaptureBudget
+from otel_ai.decode.child_index import ChildIndex
 from otel_ai.decode.columns import ReadResult
 from otel_ai.decode.contract import SPAN_KIND_CLIENT, Capture, SpanBatch
 
@@ -109,35 +109,6 @@ class PairInterner:
         """True once every new value of the key will be refused (a native cache may skip it).
         Both reasons are permanent: counts only grow."""
         return key in self.high_cardinality or (key not in self._values_per_key and len(self._values_per_key) >= MAX_KEYS)
-
-
-# A request's client calls arrive with it or just before (one process exports both), so
-# a few seconds of the interesting ones suffice: ~2.5 s at 250k spans/s, more when slower.
-CHILD_INDEX_KEYS = 16_384
-
-
-class ChildIndex:
-    """Recent CLIENT spans by (trace key, service), to say which dependency a request
-    called, and whether that call failed or took most of the request's time. Keyed by the
-    64-bit trace key the columns carry, so a call goes in without reading its span again."""
-
-    def __init__(self, max_keys: int = CHILD_INDEX_KEYS):
-        self.max_keys = max_keys
-        self._children: dict[tuple[bytes, str], list[tuple[str, bool, float, tuple]]] = {}
-
-    def add(self, trace_key: int, service: str, dependency: str, error: bool, duration_ms: float, exceptions: tuple) -> None:
-        key = (trace_key, service)
-        entry = self._children.get(key)
-        if entry is None:
-            if len(self._children) >= self.max_keys:
-                for old in list(itertools.islice(self._children, self.max_keys // 4)):
-                    del self._children[old]
-            self._children[key] = [(dependency, error, duration_ms, exceptions)]
-        elif len(entry) < 32:
-            entry.append((dependency, error, duration_ms, exceptions))
-
-    def get(self, trace_key: int, service: str):
-        return self._children.get((trace_key, service), ())
 
 
 def value_text(kind: str | None, string: str, number: int, flag: bool) -> str | None:
@@ -298,7 +269,7 @@ def add_captures(reads: list[ReadResult], slow_threshold_ms: np.ndarray, subject
         captures = batches[req].captures
         if is_call:
             if usual:
-                children.add(trace_key, info.service, subject_names[subject].service, err, dur, exceptions)
+                children.add(trace_key, info.service, subject_names[subject].service, err, dur, share(exceptions))
             if is_chosen:
                 captures.append(Capture(subject, end, dur, err, is_slow, is_sampled, trace_id, share(info.pairs + pairs),
                                         share(exceptions), span_id, marked, weight))

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import re
 
-from otel_ai.decode.captures import NOT_SUSPECT_KEYS, ChildIndex, PairInterner, value_text
+from otel_ai.decode.captures import NOT_SUSPECT_KEYS, PairInterner, value_text
+from otel_ai.decode.child_index import ChildIndex
 from otel_ai.decode.contract import GENERATED_ATTRIBUTE
 from otel_ai.resources import ResourceInfo, ResourceTable, instance_of
 from otel_ai.subjects import SubjectTable
