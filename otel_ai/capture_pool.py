@@ -10,6 +10,8 @@ only for the subject an anomaly asks about (`load`).
 """
 from __future__ import annotations
 
+from operator import attrgetter
+
 import numpy as np
 
 from otel_ai.decode import Capture
@@ -28,7 +30,7 @@ class _IdColumn:
         self.length = np.full(size, 0, np.uint8)
         self._long_ids: dict[int, bytes] = {}  # by slot: at most one per slot, so bounded
 
-    def write(self, slots: np.ndarray, ids: list[bytes]) -> None:
+    def write(self, slots: np.ndarray, ids: tuple[bytes, ...]) -> None:
         width = self.width
         if all(len(i) == width for i in ids):
             self.bytes[slots] = np.frombuffer(b"".join(ids), np.uint8).reshape(-1, width)
@@ -55,7 +57,9 @@ class CapturePool:
         self.end_ns = np.full(size, 0, np.int64)
         self.duration_ms = np.full(size, 0.0)
         self.weight = np.full(size, 0.0)
-        self.flags = np.full((size, 3), False)  # error, slow, sampled
+        self.error = np.full(size, False)
+        self.slow = np.full(size, False)
+        self.sampled = np.full(size, False)
         # Which request a slot holds: one request can sit in two rings (a sampled error
         # is in the bad and the sampled ring), and attribution must count it once.
         self.request = np.full(size, 0, np.int64)
@@ -74,17 +78,21 @@ class CapturePool:
         if not slots:
             return
         at = np.array(slots, np.intp)
-        self.end_ns[at] = [c.end_ns for c in captures]
-        self.duration_ms[at] = [c.duration_ms for c in captures]
-        self.weight[at] = [c.weight for c in captures]
-        self.flags[at] = [(c.error, c.slow, c.sampled) for c in captures]
+        end_ns, duration_ms, weight, error, slow, sampled, trace_id, span_id, pairs, exceptions, marks = zip(
+            *map(_FIELDS, captures))
+        self.end_ns[at] = end_ns
+        self.duration_ms[at] = duration_ms
+        self.weight[at] = weight
+        self.error[at] = error
+        self.slow[at] = slow
+        self.sampled[at] = sampled
         self.request[at] = requests
-        self.trace_id.write(at, [c.trace_id for c in captures])
-        self.span_id.write(at, [c.span_id for c in captures])
-        # Assigning a list of tuples to an object column would unpack them: go by a 1-d array.
-        self.pairs[at] = _objects([c.pairs for c in captures])
-        self.exceptions[at] = _objects([c.exceptions for c in captures])
-        self.marks[at] = _objects([self._shared_marks(c.marks) for c in captures])
+        self.trace_id.write(at, trace_id)
+        self.span_id.write(at, span_id)
+        # Assigning tuples to an object column would unpack them: go by a 1-d object array.
+        self.pairs[at] = _objects(pairs)
+        self.exceptions[at] = _objects(exceptions)
+        self.marks[at] = _objects([self._shared_marks(m) if m else () for m in marks])
 
     def _shared_marks(self, marks: tuple) -> tuple:
         if not marks:
@@ -104,15 +112,19 @@ class CapturePool:
             request = int(self.request[slot])
             capture = built.get(request)
             if capture is None:
-                error, slow, sampled = self.flags[slot].tolist()
                 capture = built[request] = Capture(
-                    subject_id, int(self.end_ns[slot]), float(self.duration_ms[slot]), error, slow, sampled,
+                    subject_id, int(self.end_ns[slot]), float(self.duration_ms[slot]), bool(self.error[slot]),
+                    bool(self.slow[slot]), bool(self.sampled[slot]),
                     self.trace_id.read(slot), self.pairs[slot], self.exceptions[slot], self.span_id.read(slot),
                     self.marks[slot], float(self.weight[slot]))
             out.append(capture)
         return out
 
 
-def _objects(values: list) -> np.ndarray:
+_FIELDS = attrgetter("end_ns", "duration_ms", "weight", "error", "slow", "sampled", "trace_id", "span_id", "pairs",
+                     "exceptions", "marks")
+
+
+def _objects(values) -> np.ndarray:
     """A 1-d object array of these values: tuples stay whole (np.array would unpack them)."""
     return np.fromiter(values, object, len(values))

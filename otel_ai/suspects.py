@@ -71,7 +71,6 @@ class SubjectCaptures:
     history: deque = field(default_factory=lambda: deque(maxlen=HISTORY_RING))  # sparse sample of good requests
     history_next_ns: int = 0
     versions: dict = field(default_factory=dict)  # service.version -> first seen (ns)
-    size: int = 0  # captures held in the rings when last counted
 
     def count(self) -> int:
         return len(self.bad) + len(self.slow) + len(self.marked) + len(self.sampled) + len(self.history)
@@ -95,7 +94,6 @@ class CaptureStore:
     def __init__(self, max_subjects: int = MAX_SUBJECTS, max_captures: int = MAX_CAPTURES):
         self.max_subjects = max_subjects
         self.max_captures = max_captures
-        self.captures = 0  # held in every subject's rings
         self._subjects: OrderedDict[int, SubjectCaptures] = OrderedDict()
         # Room for the budget plus one subject's full rings: a batch can always be held
         # before the budget is restored, and a lone subject never runs out.
@@ -107,6 +105,11 @@ class CaptureStore:
 
     def __len__(self) -> int:
         return len(self._subjects)
+
+    @property
+    def captures(self) -> int:
+        """Held in every subject's rings: the slots not free."""
+        return self._pool.size - len(self._pool.free)
 
     def add(self, captures: list[Capture]) -> None:
         subjects = self._subjects
@@ -134,7 +137,7 @@ class CaptureStore:
             entry = subjects.get(capture.subject_id)
             if entry is None:
                 if len(subjects) >= self.max_subjects:
-                    self._drop_least_recent()
+                    self._free(subjects.popitem(last=False)[1])
                 entry = subjects[capture.subject_id] = SubjectCaptures()
             else:
                 subjects.move_to_end(capture.subject_id)
@@ -151,7 +154,8 @@ class CaptureStore:
                     entry.history_next_ns = capture.end_ns + HISTORY_SPACING_NS
             self._note_version(entry, capture)
         pool.put(slots, held, requests)
-        self._keep_within_budget({c.subject_id for c in captures})
+        while len(free) < pool.size - self.max_captures and len(subjects) > 1:  # over budget
+            self._free(subjects.popitem(last=False)[1])
 
     def held(self, subject_id: int) -> dict[str, list[Capture]]:
         """A subject's rings by name (bad, slow, marked, sampled, history), oldest first."""
@@ -161,29 +165,21 @@ class CaptureStore:
         built: dict[int, Capture] = {}
         return {name: self._pool.load(subject_id, getattr(entry, name), built) for name in RING_NAMES}
 
-    def _drop_least_recent(self, keep: int | None = None) -> None:
-        """Drop the least recently active subject (never `keep`, the one being added to)
-        and give its slots back."""
-        subject_id = next(iter(self._subjects))
+    def _drop_least_recent(self, keep: int) -> None:
+        """Drop the least recently active subject, never `keep` (the one being added to)."""
+        subject_id, entry = self._subjects.popitem(last=False)
         if subject_id == keep:
             raise RuntimeError("capture pool exhausted by one subject")  # its rings fit by construction
-        entry = self._subjects.pop(subject_id)
-        self.captures -= entry.size
-        for name in RING_NAMES:
-            self._pool.free.extend(getattr(entry, name))
+        self._free(entry)
 
-    def _keep_within_budget(self, touched: set[int]) -> None:
-        """Recount the subjects this batch added to; over budget, drop the least recently
-        active subjects' captures."""
-        subjects = self._subjects
-        for sid in touched:
-            entry = subjects.get(sid)
-            if entry is not None:
-                size = entry.count()
-                self.captures += size - entry.size
-                entry.size = size
-        while self.captures > self.max_captures and len(subjects) > 1:
-            self._drop_least_recent()
+    def _free(self, entry: SubjectCaptures) -> None:
+        """A dropped subject's slots go back to the pool."""
+        free = self._pool.free
+        free.extend(entry.bad)
+        free.extend(entry.slow)
+        free.extend(entry.marked)
+        free.extend(entry.sampled)
+        free.extend(entry.history)
 
     @staticmethod
     def _note_version(entry: SubjectCaptures, capture: Capture) -> None:
