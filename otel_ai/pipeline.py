@@ -253,6 +253,9 @@ class Pipeline:
         if batch.capture_source is not None:
             self._pick_captures([batch], batch)
         added = self.windows.add(batch, counted_by_metrics=self.metrics_stage.coverage.covered_rows(batch))
+        # A new subject's baselines are made with its windows, not at the first slot close:
+        # a slot close is the heap's busiest moment, and memory made then stays fragmented.
+        self.baselines.ensure(self.windows.rows)
         if added.late:
             self.metrics.spans_dropped.labels(reason="late").inc(added.late)
         if added.too_early:
