@@ -13,9 +13,11 @@ A component is one of:
 
 Ids are keyed by one uint64 per component (kind and up to three 20-bit fields). Routes
 and pods are looked up in dense arrays indexed by their subject or resource id; edges,
-with three fields, are interned with one ``np.unique`` and a dict lookup per distinct
-edge: never Python per span. The table is capped: past ``max_components`` new
-components share id 0, ``(other components)``.
+with three fields, are interned with one ``np.unique`` and a binary search in the sorted
+keys: never Python per span or per component. The table is capped: past
+``max_components`` new components share id 0, ``(other components)``. Its columns are
+allocated for the cap at start (20 bytes a component): a dict and a list had grown by
+~1.7 MiB over the first slots of a 10k-route bench, as the join met new edges.
 """
 from __future__ import annotations
 
@@ -57,14 +59,15 @@ def edge_keys(caller_route: np.ndarray, caller_service: np.ndarray, dependency: 
 class ComponentTable:
     def __init__(self, max_components: int = MAX_COMPONENTS):
         self.max_components = max_components
-        self._ids: dict[int, int] = {}
-        self._keys: list[int] = [0]  # id 0: the overflow component
-        self._arrays = np.zeros(0, dtype=np.uint64)
+        self._keys = np.full(max_components, 0, np.uint64)  # by id; id 0: the overflow component
+        self._n = 1
+        self._sorted_keys = np.full(max_components, 0, np.uint64)  # the interned keys, sorted, with their ids
+        self._sorted_ids = np.full(max_components, 0, np.int32)
         self._dense = {ROUTE: np.zeros(0, dtype=np.int32), POD: np.zeros(0, dtype=np.int32)}  # id + 1; 0 unknown
         self.overflowed = 0
 
     def __len__(self) -> int:
-        return len(self._keys)
+        return self._n
 
     def route_ids(self, route: np.ndarray) -> np.ndarray:
         return self._dense_ids(ROUTE, route, route_keys)
@@ -92,33 +95,47 @@ class ComponentTable:
         if keys.shape[0] == 0:
             return np.zeros(0, dtype=np.int32)
         unique, inverse = np.unique(keys, return_inverse=True)
-        found = np.empty(unique.shape[0], dtype=np.int32)
-        ids = self._ids
-        for i, key in enumerate(unique.tolist()):
-            cid = ids.get(key)
-            if cid is None:
-                if len(self._keys) >= self.max_components:
-                    self.overflowed += 1
-                    cid = OVERFLOW
-                else:
-                    cid = ids[key] = len(self._keys)
-                    self._keys.append(key)
-            found[i] = cid
+        found = self._find(unique)
+        new = np.flatnonzero(found < 0)
+        if new.shape[0]:
+            room = min(new.shape[0], self.max_components - self._n)
+            self.overflowed += new.shape[0] - room
+            found[new[room:]] = OVERFLOW
+            self._intern(unique[new[:room]])
+            found[new[:room]] = np.arange(self._n - room, self._n, dtype=np.int32)
         return found[inverse.reshape(-1)]
 
+    def _find(self, keys: np.ndarray) -> np.ndarray:
+        """Each (sorted, distinct) key's id, -1 where not interned."""
+        held = self._n - 1
+        sorted_keys = self._sorted_keys[:held]
+        at = np.minimum(np.searchsorted(sorted_keys, keys), max(held - 1, 0))
+        hit = (sorted_keys[at] == keys) if held else np.zeros(keys.shape[0], bool)
+        return np.where(hit, self._sorted_ids[at] if held else 0, -1).astype(np.int32)
+
+    def _intern(self, keys: np.ndarray) -> None:
+        """New ids for these keys (sorted, distinct, none interned), in their order."""
+        first, held = self._n, self._n - 1
+        count = keys.shape[0]
+        self._keys[first:first + count] = keys
+        merged_keys = np.concatenate((self._sorted_keys[:held], keys))
+        merged_ids = np.concatenate((self._sorted_ids[:held], np.arange(first, first + count, dtype=np.int32)))
+        order = np.argsort(merged_keys, kind="stable")
+        self._sorted_keys[:held + count] = merged_keys[order]
+        self._sorted_ids[:held + count] = merged_ids[order]
+        self._n += count
+
     def id_of(self, key: int) -> int | None:
-        return self._ids.get(int(key))
+        found = int(self._find(np.array([key], np.uint64))[0])
+        return None if found < 0 else found
 
     def fields(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Per component id: (kind, a, b, c) as int64 arrays. ROUTE: a = route subject id;
         POD: a = resource id; EDGE: a = caller route (or SERVICE_FLAG | service id),
         b = dependency subject id, c = callee route (NONE: uninstrumented)."""
-        if self._arrays.shape[0] != len(self._keys):
-            self._arrays = np.array(self._keys, dtype=np.uint64)
-        keys = self._arrays
+        keys = self._keys[:self._n]
         return ((keys >> np.uint64(60)).astype(np.int64), ((keys >> np.uint64(40)) & np.uint64(_MASK)).astype(np.int64),
                 ((keys >> np.uint64(20)) & np.uint64(_MASK)).astype(np.int64), (keys & np.uint64(_MASK)).astype(np.int64))
 
     def nbytes(self) -> int:
-        """Approximate memory: the dict and list of keys (~120 B per component)."""
-        return 120 * len(self._keys) + self._arrays.nbytes
+        return self._keys.nbytes + self._sorted_keys.nbytes + self._sorted_ids.nbytes

@@ -10,8 +10,8 @@ calls the pipeline makes.
 
 Memory is capped by three numbers: ``max_spans`` join rows (66 bytes each; past the cap the
 join keeps a consistent sample of whole traces),
-``max_components`` components (~430 bytes each in stats and table), nothing per trace
-or per request beyond the join rows: 63 MiB + 27 MiB at the defaults. The join's rows and
+``max_components`` components (~330 bytes each in stats and table), nothing per trace
+or per request beyond the join rows: 63 MiB + 21 MiB at the defaults. The join's rows and
 the stats are allocated, and resident, from the start.
 """
 from __future__ import annotations
