@@ -1,14 +1,17 @@
 """Recent CLIENT calls by (trace key, service): which dependency a request called, and
 whether that call failed or took most of the request's time.
 
-A ring of MAX_CALLS calls in list columns allocated at start; per (trace key, service)
-the newest call's sequence number, and per call the one before it of the same key. A
-call the ring has written over ends its key's chain. A dict of lists of call tuples had
-grown RSS for minutes (a key, a list and a tuple per call). Lists rather than numpy:
-a request's lookup walks its calls, and numpy's per-item access cost ~5 % of the
-worker's time on the bench.
+A ring of MAX_CALLS calls in columns allocated at start; per (trace key, service) the
+newest call's sequence number, and per call the one before it of the same key. A call
+the ring has written over ends its key's chain. A dict of lists of call tuples had
+grown RSS for minutes (a key, a list and a tuple per call); here a call keeps no object
+of its own (its numbers are in `array` columns, its key is its first call's). `array`
+rather than numpy: a request's lookup walks its calls one by one, and numpy's per-item
+access cost ~5 % of the worker's time on the bench.
 """
 from __future__ import annotations
+
+from array import array
 
 # A request's client calls arrive with it or just before (one process exports both), so
 # a few seconds of the interesting ones suffice: ~7 s at 4,400 of them a second (a 300k
@@ -22,11 +25,11 @@ class ChildIndex:
 
     def __init__(self, max_calls: int = MAX_CALLS):
         self.max_calls = max_calls
-        self._seq: list[int] = [-1] * max_calls  # which call each cell holds
-        self._older: list[int] = [-1] * max_calls  # the key's call before it (a sequence number)
-        self._depth: list[int] = [0] * max_calls  # calls of the key up to this one
-        self._duration_ms: list[float] = [0.0] * max_calls
-        self._error: list[bool] = [False] * max_calls
+        self._seq = array("q", [-1]) * max_calls  # which call each cell holds
+        self._older = array("q", [-1]) * max_calls  # the key's call before it (a sequence number)
+        self._depth = array("i", [0]) * max_calls  # calls of the key up to this one
+        self._duration_ms = array("d", [0.0]) * max_calls
+        self._error = array("b", [0]) * max_calls
         self._dependency: list = [None] * max_calls
         self._exceptions: list = [None] * max_calls
         self._key: list = [None] * max_calls
@@ -49,6 +52,8 @@ class ChildIndex:
         key = (trace_key, service)
         newest = self._newest.get(key)
         before = self._held(newest)
+        if before >= 0:
+            key = self._key[before]  # the same object: one per key, not per call
         depth = self._depth[before] + 1 if before >= 0 else 1
         if depth > MAX_CALLS_PER_KEY:
             return
@@ -79,7 +84,7 @@ class ChildIndex:
             cell = seq % size
             if held[cell] != seq:
                 break  # written over: the older calls are gone too
-            out.append((self._dependency[cell], self._error[cell], self._duration_ms[cell], self._exceptions[cell]))
+            out.append((self._dependency[cell], self._error[cell] != 0, self._duration_ms[cell], self._exceptions[cell]))
             seq = older[cell]
         out.reverse()
         return out
