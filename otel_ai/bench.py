@@ -18,6 +18,7 @@ most with an exception event), ~512 spans per request.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import shutil
@@ -419,6 +420,10 @@ def run(args) -> int:
                 say(f"run {attempt + 1} of {args.repeat}")
             baseline = _baseline(args, settings, batch_file, len(blobs), say) if args.baseline else None
             report, problems = _measure(args, settings, tmp / f"data-{attempt}", batch_file, blobs, floor, baseline, say)
+            # A stopped App sits in reference cycles, and ingestion's tuning makes the cyclic
+            # collector rare: without this, a run's 100+ MiB of columns lingered into the next
+            # run's RSS (--repeat 4: 542 MiB at 10 % of the last run, 242 with it).
+            gc.collect()
             reports.append(report)
             if problems:
                 break
