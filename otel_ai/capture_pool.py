@@ -92,7 +92,7 @@ class CapturePool:
         # Assigning tuples to an object column would unpack them: go by a 1-d object array.
         self.pairs[at] = _objects(pairs)
         self.exceptions[at] = _objects(exceptions)
-        self.marks[at] = _objects([self._shared_marks(m) if m else () for m in marks])
+        self.marks[at] = _objects([self._shared_marks(m) for m in marks])
 
     def _shared_marks(self, marks: tuple) -> tuple:
         if not marks:
