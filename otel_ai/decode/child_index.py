@@ -40,38 +40,40 @@ class ChildIndex:
         """Keys with a call still held."""
         return len(self._newest)
 
-    def _held(self, seq: int | None) -> int:
-        """The cell of call `seq`, or -1 when the ring has written over it."""
-        if seq is None or seq < 0:
-            return -1
-        cell = seq % self.max_calls
-        return cell if self._seq[cell] == seq else -1
-
     def add(self, trace_key: int, service: str, dependency: str, error: bool, duration_ms: float,
             exceptions: tuple) -> None:
         key = (trace_key, service)
-        newest = self._newest.get(key)
-        before = self._held(newest)
-        if before >= 0:
-            key = self._key[before]  # the same object: one per key, not per call
-        depth = self._depth[before] + 1 if before >= 0 else 1
-        if depth > MAX_CALLS_PER_KEY:
-            return
+        newest_calls = self._newest
+        size = self.max_calls
+        newest = newest_calls.get(key)
+        depth = 1
+        if newest is not None:
+            before = newest % size
+            if self._seq[before] == newest:  # still held
+                depth = self._depth[before] + 1
+                if depth > MAX_CALLS_PER_KEY:
+                    return
+                key = self._key[before]  # the same object: one per key, not per call
+            else:
+                newest = -1
+        else:
+            newest = -1
         seq = self._next
-        self._next += 1
-        cell = seq % self.max_calls
-        overwritten = self._key[cell]
-        if overwritten is not None and self._newest.get(overwritten) == seq - self.max_calls:
-            del self._newest[overwritten]  # its newest call goes: so does the key
+        self._next = seq + 1
+        cell = seq % size
+        keys = self._key
+        overwritten = keys[cell]
+        if overwritten is not None and newest_calls.get(overwritten) == seq - size:
+            del newest_calls[overwritten]  # its newest call goes: so does the key
         self._seq[cell] = seq
-        self._older[cell] = newest if before >= 0 else -1
+        self._older[cell] = newest
         self._depth[cell] = depth
         self._duration_ms[cell] = duration_ms
         self._error[cell] = error
         self._dependency[cell] = dependency
         self._exceptions[cell] = exceptions
-        self._key[cell] = key
-        self._newest[key] = seq
+        keys[cell] = key
+        newest_calls[key] = seq
 
     def get(self, trace_key: int, service: str) -> list[tuple[str, bool, float, tuple]]:
         """(dependency, error, duration_ms, exceptions) of the key's held calls, oldest first."""
@@ -80,7 +82,7 @@ class ChildIndex:
             return []
         out = []
         held, older, size = self._seq, self._older, self.max_calls
-        while seq >= 0:  # inline rather than _held: a busy request walks up to 32 calls
+        while seq >= 0:  # a busy request walks up to 32 calls: no method call per step
             cell = seq % size
             if held[cell] != seq:
                 break  # written over: the older calls are gone too
