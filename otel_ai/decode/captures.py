@@ -269,7 +269,8 @@ def add_captures(reads: list[ReadResult], slow_threshold_ms: np.ndarray, subject
         captures = batches[req].captures
         if is_call:
             if usual:
-                children.add(trace_key, info.service, subject_names[subject].service, err, dur, share(exceptions))
+                children.add(trace_key, info.service, subject_names[subject].service, err, dur, share(exceptions),
+                             end)
             if is_chosen:
                 captures.append(Capture(subject, end, dur, err, is_slow, is_sampled, trace_id, share(info.pairs + pairs),
                                         share(exceptions), span_id, marked, weight))
@@ -277,7 +278,7 @@ def add_captures(reads: list[ReadResult], slow_threshold_ms: np.ndarray, subject
         extra = []
         child_exceptions = []
         slowest = None
-        for dep, child_err, child_ms, child_exc in children.get(trace_key, info.service):
+        for dep, child_err, child_ms, child_exc in children.get(trace_key, info.service, end - int(dur * 1e6), end):
             if child_err:
                 extra.append(("dependency.failed", dep))
                 child_exceptions.extend(child_exc)

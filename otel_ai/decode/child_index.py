@@ -3,7 +3,9 @@ whether that call failed or took most of the request's time.
 
 A ring of MAX_CALLS calls in columns allocated at start; per (trace key, service) the
 newest call's sequence number, and per call the one before it of the same key. A call
-the ring has written over ends its key's chain. A dict of lists of call tuples had
+the ring has written over ends its key's chain. A request's calls are those that ended
+within it: the walk stops at the first call that ended before the request began (an
+earlier request of the same trace to the same service, or a trace id seen again). A dict of lists of call tuples had
 grown RSS for minutes (a key, a list and a tuple per call); here a call keeps no object
 of its own (its numbers are in `array` columns, its key is its first call's). `array`
 rather than numpy: a request's lookup walks its calls one by one, and numpy's per-item
@@ -18,6 +20,9 @@ from array import array
 # spans/s bench), more when slower.
 MAX_CALLS = 32_768
 MAX_CALLS_PER_KEY = 32  # the first ones of a request: enough to name what it called
+# A call and its request are timed by one process's clock; this covers the rounding of a
+# request's start (its end minus its duration in ms).
+CLOCK_SLACK_NS = 1_000_000
 
 
 class ChildIndex:
@@ -29,6 +34,7 @@ class ChildIndex:
         self._older = array("q", [-1]) * max_calls  # the key's call before it (a sequence number)
         self._depth = array("i", [0]) * max_calls  # calls of the key up to this one
         self._duration_ms = array("d", [0.0]) * max_calls
+        self._end_ns = array("q", [0]) * max_calls
         self._error = array("b", [0]) * max_calls
         self._dependency: list = [None] * max_calls
         self._exceptions: list = [None] * max_calls
@@ -41,7 +47,7 @@ class ChildIndex:
         return len(self._newest)
 
     def add(self, trace_key: int, service: str, dependency: str, error: bool, duration_ms: float,
-            exceptions: tuple) -> None:
+            exceptions: tuple, end_ns: int) -> None:
         key = (trace_key, service)
         newest_calls = self._newest
         size = self.max_calls
@@ -69,24 +75,32 @@ class ChildIndex:
         self._older[cell] = newest
         self._depth[cell] = depth
         self._duration_ms[cell] = duration_ms
+        self._end_ns[cell] = end_ns
         self._error[cell] = error
         self._dependency[cell] = dependency
         self._exceptions[cell] = exceptions
         keys[cell] = key
         newest_calls[key] = seq
 
-    def get(self, trace_key: int, service: str) -> list[tuple[str, bool, float, tuple]]:
-        """(dependency, error, duration_ms, exceptions) of the key's held calls, oldest first."""
+    def get(self, trace_key: int, service: str, start_ns: int, end_ns: int) -> list[tuple[str, bool, float, tuple]]:
+        """(dependency, error, duration_ms, exceptions) of the key's held calls that ended
+        between start_ns and end_ns (the request's), oldest first."""
         seq = self._newest.get((trace_key, service))
         if seq is None:
             return []
         out = []
-        held, older, size = self._seq, self._older, self.max_calls
+        held, older, ends, size = self._seq, self._older, self._end_ns, self.max_calls
+        since, until = start_ns - CLOCK_SLACK_NS, end_ns + CLOCK_SLACK_NS
         while seq >= 0:  # a busy request walks up to 32 calls: no method call per step
             cell = seq % size
             if held[cell] != seq:
                 break  # written over: the older calls are gone too
-            out.append((self._dependency[cell], self._error[cell] != 0, self._duration_ms[cell], self._exceptions[cell]))
+            ended = ends[cell]
+            if ended < since:
+                break  # an earlier request's: older ones are earlier still
+            if ended <= until:
+                out.append((self._dependency[cell], self._error[cell] != 0, self._duration_ms[cell],
+                            self._exceptions[cell]))
             seq = older[cell]
         out.reverse()
         return out
