@@ -108,10 +108,11 @@ class ComponentTable:
     def _find(self, keys: np.ndarray) -> np.ndarray:
         """Each (sorted, distinct) key's id, -1 where not interned."""
         held = self._n - 1
+        if held == 0:
+            return np.full(keys.shape[0], -1, np.int32)
         sorted_keys = self._sorted_keys[:held]
-        at = np.minimum(np.searchsorted(sorted_keys, keys), max(held - 1, 0))
-        hit = (sorted_keys[at] == keys) if held else np.zeros(keys.shape[0], bool)
-        return np.where(hit, self._sorted_ids[at] if held else 0, -1).astype(np.int32)
+        at = np.minimum(np.searchsorted(sorted_keys, keys), held - 1)
+        return np.where(sorted_keys[at] == keys, self._sorted_ids[at], -1).astype(np.int32)
 
     def _intern(self, keys: np.ndarray) -> None:
         """New ids for these keys (sorted, distinct, none interned), in their order."""

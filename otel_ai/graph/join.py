@@ -228,10 +228,11 @@ class _InternalLinks:
             self.settle(self._oldest_ns)
         n = min(trace_key.shape[0], self._keys.shape[0] - self._end)
         self.lost += trace_key.shape[0] - n
+        trace_key, span_id, parent_span_id = trace_key[:n], span_id[:n], parent_span_id[:n]
         at, end = self._end, self._end + n
-        parents = span_keys(trace_key[:n], parent_span_id[:n])
-        parents[parent_span_id[:n] == 0] = 0
-        self._keys[at:end] = span_keys(trace_key[:n], span_id[:n])
+        parents = span_keys(trace_key, parent_span_id)
+        parents[parent_span_id == 0] = 0
+        self._keys[at:end] = span_keys(trace_key, span_id)
         self._parents[at:end] = parents
         self._seen[at:end] = max(now_ns, batch.max_end_ns)
         self._end = end
